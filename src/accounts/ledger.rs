@@ -1,0 +1,118 @@
+//! The append-only ledger and the balance moves that go with each entry.
+//!
+//! Every move is a conditional update of the account row plus one ledger row, inside the
+//! caller's transaction. The account update comes first so that on SQLite the transaction takes
+//! the write lock at its first statement. Task entries are unique per (task, kind), so a retried
+//! or recovered worker can never hold, settle or release twice.
+
+use sqlx::{Any, Transaction};
+
+use crate::db::now_ms;
+use crate::ids::{AccountId, TaskId};
+use crate::money::Micros;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    Credit,
+    Hold,
+    Settle,
+    Release,
+}
+
+impl EntryKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryKind::Credit => "credit",
+            EntryKind::Hold => "hold",
+            EntryKind::Settle => "settle",
+            EntryKind::Release => "release",
+        }
+    }
+}
+
+async fn append(
+    tx: &mut Transaction<'_, Any>,
+    account: &AccountId,
+    task: Option<&TaskId>,
+    kind: EntryKind,
+    amount: Micros,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO ledger (id, account_id, task_id, kind, amount_micros, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(uuid::Uuid::now_v7().simple().to_string())
+    .bind(account.as_str())
+    .bind(task.map(TaskId::as_str))
+    .bind(kind.as_str())
+    .bind(amount.0)
+    .bind(now_ms())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Adds credits. Returns false if the account does not exist.
+pub async fn credit_in(
+    tx: &mut Transaction<'_, Any>,
+    account: &AccountId,
+    amount: Micros,
+) -> Result<bool, sqlx::Error> {
+    let updated =
+        sqlx::query("UPDATE accounts SET balance_micros = balance_micros + $1 WHERE id = $2")
+            .bind(amount.0)
+            .bind(account.as_str())
+            .execute(&mut **tx)
+            .await?;
+    if updated.rows_affected() == 0 {
+        return Ok(false);
+    }
+    append(tx, account, None, EntryKind::Credit, amount).await?;
+    Ok(true)
+}
+
+/// Moves `amount` from the balance into the held pot. Returns false, changing nothing, when the
+/// balance is short: the condition sits in the UPDATE itself, so no interleaving can overspend.
+pub async fn hold_in(
+    tx: &mut Transaction<'_, Any>,
+    account: &AccountId,
+    task: &TaskId,
+    amount: Micros,
+) -> Result<bool, sqlx::Error> {
+    let updated = sqlx::query(
+        "UPDATE accounts SET balance_micros = balance_micros - $1, held_micros = held_micros + $1 \
+         WHERE id = $2 AND balance_micros >= $1",
+    )
+    .bind(amount.0)
+    .bind(account.as_str())
+    .execute(&mut **tx)
+    .await?;
+    if updated.rows_affected() == 0 {
+        return Ok(false);
+    }
+    append(tx, account, Some(task), EntryKind::Hold, amount).await?;
+    Ok(true)
+}
+
+/// Closes a task's hold: `charge` leaves the held pot for good, `held - charge` returns to the
+/// balance. Both ledger rows are unique per task, so a second call fails instead of paying twice.
+pub async fn settle_in(
+    tx: &mut Transaction<'_, Any>,
+    account: &AccountId,
+    task: &TaskId,
+    held: Micros,
+    charge: Micros,
+) -> Result<(), sqlx::Error> {
+    let charge = charge.min(held);
+    let refund = Micros(held.0 - charge.0);
+    sqlx::query(
+        "UPDATE accounts SET held_micros = held_micros - $1, balance_micros = balance_micros + $2 WHERE id = $3",
+    )
+    .bind(held.0)
+    .bind(refund.0)
+    .bind(account.as_str())
+    .execute(&mut **tx)
+    .await?;
+    append(tx, account, Some(task), EntryKind::Settle, charge).await?;
+    append(tx, account, Some(task), EntryKind::Release, refund).await?;
+    Ok(())
+}

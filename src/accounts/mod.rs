@@ -1,0 +1,181 @@
+//! Accounts, their API keys (stored only as SHA-256 hashes) and their credits.
+
+pub mod keys;
+pub mod ledger;
+
+use base64::Engine;
+use serde::Serialize;
+use sqlx::Row;
+
+use crate::db::{Db, now_ms};
+use crate::ids::{AccountId, random_bytes};
+use crate::money::Micros;
+
+pub use keys::{ApiKey, IssuedKey};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error("an account named {0:?} already exists")]
+    NameTaken(String),
+    #[error("account {0} does not exist")]
+    NotFound(String),
+    #[error("the account name must be 1 to 64 characters")]
+    BadName,
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Account {
+    pub id: AccountId,
+    pub name: String,
+    pub balance: Micros,
+    pub held: Micros,
+    #[serde(skip)]
+    pub webhook_secret: String,
+    pub created_at: i64,
+}
+
+/// What `accounts create` hands back: the only time the key is shown.
+#[derive(Debug, Clone)]
+pub struct CreatedAccount {
+    pub account: Account,
+    pub key: IssuedKey,
+}
+
+#[derive(Clone, Debug)]
+pub struct Accounts {
+    db: Db,
+}
+
+fn new_webhook_secret() -> String {
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(random_bytes::<24>())
+    )
+}
+
+impl Accounts {
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+
+    /// Creates an account with an opening credit and a first key, in one transaction.
+    #[tracing::instrument(skip(self))]
+    pub async fn create(
+        &self,
+        name: &str,
+        credits: Micros,
+    ) -> Result<CreatedAccount, AccountError> {
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > 64 {
+            return Err(AccountError::BadName);
+        }
+        let id = AccountId::generate();
+        let now = now_ms();
+        let secret = new_webhook_secret();
+        let mut tx = self.db.write.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO accounts (id, name, balance_micros, held_micros, webhook_secret, created_at) \
+             VALUES ($1, $2, 0, 0, $3, $4) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(id.as_str())
+        .bind(name)
+        .bind(&secret)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            return Err(AccountError::NameTaken(name.to_owned()));
+        }
+        if credits > Micros::ZERO {
+            ledger::credit_in(&mut tx, &id, credits).await?;
+        }
+        let key = keys::issue_in(&mut tx, &id).await?;
+        tx.commit().await?;
+        let account = Account {
+            id,
+            name: name.to_owned(),
+            balance: credits,
+            held: Micros::ZERO,
+            webhook_secret: secret,
+            created_at: now,
+        };
+        Ok(CreatedAccount { account, key })
+    }
+
+    pub async fn get(&self, id: &AccountId) -> Result<Account, AccountError> {
+        let row = sqlx::query(
+            "SELECT id, name, balance_micros, held_micros, webhook_secret, created_at FROM accounts WHERE id = $1",
+        )
+        .bind(id.as_str())
+        .fetch_optional(&self.db.read)
+        .await?
+        .ok_or_else(|| AccountError::NotFound(id.to_string()))?;
+        Ok(Account {
+            id: AccountId::from_db(row.try_get("id")?),
+            name: row.try_get("name")?,
+            balance: Micros(row.try_get("balance_micros")?),
+            held: Micros(row.try_get("held_micros")?),
+            webhook_secret: row.try_get("webhook_secret")?,
+            created_at: row.try_get("created_at")?,
+        })
+    }
+
+    /// Looks an account up by id, accepting its name as well (friendlier on the command line).
+    pub async fn find(&self, id_or_name: &str) -> Result<Account, AccountError> {
+        let id: Option<String> =
+            sqlx::query_scalar("SELECT id FROM accounts WHERE id = $1 OR name = $1")
+                .bind(id_or_name)
+                .fetch_optional(&self.db.read)
+                .await?;
+        match id {
+            Some(id) => self.get(&AccountId::from_db(id)).await,
+            None => Err(AccountError::NotFound(id_or_name.to_owned())),
+        }
+    }
+
+    pub async fn count(&self) -> Result<i64, AccountError> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM accounts")
+            .fetch_one(&self.db.read)
+            .await?)
+    }
+
+    pub async fn add_credits(
+        &self,
+        id: &AccountId,
+        amount: Micros,
+    ) -> Result<Account, AccountError> {
+        let mut tx = self.db.write.begin().await?;
+        if !ledger::credit_in(&mut tx, id, amount).await? {
+            return Err(AccountError::NotFound(id.to_string()));
+        }
+        tx.commit().await?;
+        self.get(id).await
+    }
+
+    pub async fn issue_key(&self, id: &AccountId) -> Result<IssuedKey, AccountError> {
+        self.get(id).await?;
+        let mut tx = self.db.write.begin().await?;
+        let key = keys::issue_in(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(key)
+    }
+
+    /// Revokes a key; returns false if no such key was active.
+    pub async fn revoke_key(&self, key_id: &str) -> Result<bool, AccountError> {
+        let done =
+            sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                .bind(now_ms())
+                .bind(key_id)
+                .execute(&self.db.write)
+                .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The account behind an active key. Looked up on every request, so a revocation
+    /// takes effect at once on every running server.
+    pub async fn authenticate(&self, presented: &str) -> Result<Option<ApiKey>, AccountError> {
+        keys::lookup(&self.db, presented).await
+    }
+}

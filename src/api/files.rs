@@ -1,0 +1,85 @@
+//! Serves result files behind signed, expiring links.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::Query;
+use crate::db::now_ms;
+use crate::storage::LinkError;
+
+#[derive(Deserialize)]
+pub struct LinkQuery {
+    exp: Option<i64>,
+    sig: Option<String>,
+}
+
+fn content_type(key: &str) -> &'static str {
+    match key.rsplit('.').next() {
+        Some("png") => "image/png",
+        Some("jpeg" | "jpg") => "image/jpeg",
+        Some("webp") => "image/webp",
+        _ => "application/octet-stream",
+    }
+}
+
+#[tracing::instrument(skip_all, fields(key = %key))]
+pub async fn serve(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+    Query(link): Query<LinkQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (Some(exp), Some(sig)) = (link.exp, link.sig) else {
+        return Err(ApiError::Forbidden("this link is not signed".into()));
+    };
+    state.storage.verify(&key, exp, &sig).map_err(|e| match e {
+        LinkError::BadSignature => ApiError::Forbidden(e.to_string()),
+        LinkError::Expired => ApiError::Gone(e.to_string()),
+    })?;
+    let found = match state.storage.get(&key).await {
+        Ok(found) => found,
+        Err(object_store::Error::NotFound { .. }) => {
+            return Err(ApiError::Gone("this file has been deleted".into()));
+        }
+        Err(e) => return Err(ApiError::internal(e)),
+    };
+    let etag = found
+        .meta
+        .e_tag
+        .clone()
+        .map(|t| format!("\"{}\"", t.trim_matches('"')));
+    let max_age = (exp * 1000 - now_ms()).max(0) / 1000;
+    let mut response = if etag.is_some()
+        && headers
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            == etag.as_deref()
+    {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        let size = found.meta.size;
+        let mut r = Body::from_stream(found.into_stream()).into_response();
+        r.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(content_type(&key)),
+        );
+        r
+    };
+    let h = response.headers_mut();
+    if let Some(tag) = etag.and_then(|t| HeaderValue::from_str(&t).ok()) {
+        h.insert(header::ETAG, tag);
+    }
+    let cache = format!("private, max-age={max_age}, immutable");
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_str(&cache).expect("ASCII"),
+    );
+    Ok(response)
+}

@@ -1,0 +1,158 @@
+//! Builds the whole service from a [`Config`]: used by `easel serve` and by the tests.
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::accounts::{Accounts, CreatedAccount};
+use crate::api::{self, AppState, Services};
+use crate::catalog::Catalog;
+use crate::config::Config;
+use crate::db::{Db, Dialect};
+use crate::egress::Egress;
+use crate::money::Micros;
+use crate::routing::Router;
+use crate::storage::Storage;
+use crate::tasks::TaskStore;
+use crate::tasks::worker::WorkerPool;
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    workers: Arc<WorkerPool>,
+    db: Db,
+    /// The account created on first start, if this start created it.
+    pub bootstrap: Option<CreatedAccount>,
+    /// Held for the process's life: one server per SQLite data dir.
+    _lock: Option<File>,
+}
+
+/// Opens the database named by the configuration (for the CLI as well as the server).
+pub async fn open_db(config: &Config) -> anyhow::Result<Db> {
+    Db::connect(&config.database_url()).await
+}
+
+fn lock_data_dir(config: &Config) -> anyhow::Result<File> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let path = config.data_dir.join("easel.lock");
+    let file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    file.try_lock().map_err(|_| {
+        anyhow::anyhow!(
+            "another `easel serve` is already using {} (SQLite allows one server)",
+            config.data_dir.display()
+        )
+    })?;
+    Ok(file)
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let db = open_db(&config).await?;
+        let lock = match db.dialect {
+            Dialect::Sqlite => Some(lock_data_dir(&config)?),
+            Dialect::Postgres => None,
+        };
+        let catalog = Catalog::new(&config.models)?;
+        let accounts = Accounts::new(db.clone());
+        let tasks = TaskStore::new(db.clone());
+        if lock.is_some() {
+            // We are the only server on this database: leases still standing are a dead process's.
+            let orphaned = tasks.expire_all_leases().await?;
+            if orphaned > 0 {
+                tracing::info!(
+                    tasks = orphaned,
+                    "resuming tasks left in flight by the previous run"
+                );
+            }
+        }
+        let bootstrap = bootstrap_account(&accounts, &config).await?;
+
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("listening on {}", config.listen))?;
+        let public_url = config.public_url(listener.local_addr()?);
+        let storage = Storage::open(&config.storage_url(), public_url, &db).await?;
+        let router = Arc::new(Router::from_config(&config.channels, &catalog)?);
+        let wake = Arc::new(Notify::new());
+        let workers = Arc::new(WorkerPool {
+            store: tasks.clone(),
+            router,
+            egress: Egress::new()?,
+            storage: storage.clone(),
+            workers: config.server.workers.max(1),
+            lease: Duration::from_secs(config.server.lease_secs.max(3)),
+            wake: wake.clone(),
+        });
+        let state = AppState::new(Services {
+            config,
+            catalog,
+            accounts,
+            tasks,
+            storage,
+            wake,
+        });
+        Ok(Self {
+            listener,
+            state,
+            workers,
+            db,
+            bootstrap,
+            _lock: lock,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves and works until `shutdown` is cancelled, then stops taking work, hands back the
+    /// leases it holds, and returns.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let workers = tokio::spawn(self.workers.clone().run(shutdown.clone()));
+        let sweeper = tokio::spawn(crate::retention::run(
+            self.state.tasks.clone(),
+            self.state.storage.clone(),
+            self.state.config.retention_ms(),
+            shutdown.clone(),
+        ));
+        let app = api::router(self.state.clone());
+        let stop = shutdown.clone();
+        let served = axum::serve(self.listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        shutdown.cancel();
+        let _ = tokio::join!(workers, sweeper);
+        self.db.close().await;
+        served.context("serving HTTP")
+    }
+}
+
+/// On an empty store, creates the `default` account with its opening credits and a key.
+async fn bootstrap_account(
+    accounts: &Accounts,
+    config: &Config,
+) -> anyhow::Result<Option<CreatedAccount>> {
+    if accounts.count().await? > 0 {
+        return Ok(None);
+    }
+    let credits = Micros::from_usd(config.server.bootstrap_credits_usd)?;
+    match accounts.create("default", credits).await {
+        Ok(created) => Ok(Some(created)),
+        // Another node bootstrapped at the same moment.
+        Err(crate::accounts::AccountError::NameTaken(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,270 @@
+//! The `easel` command line: the server and the operator's account tools.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::accounts::{Account, Accounts};
+use crate::app::{Application, open_db};
+use crate::config::{Config, Overrides};
+use crate::money::Micros;
+
+#[derive(Parser)]
+#[command(
+    name = "easel",
+    version,
+    about = "Self-hosted image-generation task API"
+)]
+struct Cli {
+    /// Configuration file (default: ./easel.toml if it exists).
+    #[arg(long, global = true, env = "EASEL_CONFIG")]
+    config: Option<PathBuf>,
+    /// Where the SQLite database and result files live.
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the API and the workers.
+    Serve {
+        /// Address to listen on (default 127.0.0.1:8080).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Manage accounts.
+    #[command(subcommand)]
+    Accounts(AccountsCommand),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Manage credits.
+    #[command(subcommand)]
+    Credits(CreditsCommand),
+}
+
+#[derive(Args)]
+struct JsonFlag {
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum AccountsCommand {
+    /// Create an account with a first key.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Opening credits in USD.
+        #[arg(long, default_value_t = 0.0)]
+        credits: f64,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// Show an account (by id or name).
+    Show {
+        id: String,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Issue another key for an account.
+    Create {
+        #[arg(long)]
+        account: String,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// Revoke a key at once, also on running servers.
+    Revoke { key_id: String },
+}
+
+#[derive(Subcommand)]
+enum CreditsCommand {
+    /// Add credits to an account.
+    Add {
+        #[arg(long)]
+        account: String,
+        /// Amount in USD.
+        #[arg(long)]
+        amount: f64,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_log = if matches!(cli.command, Command::Serve { .. }) {
+        "info,sqlx=warn"
+    } else {
+        "warn"
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_log.into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let listen = match &cli.command {
+        Command::Serve { listen } => *listen,
+        _ => None,
+    };
+    let config = Config::load(
+        cli.config.as_deref(),
+        Overrides {
+            listen,
+            data_dir: cli.data_dir.clone(),
+        },
+    )?;
+    match cli.command {
+        Command::Serve { .. } => serve(config).await,
+        Command::Accounts(cmd) => accounts_command(&config, cmd).await,
+        Command::Keys(cmd) => keys_command(&config, cmd).await,
+        Command::Credits(cmd) => credits_command(&config, cmd).await,
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let app = Application::build(config).await?;
+    if let Some(created) = &app.bootstrap {
+        println!(
+            "Created account {} ({}) with {} of credits.\nAPI key (shown once, keep it): {}",
+            created.account.name, created.account.id, created.account.balance, created.key.key
+        );
+    }
+    println!("Easel listening on http://{}", app.local_addr());
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    app.run(shutdown).await
+}
+
+async fn stop_on_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down");
+    shutdown.cancel();
+}
+
+fn account_json(a: &Account) -> serde_json::Value {
+    json!({
+        "account_id": a.id,
+        "name": a.name,
+        "balance": a.balance.to_usd(),
+        "held": a.held.to_usd(),
+        "created_at": a.created_at,
+    })
+}
+
+fn print_account(a: &Account, as_json: bool) {
+    if as_json {
+        println!("{}", account_json(a));
+    } else {
+        println!(
+            "{} ({})\n  balance: {}\n  held:    {}",
+            a.name, a.id, a.balance, a.held
+        );
+    }
+}
+
+async fn accounts_command(config: &Config, cmd: AccountsCommand) -> anyhow::Result<()> {
+    let accounts = Accounts::new(open_db(config).await?);
+    match cmd {
+        AccountsCommand::Create { name, credits, out } => {
+            let created = accounts.create(&name, Micros::from_usd(credits)?).await?;
+            if out.json {
+                let mut obj = account_json(&created.account);
+                obj["key"] = json!(created.key.key);
+                obj["key_id"] = json!(created.key.key_id);
+                obj["webhook_secret"] = json!(created.account.webhook_secret);
+                println!("{obj}");
+            } else {
+                print_account(&created.account, false);
+                println!(
+                    "  key:    {} ({})\n  webhook secret: {}",
+                    created.key.key, created.key.key_id, created.account.webhook_secret
+                );
+            }
+        }
+        AccountsCommand::Show { id, out } => print_account(&accounts.find(&id).await?, out.json),
+    }
+    Ok(())
+}
+
+async fn keys_command(config: &Config, cmd: KeysCommand) -> anyhow::Result<()> {
+    let accounts = Accounts::new(open_db(config).await?);
+    match cmd {
+        KeysCommand::Create { account, out } => {
+            let account = accounts.find(&account).await?;
+            let key = accounts.issue_key(&account.id).await?;
+            if out.json {
+                println!(
+                    "{}",
+                    json!({"key_id": key.key_id, "key": key.key, "account_id": account.id})
+                );
+            } else {
+                println!("{} ({})", key.key, key.key_id);
+            }
+        }
+        KeysCommand::Revoke { key_id } => {
+            anyhow::ensure!(
+                accounts.revoke_key(&key_id).await?,
+                "no active key {key_id}"
+            );
+            println!("revoked {key_id}");
+        }
+    }
+    Ok(())
+}
+
+async fn credits_command(config: &Config, cmd: CreditsCommand) -> anyhow::Result<()> {
+    let accounts = Accounts::new(open_db(config).await?);
+    match cmd {
+        CreditsCommand::Add {
+            account,
+            amount,
+            out,
+        } => {
+            let account = accounts.find(&account).await?;
+            let amount = Micros::from_usd(amount)?;
+            anyhow::ensure!(amount > Micros::ZERO, "--amount must be positive");
+            let updated = accounts.add_credits(&account.id, amount).await?;
+            print_account(&updated, out.json);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,222 @@
+//! Settings, layered as defaults < `easel.toml` < `EASEL_*` environment < command-line flags.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::money::Micros;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// `sqlite://…` (default, inside the data dir) or `postgres://…`.
+    pub database_url: Option<String>,
+    /// `file://…` (default, inside the data dir).
+    pub storage_url: Option<String>,
+    /// Base of result URLs; defaults to `http://<listen>`.
+    pub public_url: Option<String>,
+    pub redis_url: Option<String>,
+    #[serde(skip_serializing)]
+    pub admin_token: Option<String>,
+    pub server: ServerConfig,
+    pub channels: Vec<ChannelConfig>,
+    pub models: BTreeMap<String, ModelOverride>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServerConfig {
+    pub allow_private_network: bool,
+    pub result_retention_days: u32,
+    pub task_timeout_secs: u64,
+    /// How many tasks one node works on at once.
+    pub workers: usize,
+    /// How long a claimed task stays owned by its worker without a heartbeat.
+    pub lease_secs: u64,
+    /// Credits given to the `default` account created on first start.
+    pub bootstrap_credits_usd: f64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            allow_private_network: false,
+            result_retention_days: 15,
+            task_timeout_secs: 600,
+            workers: 64,
+            lease_secs: 30,
+            bootstrap_credits_usd: 10.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChannelConfig {
+    pub id: String,
+    pub provider: ProviderKind,
+    #[serde(default = "default_tier")]
+    pub tier: Tier,
+    #[serde(default)]
+    pub base_url: Option<String>,
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Public model id -> upstream model id. Empty means every catalog model, same id.
+    #[serde(default)]
+    pub models: BTreeMap<String, String>,
+    #[serde(default)]
+    pub priority: i32,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    #[serde(default)]
+    pub max_concurrency: Option<u32>,
+    #[serde(default)]
+    pub local: Option<LocalOptions>,
+}
+
+fn default_tier() -> Tier {
+    Tier::Official
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    Ark,
+    Openai,
+    Apixo,
+    Local,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    Official,
+    Value,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LocalOptions {
+    /// Simulated generation time for a 2K (2048×2048) image; other sizes scale with pixel count.
+    pub latency_ms: u64,
+}
+
+impl Default for LocalOptions {
+    fn default() -> Self {
+        Self { latency_ms: 1500 }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ModelOverride {
+    pub price_usd: Option<f64>,
+    pub rpm: Option<u32>,
+    pub max_concurrent: Option<u32>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".parse().expect("valid default address"),
+            data_dir: PathBuf::from("./easel-data"),
+            database_url: None,
+            storage_url: None,
+            public_url: None,
+            redis_url: None,
+            admin_token: None,
+            server: ServerConfig::default(),
+            channels: Vec::new(),
+            models: BTreeMap::new(),
+        }
+    }
+}
+
+/// Values given on the command line; `None` leaves the lower layers in place.
+#[derive(Debug, Default, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// Loads the layered configuration. `config_file` is `--config`/`EASEL_CONFIG`; without it
+    /// `easel.toml` in the working directory is read if it exists.
+    pub fn load(config_file: Option<&Path>, overrides: Overrides) -> anyhow::Result<Self> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        match config_file {
+            Some(path) => {
+                anyhow::ensure!(
+                    path.exists(),
+                    "config file {} does not exist",
+                    path.display()
+                );
+                figment = figment.merge(Toml::file_exact(path));
+            }
+            None => figment = figment.merge(Toml::file_exact("easel.toml")),
+        }
+        let config: Config = figment
+            .merge(
+                Env::prefixed("EASEL_")
+                    .split("__")
+                    .ignore(&["config", "url", "api_key"]),
+            )
+            .merge(Serialized::defaults(overrides))
+            .extract()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        for (model, o) in &self.models {
+            if let Some(price) = o.price_usd {
+                Micros::from_usd(price)
+                    .map_err(|e| anyhow::anyhow!("models.{model}.price_usd: {e}"))?;
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for c in &self.channels {
+            anyhow::ensure!(seen.insert(&c.id), "channel id {:?} is used twice", c.id);
+        }
+        Ok(())
+    }
+
+    pub fn database_url(&self) -> String {
+        self.database_url.clone().unwrap_or_else(|| {
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("easel.db").display()
+            )
+        })
+    }
+
+    pub fn storage_url(&self) -> String {
+        self.storage_url
+            .clone()
+            .unwrap_or_else(|| format!("file://{}", self.data_dir.join("files").display()))
+    }
+
+    /// Base URL of links handed out to clients, without a trailing slash.
+    pub fn public_url(&self, bound: SocketAddr) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{bound}"))
+            .trim_end_matches('/')
+            .to_owned()
+    }
+
+    pub fn retention_ms(&self) -> i64 {
+        i64::from(self.server.result_retention_days) * 24 * 3600 * 1000
+    }
+}

@@ -1,0 +1,23 @@
+//! Easel: a self-hosted image-generation task API.
+//!
+//! `main.rs` is a thin CLI; everything is built here from a [`config::Config`] so that the
+//! tests can start the same application on port 0.
+
+pub mod accounts;
+pub mod api;
+pub mod app;
+pub mod catalog;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod egress;
+pub mod ids;
+pub mod money;
+pub mod providers;
+pub mod retention;
+pub mod routing;
+pub mod storage;
+pub mod tasks;
+
+pub use app::Application;
+pub use config::Config;

@@ -1,0 +1,78 @@
+//! Money is counted in integer micro-dollars; floats appear only at the JSON edge.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct Micros(pub i64);
+
+const PER_USD: i64 = 1_000_000;
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum MoneyError {
+    #[error("must be a finite, non-negative amount of USD")]
+    Invalid,
+    #[error("is too large")]
+    TooLarge,
+}
+
+impl Micros {
+    pub const ZERO: Micros = Micros(0);
+
+    /// Parses a USD amount, rounding to the nearest micro-dollar.
+    pub fn from_usd(usd: f64) -> Result<Self, MoneyError> {
+        if !usd.is_finite() || usd < 0.0 {
+            return Err(MoneyError::Invalid);
+        }
+        let micros = (usd * PER_USD as f64).round();
+        if micros > 1e15 {
+            return Err(MoneyError::TooLarge);
+        }
+        Ok(Micros(micros as i64))
+    }
+
+    pub fn to_usd(self) -> f64 {
+        self.0 as f64 / PER_USD as f64
+    }
+
+    pub fn times(self, n: u32) -> Micros {
+        Micros(self.0 * i64::from(n))
+    }
+}
+
+impl fmt::Display for Micros {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sign = if self.0 < 0 { "-" } else { "" };
+        let abs = self.0.unsigned_abs();
+        write!(
+            f,
+            "{sign}${}.{:06}",
+            abs / PER_USD as u64,
+            abs % PER_USD as u64
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usd_round_trips_through_micros() {
+        assert_eq!(Micros::from_usd(0.032).unwrap(), Micros(32_000));
+        assert_eq!(Micros::from_usd(10.0).unwrap().to_usd(), 10.0);
+        assert_eq!(Micros(32_000).times(10), Micros(320_000));
+        assert_eq!(Micros(-1_500_000).to_string(), "-$1.500000");
+    }
+
+    #[test]
+    fn rejects_negative_and_non_finite() {
+        assert_eq!(Micros::from_usd(-0.01), Err(MoneyError::Invalid));
+        assert_eq!(Micros::from_usd(f64::NAN), Err(MoneyError::Invalid));
+        assert_eq!(Micros::from_usd(1e12), Err(MoneyError::TooLarge));
+    }
+}

@@ -1,0 +1,81 @@
+//! The built-in renderer as a provider: no network, real images.
+
+pub mod render;
+
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+
+use super::{GeneratedImage, Provider, ProviderError, Reference};
+use crate::catalog::TaskSpec;
+use crate::config::LocalOptions;
+
+pub struct LocalProvider {
+    options: LocalOptions,
+}
+
+/// The pixel count the configured latency refers to (2K square).
+const LATENCY_REFERENCE_PIXELS: f64 = 2048.0 * 2048.0;
+
+impl LocalProvider {
+    pub fn new(options: LocalOptions) -> Self {
+        Self { options }
+    }
+
+    fn latency(&self, spec: &TaskSpec) -> Duration {
+        let scale = spec.size.pixels() as f64 / LATENCY_REFERENCE_PIXELS;
+        Duration::from_millis((self.options.latency_ms as f64 * scale) as u64)
+    }
+
+    async fn run(
+        &self,
+        spec: &TaskSpec,
+        references: &[Reference],
+    ) -> Result<Vec<GeneratedImage>, ProviderError> {
+        let mut decoded = Vec::with_capacity(references.len());
+        for (index, r) in references.iter().enumerate() {
+            let image = r.decode().map_err(|e| ProviderError::InvalidReference {
+                index,
+                reason: format!("cannot be decoded: {e}"),
+            })?;
+            decoded.push(image);
+        }
+        tokio::time::sleep(self.latency(spec)).await;
+        let count = if spec.sequential {
+            render::series_length(&spec.prompt, spec.images)
+        } else {
+            spec.images
+        };
+        let decoded = std::sync::Arc::new(decoded);
+        let jobs = (0..count).map(|index| {
+            let (spec, refs) = (spec.clone(), decoded.clone());
+            tokio::task::spawn_blocking(move || {
+                let img = render::render(&spec.prompt, spec.size, index, spec.sequential, &refs);
+                render::encode(&img, spec.output_format).map(|bytes| GeneratedImage {
+                    bytes,
+                    format: spec.output_format,
+                })
+            })
+        });
+        let mut images = Vec::with_capacity(count as usize);
+        for job in futures::future::join_all(jobs).await {
+            let encoded =
+                job.map_err(|e| ProviderError::Permanent(format!("renderer crashed: {e}")))?;
+            images.push(
+                encoded.map_err(|e| ProviderError::Permanent(format!("encoding failed: {e}")))?,
+            );
+        }
+        Ok(images)
+    }
+}
+
+impl Provider for LocalProvider {
+    fn generate<'a>(
+        &'a self,
+        spec: &'a TaskSpec,
+        references: &'a [Reference],
+    ) -> BoxFuture<'a, Result<Vec<GeneratedImage>, ProviderError>> {
+        self.run(spec, references).boxed()
+    }
+}

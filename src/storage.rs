@@ -1,0 +1,173 @@
+//! Result files: kept in an object store and handed out as Easel's own signed, expiring URLs.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use hmac::{Hmac, Mac};
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::{GetResult, ObjectStore, PutPayload};
+use sha2::Sha256;
+
+use crate::db::{Db, now_ms};
+use crate::ids::random_hex;
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum LinkError {
+    #[error("invalid signature")]
+    BadSignature,
+    #[error("this link has expired")]
+    Expired,
+}
+
+#[derive(Clone)]
+pub struct Storage {
+    store: Arc<dyn ObjectStore>,
+    signing_key: Arc<[u8]>,
+    public_url: String,
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Storage")
+            .field("public_url", &self.public_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The key that signs file links, shared by every node through the database.
+async fn signing_key(db: &Db) -> anyhow::Result<Vec<u8>> {
+    sqlx::query("INSERT INTO settings (key, value) VALUES ('url_signing_key', $1) ON CONFLICT (key) DO NOTHING")
+        .bind(random_hex::<32>())
+        .execute(&db.write)
+        .await?;
+    let hex_key: String =
+        sqlx::query_scalar("SELECT value FROM settings WHERE key = 'url_signing_key'")
+            .fetch_one(&db.write)
+            .await?;
+    hex::decode(hex_key).context("the stored URL signing key is not hex")
+}
+
+fn open_store(url: &str) -> anyhow::Result<Arc<dyn ObjectStore>> {
+    if let Some(path) = url.strip_prefix("file://") {
+        std::fs::create_dir_all(path).with_context(|| format!("creating {path}"))?;
+        return Ok(Arc::new(LocalFileSystem::new_with_prefix(path)?));
+    }
+    anyhow::bail!("unsupported storage URL {url:?} (use file://PATH)")
+}
+
+impl Storage {
+    pub async fn open(url: &str, public_url: String, db: &Db) -> anyhow::Result<Self> {
+        Ok(Self {
+            store: open_store(url)?,
+            signing_key: signing_key(db).await?.into(),
+            public_url,
+        })
+    }
+
+    pub async fn put(&self, key: &str, bytes: Vec<u8>) -> anyhow::Result<()> {
+        self.store
+            .put(
+                &ObjectPath::parse(key)?,
+                PutPayload::from(Bytes::from(bytes)),
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn get(&self, key: &str) -> Result<GetResult, object_store::Error> {
+        let path =
+            ObjectPath::parse(key).map_err(|e| object_store::Error::InvalidPath { source: e })?;
+        self.store.get(&path).await
+    }
+
+    pub async fn delete(&self, key: &str) -> anyhow::Result<()> {
+        match self.store.delete(&ObjectPath::parse(key)?).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn mac(&self, key: &str, exp_secs: i64) -> Hmac<Sha256> {
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&self.signing_key).expect("HMAC takes any key length");
+        mac.update(key.as_bytes());
+        mac.update(b"\n");
+        mac.update(exp_secs.to_string().as_bytes());
+        mac
+    }
+
+    fn signature(&self, key: &str, exp_secs: i64) -> String {
+        URL_SAFE_NO_PAD.encode(self.mac(key, exp_secs).finalize().into_bytes())
+    }
+
+    /// The public link to `key`, valid until `expires_ms`.
+    pub fn signed_url(&self, key: &str, expires_ms: i64) -> String {
+        let exp = expires_ms.div_euclid(1000);
+        format!(
+            "{}/files/{key}?exp={exp}&sig={}",
+            self.public_url,
+            self.signature(key, exp)
+        )
+    }
+
+    /// Checks a link: the signature first (403), then the expiry (410).
+    pub fn verify(&self, key: &str, exp_secs: i64, sig: &str) -> Result<(), LinkError> {
+        let given = URL_SAFE_NO_PAD
+            .decode(sig)
+            .map_err(|_| LinkError::BadSignature)?;
+        self.mac(key, exp_secs)
+            .verify_slice(&given)
+            .map_err(|_| LinkError::BadSignature)?;
+        if exp_secs.saturating_mul(1000) <= now_ms() {
+            return Err(LinkError::Expired);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn storage() -> Storage {
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        Storage {
+            store,
+            signing_key: Arc::from(&b"k"[..]),
+            public_url: "http://h".into(),
+        }
+    }
+
+    fn parts(url: &str) -> (i64, String) {
+        let query = url.split_once('?').unwrap().1;
+        let (exp, sig) = query.split_once('&').unwrap();
+        (
+            exp.trim_start_matches("exp=").parse().unwrap(),
+            sig.trim_start_matches("sig=").to_owned(),
+        )
+    }
+
+    #[test]
+    fn signed_links_verify_until_they_expire() {
+        let s = storage();
+        let (exp, sig) = parts(&s.signed_url("results/a/0.png", now_ms() + 60_000));
+        assert_eq!(s.verify("results/a/0.png", exp, &sig), Ok(()));
+        assert_eq!(
+            s.verify("results/a/1.png", exp, &sig),
+            Err(LinkError::BadSignature)
+        );
+        assert_eq!(
+            s.verify("results/a/0.png", exp + 1, &sig),
+            Err(LinkError::BadSignature)
+        );
+        let (exp, sig) = parts(&s.signed_url("results/a/0.png", now_ms() - 1000));
+        assert_eq!(
+            s.verify("results/a/0.png", exp, &sig),
+            Err(LinkError::Expired)
+        );
+    }
+}

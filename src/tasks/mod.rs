@@ -1,0 +1,123 @@
+//! Generation tasks: their states, failure codes and durable store, and the workers that run them.
+
+pub mod store;
+pub mod worker;
+
+use serde::Serialize;
+
+use crate::catalog::{Routing, TaskSpec};
+use crate::ids::{AccountId, TaskId};
+use crate::money::Micros;
+
+pub use store::TaskStore;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskState {
+    Pending,
+    Processing,
+    Success,
+    Failed,
+}
+
+impl TaskState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Pending => "pending",
+            TaskState::Processing => "processing",
+            TaskState::Success => "success",
+            TaskState::Failed => "failed",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => TaskState::Pending,
+            "processing" => TaskState::Processing,
+            "success" => TaskState::Success,
+            "failed" => TaskState::Failed,
+            _ => return None,
+        })
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, TaskState::Success | TaskState::Failed)
+    }
+}
+
+/// Why a task failed, as the seeds' `failCode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailCode {
+    ContentViolation,
+    InvalidImageUrl,
+    GenerationFailed,
+    Timeout,
+}
+
+impl FailCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailCode::ContentViolation => "CONTENT_VIOLATION",
+            FailCode::InvalidImageUrl => "INVALID_IMAGE_URL",
+            FailCode::GenerationFailed => "GENERATION_FAILED",
+            FailCode::Timeout => "TIMEOUT",
+        }
+    }
+}
+
+/// Which public API a task was created through; decides how it is rendered back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Apixo,
+}
+
+impl Dialect {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dialect::Apixo => "apixo",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Task {
+    pub id: TaskId,
+    pub account_id: AccountId,
+    pub model: String,
+    pub state: TaskState,
+    pub spec: TaskSpec,
+    /// The request as the client sent it (JSON).
+    pub param: String,
+    pub routing: Routing,
+    pub callback_url: Option<String>,
+    pub requested_images: u32,
+    pub delivered_images: Option<u32>,
+    pub price: Micros,
+    /// Object-store keys of the delivered images, in order.
+    pub result_keys: Vec<String>,
+    pub fail_code: Option<String>,
+    pub fail_msg: Option<String>,
+    pub attempts: u32,
+    pub created_at: i64,
+    pub completed_at: Option<i64>,
+    pub deadline_at: i64,
+}
+
+impl Task {
+    /// What was put on hold when the task was accepted.
+    pub fn held(&self) -> Micros {
+        self.price.times(self.requested_images)
+    }
+}
+
+/// A task to be accepted: everything the client decided.
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    pub account_id: AccountId,
+    pub dialect: Dialect,
+    pub spec: TaskSpec,
+    pub param: String,
+    pub routing: Routing,
+    pub callback_url: Option<String>,
+    pub price: Micros,
+}

@@ -1,0 +1,306 @@
+//! Durable task rows. A task is committed, with its credit hold, before its id is returned;
+//! workers own a task through a lease token that every later write must present.
+
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+
+use super::{FailCode, NewTask, Task, TaskState};
+use crate::accounts::ledger;
+use crate::catalog::Routing;
+use crate::db::{Db, Dialect, now_ms};
+use crate::ids::{AccountId, TaskId};
+use crate::money::Micros;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("Insufficient credits")]
+    InsufficientCredits,
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+    #[error("corrupt task row: {0}")]
+    Corrupt(String),
+}
+
+/// How a finished task ends.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Success { result_keys: Vec<String> },
+    Failed { code: FailCode, message: String },
+}
+
+#[derive(Clone, Debug)]
+pub struct TaskStore {
+    db: Db,
+}
+
+const COLUMNS: &str = "id, account_id, model, state, spec, param, routing, callback_url, requested_images, \
+     delivered_images, price_micros, result_keys, fail_code, fail_msg, attempts, created_at, completed_at, deadline_at";
+
+fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+fn task_from_row(row: &AnyRow) -> Result<Task, StoreError> {
+    let state: String = row.try_get("state")?;
+    let routing: String = row.try_get("routing")?;
+    let spec: String = row.try_get("spec")?;
+    let result_keys: Option<String> = row.try_get("result_keys")?;
+    Ok(Task {
+        id: TaskId::from_db(row.try_get("id")?),
+        account_id: AccountId::from_db(row.try_get("account_id")?),
+        model: row.try_get("model")?,
+        state: TaskState::parse(&state).ok_or_else(|| corrupt(format!("state {state:?}")))?,
+        spec: serde_json::from_str(&spec).map_err(corrupt)?,
+        param: row.try_get("param")?,
+        routing: Routing::parse(&routing).ok_or_else(|| corrupt(format!("routing {routing:?}")))?,
+        callback_url: row.try_get("callback_url")?,
+        requested_images: row.try_get::<i64, _>("requested_images")? as u32,
+        delivered_images: row
+            .try_get::<Option<i64>, _>("delivered_images")?
+            .map(|n| n as u32),
+        price: Micros(row.try_get("price_micros")?),
+        result_keys: result_keys
+            .map(|k| serde_json::from_str(&k))
+            .transpose()
+            .map_err(corrupt)?
+            .unwrap_or_default(),
+        fail_code: row.try_get("fail_code")?,
+        fail_msg: row.try_get("fail_msg")?,
+        attempts: row.try_get::<i64, _>("attempts")? as u32,
+        created_at: row.try_get("created_at")?,
+        completed_at: row.try_get("completed_at")?,
+        deadline_at: row.try_get("deadline_at")?,
+    })
+}
+
+impl TaskStore {
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+
+    /// Holds `images × price` and inserts the task in one transaction. When this returns, the
+    /// task is durable; when it fails, nothing was written.
+    #[tracing::instrument(skip_all, fields(account = %new.account_id, model = %new.spec.model))]
+    pub async fn create(&self, new: &NewTask, timeout_ms: i64) -> Result<TaskId, StoreError> {
+        let id = TaskId::generate();
+        let now = now_ms();
+        let mut tx = self.db.write.begin().await?;
+        let hold = new.price.times(new.spec.images);
+        if !ledger::hold_in(&mut tx, &new.account_id, &id, hold).await? {
+            return Err(StoreError::InsufficientCredits);
+        }
+        sqlx::query(
+            "INSERT INTO tasks (id, account_id, model, dialect, state, spec, param, routing, callback_url, \
+             requested_images, price_micros, created_at, deadline_at) \
+             VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .bind(id.as_str())
+        .bind(new.account_id.as_str())
+        .bind(&new.spec.model)
+        .bind(new.dialect.as_str())
+        .bind(serde_json::to_string(&new.spec).map_err(corrupt)?)
+        .bind(&new.param)
+        .bind(new.routing.as_str())
+        .bind(new.callback_url.as_deref())
+        .bind(i64::from(new.spec.images))
+        .bind(new.price.0)
+        .bind(now)
+        .bind(now + timeout_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// A task as its owner sees it; another account's task is as good as absent.
+    #[tracing::instrument(skip(self))]
+    pub async fn get_for_account(
+        &self,
+        id: &TaskId,
+        account: &AccountId,
+    ) -> Result<Option<Task>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM tasks WHERE id = $1 AND account_id = $2");
+        let row = sqlx::query(&sql)
+            .bind(id.as_str())
+            .bind(account.as_str())
+            .fetch_optional(&self.db.read)
+            .await?;
+        row.as_ref().map(task_from_row).transpose()
+    }
+
+    pub async fn get(&self, id: &TaskId) -> Result<Option<Task>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM tasks WHERE id = $1");
+        let row = sqlx::query(&sql)
+            .bind(id.as_str())
+            .fetch_optional(&self.db.read)
+            .await?;
+        row.as_ref().map(task_from_row).transpose()
+    }
+
+    /// Takes the oldest task that is pending or whose lease ran out, and leases it to `token`.
+    pub async fn claim(&self, token: &str, lease_ms: i64) -> Result<Option<Task>, StoreError> {
+        let now = now_ms();
+        // SQLite runs the whole statement under its single write lock; PostgreSQL needs
+        // SKIP LOCKED so that concurrent claimers pass over each other's rows.
+        let lock = match self.db.dialect {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => "FOR UPDATE SKIP LOCKED",
+        };
+        let sql = format!(
+            "UPDATE tasks SET state = 'processing', lease_token = $1, lease_until = $2, attempts = attempts + 1 \
+             WHERE id = (SELECT id FROM tasks WHERE state = 'pending' OR (state = 'processing' AND lease_until < $3) \
+                         ORDER BY created_at LIMIT 1 {lock}) \
+             RETURNING {COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(token)
+            .bind(now + lease_ms)
+            .bind(now)
+            .fetch_optional(&self.db.write)
+            .await?;
+        row.as_ref().map(task_from_row).transpose()
+    }
+
+    /// Extends a lease; false means the lease was lost and the worker must stop.
+    pub async fn renew_lease(
+        &self,
+        id: &TaskId,
+        token: &str,
+        lease_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE tasks SET lease_until = $1 WHERE id = $2 AND lease_token = $3 AND state = 'processing'",
+        )
+        .bind(now_ms() + lease_ms)
+        .bind(id.as_str())
+        .bind(token)
+        .execute(&self.db.write)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Gives a lease back so the task is taken again at once (used on shutdown).
+    pub async fn release_lease(&self, id: &TaskId, token: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE tasks SET lease_until = 0 WHERE id = $1 AND lease_token = $2 AND state = 'processing'")
+            .bind(id.as_str())
+            .bind(token)
+            .execute(&self.db.write)
+            .await?;
+        Ok(())
+    }
+
+    /// Expires every lease. Only for a single-process store (SQLite) at start-up, where any
+    /// lease still standing belongs to a process that is gone.
+    pub async fn expire_all_leases(&self) -> Result<u64, StoreError> {
+        let done = sqlx::query("UPDATE tasks SET lease_until = 0 WHERE state = 'processing'")
+            .execute(&self.db.write)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Ends a task and settles its hold, both in one transaction, if `token` still owns it.
+    /// Returns false (changing nothing) when the lease was lost to another worker.
+    #[tracing::instrument(skip(self, task, outcome), fields(task = %task.id))]
+    pub async fn finish(
+        &self,
+        task: &Task,
+        token: &str,
+        outcome: &Outcome,
+    ) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let mut tx = self.db.write.begin().await?;
+        let (state, keys, code, message) = match outcome {
+            Outcome::Success { result_keys } => (
+                TaskState::Success,
+                Some(serde_json::to_string(result_keys).map_err(corrupt)?),
+                None,
+                None,
+            ),
+            Outcome::Failed { code, message } => (
+                TaskState::Failed,
+                None,
+                Some(code.as_str()),
+                Some(message.as_str()),
+            ),
+        };
+        let delivered = match outcome {
+            Outcome::Success { result_keys } => {
+                result_keys.len().min(task.requested_images as usize) as u32
+            }
+            Outcome::Failed { .. } => 0,
+        };
+        let updated = sqlx::query(
+            "UPDATE tasks SET state = $1, result_keys = $2, fail_code = $3, fail_msg = $4, delivered_images = $5, \
+             completed_at = $6, lease_token = NULL, lease_until = NULL \
+             WHERE id = $7 AND lease_token = $8 AND state = 'processing'",
+        )
+        .bind(state.as_str())
+        .bind(keys)
+        .bind(code)
+        .bind(message)
+        .bind(i64::from(delivered))
+        .bind(now)
+        .bind(task.id.as_str())
+        .bind(token)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Ok(false);
+        }
+        settle(&mut tx, task, delivered).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Successful tasks whose results have outlived `cutoff` and still have files.
+    pub async fn expired_results(
+        &self,
+        cutoff: i64,
+        limit: i64,
+    ) -> Result<Vec<(TaskId, Vec<String>)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, result_keys FROM tasks WHERE completed_at < $1 AND state = 'success' \
+             AND files_purged_at IS NULL ORDER BY completed_at LIMIT $2",
+        )
+        .bind(cutoff)
+        .bind(limit)
+        .fetch_all(&self.db.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let keys: Option<String> = r.try_get("result_keys")?;
+                let keys = keys
+                    .map(|k| serde_json::from_str(&k))
+                    .transpose()
+                    .map_err(corrupt)?
+                    .unwrap_or_default();
+                Ok((TaskId::from_db(r.try_get("id")?), keys))
+            })
+            .collect()
+    }
+
+    pub async fn mark_purged(&self, id: &TaskId) -> Result<(), StoreError> {
+        sqlx::query("UPDATE tasks SET files_purged_at = $1 WHERE id = $2")
+            .bind(now_ms())
+            .bind(id.as_str())
+            .execute(&self.db.write)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Charges the delivered images and releases the rest of the hold.
+async fn settle(
+    tx: &mut Transaction<'_, Any>,
+    task: &Task,
+    delivered: u32,
+) -> Result<(), sqlx::Error> {
+    ledger::settle_in(
+        tx,
+        &task.account_id,
+        &task.id,
+        task.held(),
+        task.price.times(delivered),
+    )
+    .await
+}
