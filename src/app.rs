@@ -79,7 +79,11 @@ impl Application {
             .with_context(|| format!("listening on {}", config.listen))?;
         let public_url = config.public_url(listener.local_addr()?);
         let storage = Storage::open(&config.storage_url(), public_url, &db).await?;
-        let router = Arc::new(Router::from_config(&config.channels, &catalog)?);
+        let router = Arc::new(Router::from_config(
+            &config.channels,
+            &config.local,
+            &catalog,
+        )?);
         let wake = Arc::new(Notify::new());
         let workers = Arc::new(WorkerPool {
             store: tasks.clone(),

@@ -26,6 +26,8 @@ pub struct Config {
     pub admin_token: Option<String>,
     pub server: ServerConfig,
     pub channels: Vec<ChannelConfig>,
+    /// Options of the built-in local channel used when no `[[channels]]` are configured.
+    pub local: LocalOptions,
     pub models: BTreeMap<String, ModelOverride>,
 }
 
@@ -136,6 +138,7 @@ impl Default for Config {
             admin_token: None,
             server: ServerConfig::default(),
             channels: Vec::new(),
+            local: LocalOptions::default(),
             models: BTreeMap::new(),
         }
     }
@@ -164,7 +167,7 @@ impl Config {
                 );
                 figment = figment.merge(Toml::file_exact(path));
             }
-            None => figment = figment.merge(Toml::file_exact("easel.toml")),
+            None => figment = figment.merge(Toml::file("easel.toml")),
         }
         let config: Config = figment
             .merge(

@@ -66,7 +66,8 @@ mod tests {
         assert_eq!(Micros::from_usd(0.032).unwrap(), Micros(32_000));
         assert_eq!(Micros::from_usd(10.0).unwrap().to_usd(), 10.0);
         assert_eq!(Micros(32_000).times(10), Micros(320_000));
-        assert_eq!(Micros(-1_500_000).to_string(), "-$1.500000");
+        assert_eq!(Micros(-1_500_000).to_string(), "-$1.50");
+        assert_eq!(Micros(32_000).to_string(), "$0.032");
     }
 
     #[test]

@@ -33,7 +33,11 @@ pub struct Router {
 }
 
 impl Router {
-    pub fn from_config(channels: &[ChannelConfig], catalog: &Catalog) -> anyhow::Result<Self> {
+    pub fn from_config(
+        channels: &[ChannelConfig],
+        default_local: &LocalOptions,
+        catalog: &Catalog,
+    ) -> anyhow::Result<Self> {
         if channels.is_empty() {
             // A fresh install generates real images with no upstream account.
             let models = catalog
@@ -41,7 +45,7 @@ impl Router {
                 .iter()
                 .map(|m| (m.id.to_owned(), m.id.to_owned()))
                 .collect();
-            let provider = Arc::new(LocalProvider::new(LocalOptions::default()));
+            let provider = Arc::new(LocalProvider::new(default_local.clone()));
             return Ok(Self {
                 channels: vec![Channel {
                     id: "local".into(),

@@ -1,0 +1,254 @@
+//! The real `easel` binary: the operator CLI, and a server killed with SIGKILL mid-task whose
+//! restart finishes the task and settles its credits exactly once.
+
+mod common;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::wait_until;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const EASEL: &str = env!("CARGO_BIN_EXE_easel");
+
+fn easel(data_dir: &Path) -> Command {
+    let mut cmd = Command::new(EASEL);
+    cmd.arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("EASEL_CONFIG")
+        .env_remove("EASEL_DATABASE_URL");
+    cmd.env_remove("EASEL_STORAGE_URL")
+        .env_remove("EASEL_PUBLIC_URL")
+        .env_remove("EASEL_LISTEN");
+    cmd.current_dir(data_dir);
+    cmd
+}
+
+async fn cli_json(data_dir: &Path, args: &[&str]) -> Value {
+    let out = easel(data_dir).args(args).output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "easel {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// Starts `easel serve` on a free port and returns it with its base URL.
+async fn serve(data_dir: &Path) -> (Child, String) {
+    let mut child = easel(data_dir)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let base = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(url) = line.strip_prefix("Easel listening on ") {
+                return url.to_owned();
+            }
+        }
+        panic!("the server exited before listening");
+    })
+    .await
+    .expect("the server starts");
+    (child, base)
+}
+
+#[tokio::test]
+async fn operator_cli_manages_accounts_keys_and_credits() {
+    let dir = tempfile::tempdir().unwrap();
+    let created = cli_json(
+        dir.path(),
+        &[
+            "accounts",
+            "create",
+            "--name",
+            "acme",
+            "--credits",
+            "2.5",
+            "--json",
+        ],
+    )
+    .await;
+    let account = created["account_id"].as_str().unwrap();
+    assert!(account.starts_with("acct_"));
+    assert!(created["key"].as_str().unwrap().starts_with("sk-"));
+    assert!(
+        created["webhook_secret"]
+            .as_str()
+            .unwrap()
+            .starts_with("whsec_")
+    );
+    assert_eq!(created["balance"], 2.5);
+
+    let key = cli_json(
+        dir.path(),
+        &["keys", "create", "--account", account, "--json"],
+    )
+    .await;
+    assert!(key["key_id"].as_str().unwrap().starts_with("key_"));
+    assert_ne!(key["key"], created["key"]);
+
+    let out = easel(dir.path())
+        .args(["credits", "add", "--account", account, "--amount", "1.25"])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    let shown = cli_json(dir.path(), &["accounts", "show", account, "--json"]).await;
+    assert_eq!(shown["balance"], 3.75);
+    assert_eq!(shown["name"], "acme");
+
+    let revoke = easel(dir.path())
+        .args(["keys", "revoke", key["key_id"].as_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    assert!(revoke.status.success());
+    // Revoking twice, or an unknown account, is an error with a message.
+    let again = easel(dir.path())
+        .args(["keys", "revoke", key["key_id"].as_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    assert!(!again.status.success());
+    let missing = easel(dir.path())
+        .args(["accounts", "show", "acct_nope"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("does not exist"));
+    let dup = easel(dir.path())
+        .args(["accounts", "create", "--name", "acme"])
+        .output()
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&dup.stderr).contains("already exists"));
+}
+
+#[tokio::test]
+async fn first_start_prints_a_working_key_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = easel(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut key = None;
+    while let Some(line) = lines.next_line().await.unwrap() {
+        if let Some(k) = line.strip_prefix("API key (shown once, keep it): ") {
+            key = Some(k.to_owned());
+        }
+        if line.starts_with("Easel listening on ") {
+            break;
+        }
+    }
+    let key = key.expect("the bootstrap key is printed");
+    child.kill().await.unwrap();
+    let shown = cli_json(dir.path(), &["accounts", "show", "default", "--json"]).await;
+    assert_eq!(shown["balance"], 10.0);
+    // A second start does not create another account or print a key.
+    let (mut again, base) = serve(dir.path()).await;
+    let res = reqwest::Client::new()
+        .get(format!(
+            "{base}/api/v1/statusTask/seedream-5-0?taskId=task_none"
+        ))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404, "the printed key authenticates");
+    again.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn sigkill_mid_task_then_restart_finishes_it_and_settles_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // Slow enough that the task is surely in flight when the process dies.
+    std::fs::write(
+        dir.path().join("easel.toml"),
+        "[local]\nlatency_ms = 4000\n",
+    )
+    .unwrap();
+    let created = cli_json(
+        dir.path(),
+        &[
+            "accounts",
+            "create",
+            "--name",
+            "t",
+            "--credits",
+            "1",
+            "--json",
+        ],
+    )
+    .await;
+    let key = created["key"].as_str().unwrap().to_owned();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+
+    let (mut first, base) = serve(dir.path()).await;
+    let body = json!({"input": {"mode": "text-to-image", "prompt": "a phoenix", "max_images": 2}});
+    let res = client
+        .post(format!("{base}/api/v1/generateTask/seedream-5-0"))
+        .bearer_auth(&key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let task = res.json::<Value>().await.unwrap()["data"]["taskId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let status = |base: String| {
+        let (client, key, task) = (client.clone(), key.clone(), task.clone());
+        async move {
+            let res = client
+                .get(format!("{base}/api/v1/statusTask/seedream-5-0"))
+                .query(&[("taskId", &task)])
+                .bearer_auth(&key)
+                .send()
+                .await
+                .ok()?;
+            Some(res.json::<Value>().await.unwrap()["data"].clone())
+        }
+    };
+    wait_until(Duration::from_secs(20), || {
+        let s = status(base.clone());
+        async move { s.await.filter(|d| d["state"] == "processing") }
+    })
+    .await;
+    first.start_kill().unwrap();
+    first.wait().await.unwrap();
+    let held = cli_json(dir.path(), &["accounts", "show", "t", "--json"]).await;
+    assert_eq!(held["held"], 0.064, "the hold survives the crash");
+
+    let (mut second, base) = serve(dir.path()).await;
+    let done = wait_until(Duration::from_secs(30), || {
+        let s = status(base.clone());
+        async move {
+            s.await
+                .filter(|d| d["state"] == "success" || d["state"] == "failed")
+        }
+    })
+    .await;
+    assert_eq!(done["state"], "success", "{done}");
+    let urls: Value = serde_json::from_str(done["resultJson"].as_str().unwrap()).unwrap();
+    assert_eq!(urls["resultUrls"].as_array().unwrap().len(), 2);
+    second.kill().await.unwrap();
+    let after = cli_json(dir.path(), &["accounts", "show", "t", "--json"]).await;
+    assert_eq!(
+        (after["balance"].as_f64(), after["held"].as_f64()),
+        (Some(0.936), Some(0.0))
+    );
+}

@@ -1,0 +1,200 @@
+//! Test helpers: the app on port 0 with a temp data dir, a local server for reference images,
+//! and waiting for task states without fixed sleeps.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use easel::api::AppState;
+use easel::{Application, Config};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tokio_util::sync::CancellationToken;
+
+pub struct TestApp {
+    pub base: String,
+    pub key: String,
+    pub account_id: String,
+    pub client: reqwest::Client,
+    pub state: AppState,
+    pub shutdown: CancellationToken,
+    pub data_dir: TempDir,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+pub fn test_config(data_dir: &TempDir) -> Config {
+    let mut config = Config::default();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.data_dir = data_dir.path().to_path_buf();
+    config.local.latency_ms = 0;
+    config
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(&data_dir);
+    adjust(&mut config);
+    let app = Application::build(config).await.expect("the app builds");
+    let created = app
+        .bootstrap
+        .clone()
+        .expect("a fresh store bootstraps the default account");
+    let base = format!("http://{}", app.local_addr());
+    let state = app.state().clone();
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(app.run(shutdown.clone()));
+    TestApp {
+        base,
+        key: created.key.key,
+        account_id: created.account.id.to_string(),
+        client: reqwest::Client::builder().no_proxy().build().unwrap(),
+        state,
+        shutdown,
+        data_dir,
+        server,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// POSTs a JSON body to `generateTask/{model}` with the default key.
+    pub async fn submit(&self, model: &str, body: &Value) -> (u16, Value) {
+        let res = self
+            .client
+            .post(self.url(&format!("/api/v1/generateTask/{model}")))
+            .bearer_auth(&self.key)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        (res.status().as_u16(), res.json().await.unwrap())
+    }
+
+    /// Submits and returns the task id, asserting acceptance.
+    pub async fn submit_ok(&self, model: &str, body: &Value) -> String {
+        let (status, json) = self.submit(model, body).await;
+        assert_eq!(status, 200, "submit refused: {json}");
+        assert_eq!(json["code"], 200);
+        json["data"]["taskId"]
+            .as_str()
+            .expect("a taskId")
+            .to_owned()
+    }
+
+    pub async fn status(&self, model: &str, task_id: &str) -> (u16, Value) {
+        let res = self
+            .client
+            .get(self.url(&format!("/api/v1/statusTask/{model}")))
+            .query(&[("taskId", task_id)])
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .unwrap();
+        (res.status().as_u16(), res.json().await.unwrap())
+    }
+
+    /// Polls until the task is `success` or `failed` and returns its `data` object.
+    pub async fn wait_done(&self, model: &str, task_id: &str) -> Value {
+        wait_until(Duration::from_secs(60), || async {
+            let (status, json) = self.status(model, task_id).await;
+            assert_eq!(status, 200, "status failed: {json}");
+            let data = json["data"].clone();
+            matches!(data["state"].as_str(), Some("success" | "failed")).then_some(data)
+        })
+        .await
+    }
+
+    pub async fn stop(self) -> TempDir {
+        self.shutdown.cancel();
+        self.server.await.unwrap().unwrap();
+        self.data_dir
+    }
+}
+
+/// Calls `probe` every 25 ms until it yields a value, failing the test after `limit`.
+pub async fn wait_until<T, F, Fut>(limit: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not reached within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+pub fn result_urls(data: &Value) -> Vec<String> {
+    assert_eq!(data["state"], "success", "task did not succeed: {data}");
+    let result: Value =
+        serde_json::from_str(data["resultJson"].as_str().expect("resultJson is a string")).unwrap();
+    result["resultUrls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Downloads and decodes an image, checking the served Content-Type against the bytes.
+pub async fn download(
+    client: &reqwest::Client,
+    url: &str,
+) -> (image::ImageFormat, image::DynamicImage) {
+    let res = client.get(url).send().await.unwrap();
+    assert_eq!(res.status(), 200, "download of {url}");
+    let content_type = res.headers()[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let bytes = res.bytes().await.unwrap();
+    let format = image::guess_format(&bytes).unwrap();
+    assert_eq!(
+        content_type,
+        format.to_mime_type(),
+        "Content-Type must match the bytes"
+    );
+    (format, image::load_from_memory(&bytes).unwrap())
+}
+
+pub fn seedream_t2i(max_images: u32) -> Value {
+    json!({"input": {"mode": "text-to-image", "prompt": "a lighthouse at dusk", "max_images": max_images}})
+}
+
+/// A loopback server standing in for the web: `/red.png`, `/blue.jpg`, `/page.png` (HTML
+/// served as image/png) and 404 for anything else.
+pub async fn spawn_reference_server() -> SocketAddr {
+    fn encoded(color: [u8; 3], format: image::ImageFormat) -> Vec<u8> {
+        let img = image::RgbImage::from_pixel(64, 48, image::Rgb(color));
+        let mut out = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut out, format).unwrap();
+        out.into_inner()
+    }
+    let red = encoded([220, 20, 20], image::ImageFormat::Png);
+    let blue = encoded([20, 20, 220], image::ImageFormat::Jpeg);
+    let app = Router::new()
+        .route("/red.png", get(move || async move { ([(header::CONTENT_TYPE, "image/png")], red).into_response() }))
+        .route("/blue.jpg", get(move || async move { ([(header::CONTENT_TYPE, "image/jpeg")], blue).into_response() }))
+        .route("/page.png", get(|| async { ([(header::CONTENT_TYPE, "image/png")], "<html>not an image</html>") }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
