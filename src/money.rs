@@ -48,12 +48,14 @@ impl fmt::Display for Micros {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let sign = if self.0 < 0 { "-" } else { "" };
         let abs = self.0.unsigned_abs();
-        write!(
-            f,
-            "{sign}${}.{:06}",
-            abs / PER_USD as u64,
-            abs % PER_USD as u64
-        )
+        let (whole, frac) = (abs / PER_USD as u64, abs % PER_USD as u64);
+        // Cents when there is nothing finer, else every digit needed: $10.00, $0.032.
+        if frac % 10_000 == 0 {
+            write!(f, "{sign}${whole}.{:02}", frac / 10_000)
+        } else {
+            let digits = format!("{frac:06}");
+            write!(f, "{sign}${whole}.{}", digits.trim_end_matches('0'))
+        }
     }
 }
 

@@ -27,9 +27,11 @@ pub struct TestApp {
 }
 
 pub fn test_config(data_dir: &TempDir) -> Config {
-    let mut config = Config::default();
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.data_dir = data_dir.path().to_path_buf();
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: data_dir.path().to_path_buf(),
+        ..Config::default()
+    };
     config.local.latency_ms = 0;
     config
 }
