@@ -96,6 +96,8 @@ impl Application {
         });
         let state = AppState::new(Services {
             config,
+            db: db.clone(),
+            limiter: Default::default(),
             catalog,
             accounts,
             tasks,

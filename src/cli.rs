@@ -7,8 +7,9 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::accounts::{Account, Accounts};
+use crate::accounts::{Account, Accounts, limits};
 use crate::app::{Application, open_db};
+use crate::catalog::Catalog;
 use crate::config::{Config, Overrides};
 use crate::money::Micros;
 
@@ -72,6 +73,18 @@ enum AccountsCommand {
         id: String,
         #[command(flatten)]
         out: JsonFlag,
+    },
+    /// Set an account's limits for one model (omitted ones return to the model's default).
+    SetLimits {
+        id: String,
+        #[arg(long)]
+        model: String,
+        /// Task creations per minute.
+        #[arg(long)]
+        rpm: Option<u32>,
+        /// Unfinished (pending + processing) tasks at once.
+        #[arg(long)]
+        concurrency: Option<u32>,
     },
 }
 
@@ -221,6 +234,24 @@ async fn accounts_command(config: &Config, cmd: AccountsCommand) -> anyhow::Resu
             }
         }
         AccountsCommand::Show { id, out } => print_account(&accounts.find(&id).await?, out.json),
+        AccountsCommand::SetLimits {
+            id,
+            model,
+            rpm,
+            concurrency,
+        } => {
+            let catalog = Catalog::new(&config.models)?;
+            let model = catalog
+                .get(&model)
+                .ok_or_else(|| anyhow::anyhow!("no model {model:?} in the catalog"))?;
+            let account = accounts.find(&id).await?;
+            limits::set(accounts.db(), &account.id, model.id, rpm, concurrency).await?;
+            let now = limits::effective(accounts.db(), &account.id, model).await?;
+            println!(
+                "{} on {}: {} per minute, {} at once",
+                account.name, model.id, now.rpm, now.max_concurrent
+            );
+        }
     }
     Ok(())
 }

@@ -43,6 +43,8 @@ pub struct ServerConfig {
     pub lease_secs: u64,
     /// Credits given to the `default` account created on first start.
     pub bootstrap_credits_usd: f64,
+    /// Status polls per minute per API key.
+    pub status_rpm: u32,
 }
 
 impl Default for ServerConfig {
@@ -54,6 +56,7 @@ impl Default for ServerConfig {
             workers: 64,
             lease_secs: 30,
             bootstrap_credits_usd: 10.0,
+            status_rpm: 1200,
         }
     }
 }

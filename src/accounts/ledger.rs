@@ -5,9 +5,9 @@
 //! the write lock at its first statement. Task entries are unique per (task, kind), so a retried
 //! or recovered worker can never hold, settle or release twice.
 
-use sqlx::{Any, Transaction};
+use sqlx::{Any, Row, Transaction};
 
-use crate::db::now_ms;
+use crate::db::{Db, now_ms};
 use crate::ids::{AccountId, TaskId};
 use crate::money::Micros;
 
@@ -115,4 +115,73 @@ pub async fn settle_in(
     append(tx, account, Some(task), EntryKind::Settle, charge).await?;
     append(tx, account, Some(task), EntryKind::Release, refund).await?;
     Ok(())
+}
+
+/// One ledger row as clients see it.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub id: String,
+    pub task_id: Option<String>,
+    pub kind: String,
+    pub amount: Micros,
+    pub created_at: i64,
+}
+
+/// An account's entries, newest first, older than the entry id `before` if given.
+pub async fn list(
+    db: &Db,
+    account: &AccountId,
+    limit: i64,
+    before: Option<&str>,
+) -> Result<Vec<Entry>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT id, task_id, kind, amount_micros, created_at FROM ledger \
+         WHERE account_id = $1 AND ($2 IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
+    )
+    .bind(account.as_str())
+    .bind(before)
+    .bind(limit)
+    .fetch_all(&db.read)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Entry {
+                id: r.try_get("id")?,
+                task_id: r.try_get("task_id")?,
+                kind: r.try_get("kind")?,
+                amount: Micros(r.try_get("amount_micros")?),
+                created_at: r.try_get("created_at")?,
+            })
+        })
+        .collect()
+}
+
+/// Sums of an account's ledger by kind, for checking the balance against its history.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub credit: Micros,
+    pub hold: Micros,
+    pub settle: Micros,
+    pub release: Micros,
+}
+
+pub async fn totals(db: &Db, account: &AccountId) -> Result<Totals, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT kind, SUM(amount_micros) AS total FROM ledger WHERE account_id = $1 GROUP BY kind",
+    )
+    .bind(account.as_str())
+    .fetch_all(&db.read)
+    .await?;
+    let mut totals = Totals::default();
+    for r in rows {
+        let kind: String = r.try_get("kind")?;
+        let sum = Micros(r.try_get::<Option<i64>, _>("total")?.unwrap_or(0));
+        match kind.as_str() {
+            "credit" => totals.credit = sum,
+            "hold" => totals.hold = sum,
+            "settle" => totals.settle = sum,
+            _ => totals.release = sum,
+        }
+    }
+    Ok(totals)
 }

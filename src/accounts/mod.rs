@@ -2,6 +2,7 @@
 
 pub mod keys;
 pub mod ledger;
+pub mod limits;
 
 use base64::Engine;
 use serde::Serialize;
@@ -55,9 +56,26 @@ fn new_webhook_secret() -> String {
     )
 }
 
+const ACCOUNT_COLUMNS: &str = "id, name, balance_micros, held_micros, webhook_secret, created_at";
+
+fn account_from_row(row: &sqlx::any::AnyRow) -> Result<Account, sqlx::Error> {
+    Ok(Account {
+        id: AccountId::from_db(row.try_get("id")?),
+        name: row.try_get("name")?,
+        balance: Micros(row.try_get("balance_micros")?),
+        held: Micros(row.try_get("held_micros")?),
+        webhook_secret: row.try_get("webhook_secret")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
 impl Accounts {
     pub fn new(db: Db) -> Self {
         Self { db }
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
     }
 
     /// Creates an account with an opening credit and a first key, in one transaction.
@@ -105,21 +123,23 @@ impl Accounts {
     }
 
     pub async fn get(&self, id: &AccountId) -> Result<Account, AccountError> {
-        let row = sqlx::query(
-            "SELECT id, name, balance_micros, held_micros, webhook_secret, created_at FROM accounts WHERE id = $1",
-        )
-        .bind(id.as_str())
-        .fetch_optional(&self.db.read)
-        .await?
-        .ok_or_else(|| AccountError::NotFound(id.to_string()))?;
-        Ok(Account {
-            id: AccountId::from_db(row.try_get("id")?),
-            name: row.try_get("name")?,
-            balance: Micros(row.try_get("balance_micros")?),
-            held: Micros(row.try_get("held_micros")?),
-            webhook_secret: row.try_get("webhook_secret")?,
-            created_at: row.try_get("created_at")?,
-        })
+        let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1");
+        let row = sqlx::query(&sql)
+            .bind(id.as_str())
+            .fetch_optional(&self.db.read)
+            .await?
+            .ok_or_else(|| AccountError::NotFound(id.to_string()))?;
+        Ok(account_from_row(&row)?)
+    }
+
+    /// Every account, oldest first.
+    pub async fn list(&self) -> Result<Vec<Account>, AccountError> {
+        let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY created_at, id");
+        let rows = sqlx::query(&sql).fetch_all(&self.db.read).await?;
+        Ok(rows
+            .iter()
+            .map(account_from_row)
+            .collect::<Result<_, _>>()?)
     }
 
     /// Looks an account up by id, accepting its name as well (friendlier on the command line).

@@ -2,16 +2,18 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::AppState;
-use super::error::{ApiError, PendingError};
+use super::error::{ApiError, render_error};
 use super::extract::{Caller, JsonBody, Query};
+use super::{AppState, Submitted};
 use crate::catalog::fields::{Checked, Fields, http_url, invalid};
 use crate::catalog::{Model, Routing, TaskSpec, ValidationError};
 use crate::ids::TaskId;
+use crate::tasks::idempotency::Idempotency;
 use crate::tasks::{Dialect, NewTask, Task, TaskState};
 
 #[derive(Serialize)]
@@ -21,7 +23,7 @@ pub struct Envelope<T> {
     pub data: T,
 }
 
-fn success<T: Serialize>(data: T) -> Json<Envelope<T>> {
+pub fn success<T: Serialize>(data: T) -> Json<Envelope<T>> {
     Json(Envelope {
         code: 200,
         message: "success".into(),
@@ -32,16 +34,17 @@ fn success<T: Serialize>(data: T) -> Json<Envelope<T>> {
 /// Renders an [`ApiError`] carried by a response as `{"code":N,"message":"…","data":null}`,
 /// with the HTTP status equal to `code`. Installed as a layer on the APIXO routes.
 pub async fn envelope(response: Response) -> Response {
-    let Some(PendingError(error)) = response.extensions().get::<PendingError>().cloned() else {
-        return response;
-    };
-    let status = error.status();
-    let body = Envelope {
-        code: status.as_u16(),
-        message: error.to_string(),
-        data: Value::Null,
-    };
-    (status, Json(body)).into_response()
+    render_error(response, |error| {
+        let status = error.status();
+        (
+            status,
+            Envelope {
+                code: status.as_u16(),
+                message: error.to_string(),
+                data: Value::Null,
+            },
+        )
+    })
 }
 
 #[derive(Serialize)]
@@ -88,15 +91,45 @@ fn known_model<'a>(state: &'a AppState, model: &str) -> Result<&'a Model, ApiErr
         .ok_or_else(|| ApiError::NotFound(format!("model {model} not found")))
 }
 
+/// Reads an `Idempotency-Key` header, fingerprinting the request it guards.
+pub fn idempotency_key(
+    headers: &HeaderMap,
+    route: &str,
+    body: &Value,
+) -> Result<Option<Idempotency>, ApiError> {
+    let Some(raw) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = raw
+        .to_str()
+        .map_err(|_| ApiError::BadRequest("Idempotency-Key must be visible ASCII".into()))?;
+    Idempotency::new(key, route, body)
+        .map(Some)
+        .map_err(ApiError::BadRequest)
+}
+
+/// Marks a replayed answer, as idempotent APIs conventionally do.
+pub fn replayed<R: IntoResponse>(submitted: &Submitted, response: R) -> Response {
+    let mut response = response.into_response();
+    if matches!(submitted, Submitted::Replayed(_)) {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
+}
+
 #[tracing::instrument(skip_all, fields(model = %model, account = %caller.0.account_id))]
 pub async fn generate(
     State(state): State<AppState>,
     caller: Caller,
     Path(model): Path<String>,
+    headers: HeaderMap,
     JsonBody(body): JsonBody,
-) -> Result<Json<Envelope<TaskCreated>>, ApiError> {
+) -> Result<Response, ApiError> {
     let model = known_model(&state, &model)?;
     let request = parse_request(model, &body)?;
+    let idem = idempotency_key(&headers, &format!("apixo/{}", model.id), &body)?;
     let new = NewTask {
         account_id: caller.0.account_id.clone(),
         dialect: Dialect::Apixo,
@@ -106,10 +139,14 @@ pub async fn generate(
         callback_url: request.callback_url,
         price: model.price,
     };
-    let id = state.submit(&new).await?;
-    Ok(success(TaskCreated {
-        task_id: id.to_string(),
-    }))
+    let submitted = state.submit(&new, model, idem.as_ref()).await?;
+    let (Submitted::Created(id) | Submitted::Replayed(id)) = &submitted;
+    Ok(replayed(
+        &submitted,
+        success(TaskCreated {
+            task_id: id.to_string(),
+        }),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -160,6 +197,7 @@ pub async fn status(
     Query(query): Query<StatusQuery>,
 ) -> Result<Json<Envelope<TaskStatus>>, ApiError> {
     known_model(&state, &model)?;
+    state.admit_poll(&caller.0)?;
     let raw = query
         .task_id
         .filter(|t| !t.is_empty())

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::accounts::AccountError;
@@ -28,6 +28,15 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("Insufficient credits")]
     InsufficientCredits,
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after_secs: u64,
+    },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unprocessable(String),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -44,6 +53,9 @@ impl ApiError {
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             // Seeds 000-002 answer a short balance with 400.
             ApiError::InsufficientCredits => StatusCode::BAD_REQUEST,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -63,6 +75,12 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::InsufficientCredits => ApiError::InsufficientCredits,
+            StoreError::ConcurrencyLimit { limit } => ApiError::RateLimited {
+                message: format!(
+                    "concurrency limit reached: {limit} unfinished tasks of this model; retry when one ends"
+                ),
+                retry_after_secs: CONCURRENCY_RETRY_SECS,
+            },
             other => ApiError::internal(other),
         }
     }
@@ -70,6 +88,15 @@ impl From<StoreError> for ApiError {
 
 impl From<AccountError> for ApiError {
     fn from(e: AccountError) -> Self {
+        ApiError::internal(e)
+    }
+}
+
+/// A slot frees when some task ends, which cannot be predicted; the seeds poll every 3 s.
+const CONCURRENCY_RETRY_SECS: u64 = 3;
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
         ApiError::internal(e)
     }
 }
@@ -89,4 +116,26 @@ impl IntoResponse for ApiError {
             .insert(PendingError(Arc::new(self)));
         response
     }
+}
+
+/// For a dialect's layer: if `response` carries an [`ApiError`], replaces its status and body
+/// with what `render` makes of it (headers such as `Retry-After` stay).
+pub fn render_error<B: serde::Serialize>(
+    response: Response,
+    render: impl FnOnce(&ApiError) -> (StatusCode, B),
+) -> Response {
+    let Some(PendingError(error)) = response.extensions().get::<PendingError>().cloned() else {
+        return response;
+    };
+    let (status, body) = render(&error);
+    let (mut parts, _) = response.into_parts();
+    parts.extensions.remove::<PendingError>();
+    parts.status = status;
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let bytes = serde_json::to_vec(&body).expect("error bodies serialize");
+    Response::from_parts(parts, axum::body::Body::from(bytes))
 }

@@ -1,9 +1,12 @@
 //! The HTTP surface: one router per dialect, sharing one [`AppState`].
 
+pub mod account;
+pub mod admin;
 pub mod apixo;
 pub mod error;
 pub mod extract;
 pub mod files;
+pub mod unified;
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -14,11 +17,15 @@ use axum::routing::{get, post};
 use tokio::sync::Notify;
 use tower_http::trace::TraceLayer;
 
-use crate::accounts::Accounts;
-use crate::catalog::Catalog;
+use crate::accounts::limits::{self, Gcra};
+use crate::accounts::{Accounts, ApiKey};
+use crate::catalog::{Catalog, Model};
 use crate::config::Config;
+use crate::db::Db;
 use crate::ids::TaskId;
 use crate::storage::Storage;
+use crate::tasks::idempotency::{self, Claim, Idempotency};
+use crate::tasks::store::Admission;
 use crate::tasks::{NewTask, Task, TaskStore};
 use error::ApiError;
 
@@ -27,12 +34,23 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 pub struct Services {
     pub config: Config,
+    pub db: Db,
     pub catalog: Catalog,
     pub accounts: Accounts,
     pub tasks: TaskStore,
     pub storage: Storage,
     /// Wakes idle workers when a task arrives.
     pub wake: Arc<Notify>,
+    /// Task creations per account and model, status polls per key.
+    pub limiter: Gcra,
+}
+
+/// How a create request was answered.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Submitted {
+    Created(TaskId),
+    /// An earlier request with the same Idempotency-Key created this task.
+    Replayed(TaskId),
 }
 
 #[derive(Clone)]
@@ -50,12 +68,75 @@ impl AppState {
         Self(Arc::new(services))
     }
 
-    /// Accepts a task durably (with its credit hold) and wakes a worker.
-    pub async fn submit(&self, new: &NewTask) -> Result<TaskId, ApiError> {
-        let timeout_ms = self.config.server.task_timeout_secs as i64 * 1000;
-        let id = self.tasks.create(new, timeout_ms).await?;
+    /// Accepts a task: replays an idempotent retry, or checks the per-minute limit and then
+    /// holds credits, checks concurrency and stores the task in one transaction.
+    pub async fn submit(
+        &self,
+        new: &NewTask,
+        model: &Model,
+        idem: Option<&Idempotency>,
+    ) -> Result<Submitted, ApiError> {
+        if let Some(idem) = idem {
+            match idempotency::claim(&self.db, &new.account_id, idem).await? {
+                Claim::Fresh => {}
+                Claim::Replay(id) => return Ok(Submitted::Replayed(id)),
+                Claim::InFlight => {
+                    return Err(ApiError::Conflict(
+                        "a request with this Idempotency-Key is still in flight".into(),
+                    ));
+                }
+                Claim::Mismatch => {
+                    return Err(ApiError::Unprocessable(
+                        "this Idempotency-Key was already used with a different request".into(),
+                    ));
+                }
+            }
+        }
+        let created = self.admit(new, model, idem).await;
+        if let (Err(_), Some(idem)) = (&created, idem) {
+            if let Err(e) = idempotency::abandon(&self.db, &new.account_id, idem).await {
+                tracing::warn!(error = %e, "could not free an idempotency key; it frees itself in a minute");
+            }
+        }
+        created.map(Submitted::Created)
+    }
+
+    async fn admit(
+        &self,
+        new: &NewTask,
+        model: &Model,
+        idem: Option<&Idempotency>,
+    ) -> Result<TaskId, ApiError> {
+        let limits = limits::effective(&self.db, &new.account_id, model).await?;
+        let key = format!("create:{}:{}", new.account_id, model.id);
+        self.limiter
+            .admit(&key, limits.rpm)
+            .map_err(|wait| ApiError::RateLimited {
+                message: format!(
+                    "rate limit reached: {} task creations per minute for {}",
+                    limits.rpm, model.id
+                ),
+                retry_after_secs: wait.secs(),
+            })?;
+        let admission = Admission {
+            timeout_ms: self.config.server.task_timeout_secs as i64 * 1000,
+            max_concurrent: limits.max_concurrent,
+            idempotency: idem,
+        };
+        let id = self.tasks.create(new, &admission).await?;
         self.wake.notify_one();
         Ok(id)
+    }
+
+    /// Status polls have their own, generous, per-key limit.
+    pub fn admit_poll(&self, key: &ApiKey) -> Result<(), ApiError> {
+        let rpm = self.config.server.status_rpm;
+        self.limiter
+            .admit(&format!("poll:{}", key.key_id), rpm)
+            .map_err(|wait| ApiError::RateLimited {
+                message: format!("rate limit reached: {rpm} status requests per minute per key"),
+                retry_after_secs: wait.secs(),
+            })
     }
 
     /// Signed links to a finished task's images, valid for the retention period.
@@ -77,12 +158,32 @@ async fn method_not_allowed() -> ApiError {
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let unified = Router::new()
+        .route("/api/v1/balance", get(unified::balance))
+        .layer(axum::middleware::map_response(unified::envelope));
+    let mut app = Router::new()
         .route("/api/v1/generateTask/{model}", post(apixo::generate))
         .route("/api/v1/statusTask/{model}", get(apixo::status))
+        .route("/api/v1/account", get(account::show))
+        .route("/api/v1/account/ledger", get(account::ledger))
+        .route(
+            "/api/v1/apikeys/current-balance",
+            get(account::current_balance),
+        )
         .route("/files/{*key}", get(files::serve))
-        .fallback(not_found)
+        .merge(unified);
+    // Without an admin token the admin routes do not exist (404).
+    if state
+        .config
+        .admin_token
+        .as_deref()
+        .is_some_and(|t| !t.is_empty())
+    {
+        app = app.nest("/admin/v1", admin::router());
+    }
+    app.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Renders errors not already rendered by an inner dialect's layer.
         .layer(axum::middleware::map_response(apixo::envelope))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())

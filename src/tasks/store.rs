@@ -4,6 +4,7 @@
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
+use super::idempotency::{self, Idempotency};
 use super::{FailCode, NewTask, Task, TaskState};
 use crate::accounts::ledger;
 use crate::catalog::Routing;
@@ -15,6 +16,8 @@ use crate::money::Micros;
 pub enum StoreError {
     #[error("Insufficient credits")]
     InsufficientCredits,
+    #[error("concurrency limit reached: {limit} unfinished tasks")]
+    ConcurrencyLimit { limit: u32 },
     #[error(transparent)]
     Db(#[from] sqlx::Error),
     #[error("corrupt task row: {0}")]
@@ -26,6 +29,14 @@ pub enum StoreError {
 pub enum Outcome {
     Success { result_keys: Vec<String> },
     Failed { code: FailCode, message: String },
+}
+
+/// What a new task must pass besides its credit hold.
+#[derive(Debug, Clone, Copy)]
+pub struct Admission<'a> {
+    pub timeout_ms: i64,
+    pub max_concurrent: u32,
+    pub idempotency: Option<&'a Idempotency>,
 }
 
 #[derive(Clone, Debug)]
@@ -78,16 +89,35 @@ impl TaskStore {
         Self { db }
     }
 
-    /// Holds `images × price` and inserts the task in one transaction. When this returns, the
-    /// task is durable; when it fails, nothing was written.
+    /// Holds `images × price`, checks the account's unfinished tasks against `max_concurrent`,
+    /// inserts the task and completes its idempotency key, all in one transaction. When this
+    /// returns, the task is durable; when it fails, nothing was written.
     #[tracing::instrument(skip_all, fields(account = %new.account_id, model = %new.spec.model))]
-    pub async fn create(&self, new: &NewTask, timeout_ms: i64) -> Result<TaskId, StoreError> {
+    pub async fn create(
+        &self,
+        new: &NewTask,
+        admission: &Admission<'_>,
+    ) -> Result<TaskId, StoreError> {
         let id = TaskId::generate();
         let now = now_ms();
         let mut tx = self.db.write.begin().await?;
         let hold = new.price.times(new.spec.images);
+        // The hold's UPDATE comes first: it takes SQLite's write lock, and on PostgreSQL it locks
+        // the account row, so concurrent submits of one account count their tasks one at a time.
         if !ledger::hold_in(&mut tx, &new.account_id, &id, hold).await? {
             return Err(StoreError::InsufficientCredits);
+        }
+        let active: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM tasks WHERE account_id = $1 AND model = $2 AND state IN ('pending', 'processing')",
+        )
+        .bind(new.account_id.as_str())
+        .bind(&new.spec.model)
+        .fetch_one(&mut *tx)
+        .await?;
+        if active >= i64::from(admission.max_concurrent) {
+            return Err(StoreError::ConcurrencyLimit {
+                limit: admission.max_concurrent,
+            });
         }
         sqlx::query(
             "INSERT INTO tasks (id, account_id, model, dialect, state, spec, param, routing, callback_url, \
@@ -105,11 +135,33 @@ impl TaskStore {
         .bind(i64::from(new.spec.images))
         .bind(new.price.0)
         .bind(now)
-        .bind(now + timeout_ms)
+        .bind(now + admission.timeout_ms)
         .execute(&mut *tx)
         .await?;
+        if let Some(idem) = admission.idempotency {
+            idempotency::complete_in(&mut tx, &new.account_id, idem, &id).await?;
+        }
         tx.commit().await?;
         Ok(id)
+    }
+
+    /// An account's tasks, newest first, before the task id `before` if given.
+    pub async fn list_for_account(
+        &self,
+        account: &AccountId,
+        limit: i64,
+        before: Option<&TaskId>,
+    ) -> Result<Vec<Task>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM tasks WHERE account_id = $1 AND ($2 IS NULL OR id < $2) ORDER BY id DESC LIMIT $3"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(account.as_str())
+            .bind(before.map(TaskId::as_str))
+            .bind(limit)
+            .fetch_all(&self.db.read)
+            .await?;
+        rows.iter().map(task_from_row).collect()
     }
 
     /// A task as its owner sees it; another account's task is as good as absent.

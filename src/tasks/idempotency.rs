@@ -1,0 +1,122 @@
+//! `Idempotency-Key` on task creation: the same key and body within 24 hours gives back the
+//! task the first request created, without a second hold.
+
+use sha2::{Digest, Sha256};
+use sqlx::{Any, Row, Transaction};
+
+use crate::db::{Db, now_ms};
+use crate::ids::{AccountId, TaskId};
+
+/// How long a key is remembered.
+pub const KEEP_MS: i64 = 24 * 3600 * 1000;
+/// A first request still unfinished after this long died with its process: nothing of it was
+/// committed (the task and the key's completion share one transaction), so the key is free again.
+const ABANDONED_MS: i64 = 60 * 1000;
+
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    pub key: String,
+    /// Hash of what the request asks for (route and canonical body).
+    pub fingerprint: String,
+}
+
+impl Idempotency {
+    /// Checks the header value: 1 to 255 visible ASCII characters.
+    pub fn new(key: &str, route: &str, body: &serde_json::Value) -> Result<Self, String> {
+        if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("Idempotency-Key must be 1 to 255 visible ASCII characters".into());
+        }
+        let mut hash = Sha256::new();
+        hash.update(route.as_bytes());
+        hash.update(b"\n");
+        hash.update(body.to_string().as_bytes());
+        Ok(Self {
+            key: key.to_owned(),
+            fingerprint: hex::encode(hash.finalize()),
+        })
+    }
+}
+
+#[derive(Debug, PartialEq)]
+pub enum Claim {
+    /// First use: go ahead, and complete the key in the creating transaction.
+    Fresh,
+    Replay(TaskId),
+    InFlight,
+    /// The key was used with a different request.
+    Mismatch,
+}
+
+pub async fn claim(db: &Db, account: &AccountId, idem: &Idempotency) -> Result<Claim, sqlx::Error> {
+    let now = now_ms();
+    sqlx::query(
+        "DELETE FROM idempotency_keys WHERE account_id = $1 AND key = $2 \
+         AND (created_at < $3 OR (task_id IS NULL AND created_at < $4))",
+    )
+    .bind(account.as_str())
+    .bind(&idem.key)
+    .bind(now - KEEP_MS)
+    .bind(now - ABANDONED_MS)
+    .execute(&db.write)
+    .await?;
+    let inserted = sqlx::query(
+        "INSERT INTO idempotency_keys (account_id, key, request_hash, created_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (account_id, key) DO NOTHING",
+    )
+    .bind(account.as_str())
+    .bind(&idem.key)
+    .bind(&idem.fingerprint)
+    .bind(now)
+    .execute(&db.write)
+    .await?;
+    if inserted.rows_affected() == 1 {
+        return Ok(Claim::Fresh);
+    }
+    let row = sqlx::query(
+        "SELECT request_hash, task_id FROM idempotency_keys WHERE account_id = $1 AND key = $2",
+    )
+    .bind(account.as_str())
+    .bind(&idem.key)
+    .fetch_optional(&db.write)
+    .await?;
+    let Some(row) = row else {
+        // Removed between our insert and select: the other request gave up. Treat as in flight;
+        // the client's retry will find the key free.
+        return Ok(Claim::InFlight);
+    };
+    if row.try_get::<String, _>("request_hash")? != idem.fingerprint {
+        return Ok(Claim::Mismatch);
+    }
+    Ok(match row.try_get::<Option<String>, _>("task_id")? {
+        Some(task) => Claim::Replay(TaskId::from_db(task)),
+        None => Claim::InFlight,
+    })
+}
+
+/// Frees a key whose request created nothing (refused or failed), so that a retry may proceed.
+pub async fn abandon(db: &Db, account: &AccountId, idem: &Idempotency) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "DELETE FROM idempotency_keys WHERE account_id = $1 AND key = $2 AND task_id IS NULL",
+    )
+    .bind(account.as_str())
+    .bind(&idem.key)
+    .execute(&db.write)
+    .await?;
+    Ok(())
+}
+
+/// Records the created task against the key, inside the creating transaction.
+pub async fn complete_in(
+    tx: &mut Transaction<'_, Any>,
+    account: &AccountId,
+    idem: &Idempotency,
+    task: &TaskId,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE idempotency_keys SET task_id = $1 WHERE account_id = $2 AND key = $3")
+        .bind(task.as_str())
+        .bind(account.as_str())
+        .bind(&idem.key)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
