@@ -106,6 +106,33 @@ async fn operator_cli_manages_accounts_keys_and_credits() {
     assert_eq!(shown["balance"], 3.75);
     assert_eq!(shown["name"], "acme");
 
+    let limits = easel(dir.path())
+        .args([
+            "accounts",
+            "set-limits",
+            account,
+            "--model",
+            "seedream-5-0",
+            "--rpm",
+            "5",
+            "--concurrency",
+            "2",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(limits.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&limits.stdout).trim(),
+        "acme on seedream-5-0: 5 per minute, 2 at once"
+    );
+    let unknown = easel(dir.path())
+        .args(["accounts", "set-limits", account, "--model", "nope"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!unknown.status.success());
+
     let revoke = easel(dir.path())
         .args(["keys", "revoke", key["key_id"].as_str().unwrap()])
         .output()
@@ -250,5 +277,115 @@ async fn sigkill_mid_task_then_restart_finishes_it_and_settles_once() {
     assert_eq!(
         (after["balance"].as_f64(), after["held"].as_f64()),
         (Some(0.936), Some(0.0))
+    );
+}
+
+#[tokio::test]
+async fn sigkill_while_tasks_settle_leaves_the_ledger_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    // Many short tasks, four at a time: settlements follow each other continuously.
+    std::fs::write(
+        dir.path().join("easel.toml"),
+        "[local]\nlatency_ms = 400\n[server]\nworkers = 4\n",
+    )
+    .unwrap();
+    let created = cli_json(
+        dir.path(),
+        &[
+            "accounts",
+            "create",
+            "--name",
+            "t",
+            "--credits",
+            "5",
+            "--json",
+        ],
+    )
+    .await;
+    let key = created["key"].as_str().unwrap().to_owned();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let get = |base: &str, path: &str| {
+        let req = client.get(format!("{base}{path}")).bearer_auth(&key);
+        async move { req.send().await.ok()?.json::<Value>().await.ok() }
+    };
+
+    let (mut first, base) = serve(dir.path()).await;
+    let body = json!({"input": {"mode": "gpt-image-1", "prompt": "a lantern"}});
+    let mut tasks = Vec::new();
+    for _ in 0..40 {
+        let res = client
+            .post(format!("{base}/api/v1/generateTask/gpt-image-1"))
+            .bearer_auth(&key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        tasks.push(
+            res.json::<Value>().await.unwrap()["data"]["taskId"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    // Kill as soon as some tasks have settled and others are still running.
+    wait_until(Duration::from_secs(30), || {
+        let account = get(&base, "/api/v1/account");
+        async move {
+            account
+                .await
+                .filter(|a| a["data"]["held"].as_f64().is_some_and(|h| h < 1.5))
+        }
+    })
+    .await;
+    first.start_kill().unwrap();
+    first.wait().await.unwrap();
+
+    let (mut second, base) = serve(dir.path()).await;
+    for task in &tasks {
+        wait_until(Duration::from_secs(60), || {
+            let status = get(
+                &base,
+                &format!("/api/v1/statusTask/gpt-image-1?taskId={task}"),
+            );
+            async move {
+                status
+                    .await
+                    .filter(|s| matches!(s["data"]["state"].as_str(), Some("success" | "failed")))
+            }
+        })
+        .await;
+    }
+    let ledger = get(&base, "/api/v1/account/ledger?limit=200")
+        .await
+        .unwrap();
+    let entries = ledger["data"]["entries"].as_array().unwrap();
+    let mut settled = 0.0;
+    for task in &tasks {
+        let kinds: Vec<&str> = entries
+            .iter()
+            .filter(|e| e["taskId"] == task.as_str())
+            .map(|e| e["kind"].as_str().unwrap())
+            .collect();
+        for kind in ["hold", "settle", "release"] {
+            assert_eq!(
+                kinds.iter().filter(|k| **k == kind).count(),
+                1,
+                "{task}: {kinds:?}"
+            );
+        }
+        settled += entries
+            .iter()
+            .find(|e| e["taskId"] == task.as_str() && e["kind"] == "settle")
+            .unwrap()["amount"]
+            .as_f64()
+            .unwrap();
+    }
+    let account = get(&base, "/api/v1/account").await.unwrap();
+    second.kill().await.unwrap();
+    assert_eq!(account["data"]["held"], 0.0);
+    let balance = account["data"]["balance"].as_f64().unwrap();
+    assert!(
+        (balance - (5.0 - settled)).abs() < 1e-9,
+        "balance {balance}, settled {settled}"
     );
 }

@@ -111,6 +111,14 @@ impl IntoResponse for ApiError {
             tracing::error!(error = format!("{e:#}"), "request failed");
         }
         let mut response = self.status().into_response();
+        if let ApiError::RateLimited {
+            retry_after_secs, ..
+        } = &self
+        {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+        }
         response
             .extensions_mut()
             .insert(PendingError(Arc::new(self)));

@@ -93,10 +93,10 @@ impl AppState {
             }
         }
         let created = self.admit(new, model, idem).await;
-        if let (Err(_), Some(idem)) = (&created, idem) {
-            if let Err(e) = idempotency::abandon(&self.db, &new.account_id, idem).await {
-                tracing::warn!(error = %e, "could not free an idempotency key; it frees itself in a minute");
-            }
+        if let (Err(_), Some(idem)) = (&created, idem)
+            && let Err(e) = idempotency::abandon(&self.db, &new.account_id, idem).await
+        {
+            tracing::warn!(error = %e, "could not free an idempotency key; it frees itself in a minute");
         }
         created.map(Submitted::Created)
     }

@@ -200,3 +200,40 @@ pub async fn spawn_reference_server() -> SocketAddr {
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     addr
 }
+
+/// The ledger invariant: balance = credits added − settled − held, and every hold is settled,
+/// released or still held, to the micro-dollar.
+pub async fn assert_ledger_invariant(state: &AppState, account: &str) {
+    let account = state.accounts.find(account).await.unwrap();
+    let t = easel::accounts::ledger::totals(&state.db, &account.id)
+        .await
+        .unwrap();
+    assert_eq!(
+        account.balance.0,
+        t.credit.0 - t.settle.0 - account.held.0,
+        "balance vs ledger: {t:?} {account:?}"
+    );
+    assert_eq!(
+        account.held.0,
+        t.hold.0 - t.settle.0 - t.release.0,
+        "held vs ledger: {t:?} {account:?}"
+    );
+    assert!(account.balance.0 >= 0 && account.held.0 >= 0);
+}
+
+impl TestApp {
+    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+        let res = self
+            .client
+            .get(self.url(path))
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .unwrap();
+        (res.status().as_u16(), res.json().await.unwrap())
+    }
+}
+
+pub fn gpt_t2i(num_images: u32) -> Value {
+    json!({"input": {"mode": "gpt-image-1", "prompt": "a paper boat", "num_images": num_images}})
+}
