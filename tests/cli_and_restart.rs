@@ -199,81 +199,97 @@ async fn first_start_prints_a_working_key_once() {
     again.kill().await.unwrap();
 }
 
-#[tokio::test]
-async fn sigkill_mid_task_then_restart_finishes_it_and_settles_once() {
-    let dir = tempfile::tempdir().unwrap();
-    // Slow enough that the task is surely in flight when the process dies.
-    std::fs::write(
-        dir.path().join("easel.toml"),
-        "[local]\nlatency_ms = 4000\n",
-    )
-    .unwrap();
-    let created = cli_json(
-        dir.path(),
-        &[
+/// A data dir with a config file and one account, driven over HTTP with that account's key.
+struct Site {
+    dir: tempfile::TempDir,
+    key: String,
+    client: reqwest::Client,
+}
+
+impl Site {
+    async fn new(config: &str, credits: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("easel.toml"), config).unwrap();
+        let args = [
             "accounts",
             "create",
             "--name",
             "t",
             "--credits",
-            "1",
+            credits,
             "--json",
-        ],
-    )
-    .await;
-    let key = created["key"].as_str().unwrap().to_owned();
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
-
-    let (mut first, base) = serve(dir.path()).await;
-    let body = json!({"input": {"mode": "text-to-image", "prompt": "a phoenix", "max_images": 2}});
-    let res = client
-        .post(format!("{base}/api/v1/generateTask/seedream-5-0"))
-        .bearer_auth(&key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let task = res.json::<Value>().await.unwrap()["data"]["taskId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let status = |base: String| {
-        let (client, key, task) = (client.clone(), key.clone(), task.clone());
-        async move {
-            let res = client
-                .get(format!("{base}/api/v1/statusTask/seedream-5-0"))
-                .query(&[("taskId", &task)])
-                .bearer_auth(&key)
-                .send()
-                .await
-                .ok()?;
-            Some(res.json::<Value>().await.unwrap()["data"].clone())
+        ];
+        let created = cli_json(dir.path(), &args).await;
+        let key = created["key"].as_str().unwrap().to_owned();
+        Self {
+            dir,
+            key,
+            client: reqwest::Client::builder().no_proxy().build().unwrap(),
         }
-    };
-    wait_until(Duration::from_secs(20), || {
-        let s = status(base.clone());
-        async move { s.await.filter(|d| d["state"] == "processing") }
-    })
-    .await;
+    }
+
+    /// The JSON answer to a GET, or `None` while the server cannot answer.
+    async fn get(&self, base: &str, path: &str) -> Option<Value> {
+        let res = self
+            .client
+            .get(format!("{base}{path}"))
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .ok()?;
+        res.json::<Value>().await.ok()
+    }
+
+    async fn submit(&self, base: &str, model: &str, body: &Value) -> String {
+        let url = format!("{base}/api/v1/generateTask/{model}");
+        let res = self
+            .client
+            .post(url)
+            .bearer_auth(&self.key)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        res.json::<Value>().await.unwrap()["data"]["taskId"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Polls a task until its state is one of `states`, and returns its status object.
+    async fn wait_state(&self, base: &str, model: &str, task: &str, states: &[&str]) -> Value {
+        let path = format!("/api/v1/statusTask/{model}?taskId={task}");
+        wait_until(Duration::from_secs(60), || async {
+            let data = self.get(base, &path).await?["data"].clone();
+            states.contains(&data["state"].as_str()?).then_some(data)
+        })
+        .await
+    }
+}
+
+#[tokio::test]
+async fn sigkill_mid_task_then_restart_finishes_it_and_settles_once() {
+    // Slow enough that the task is surely in flight when the process dies.
+    let site = Site::new("[local]\nlatency_ms = 4000\n", "1").await;
+    let (mut first, base) = serve(site.dir.path()).await;
+    let body = json!({"input": {"mode": "text-to-image", "prompt": "a phoenix", "max_images": 2}});
+    let task = site.submit(&base, "seedream-5-0", &body).await;
+    site.wait_state(&base, "seedream-5-0", &task, &["processing"])
+        .await;
     first.start_kill().unwrap();
     first.wait().await.unwrap();
-    let held = cli_json(dir.path(), &["accounts", "show", "t", "--json"]).await;
+    let held = cli_json(site.dir.path(), &["accounts", "show", "t", "--json"]).await;
     assert_eq!(held["held"], 0.064, "the hold survives the crash");
 
-    let (mut second, base) = serve(dir.path()).await;
-    let done = wait_until(Duration::from_secs(30), || {
-        let s = status(base.clone());
-        async move {
-            s.await
-                .filter(|d| d["state"] == "success" || d["state"] == "failed")
-        }
-    })
-    .await;
+    let (mut second, base) = serve(site.dir.path()).await;
+    let done = site
+        .wait_state(&base, "seedream-5-0", &task, &["success", "failed"])
+        .await;
     assert_eq!(done["state"], "success", "{done}");
     let urls: Value = serde_json::from_str(done["resultJson"].as_str().unwrap()).unwrap();
     assert_eq!(urls["resultUrls"].as_array().unwrap().len(), 2);
     second.kill().await.unwrap();
-    let after = cli_json(dir.path(), &["accounts", "show", "t", "--json"]).await;
+    let after = cli_json(site.dir.path(), &["accounts", "show", "t", "--json"]).await;
     assert_eq!(
         (after["balance"].as_f64(), after["held"].as_f64()),
         (Some(0.936), Some(0.0))
@@ -282,105 +298,51 @@ async fn sigkill_mid_task_then_restart_finishes_it_and_settles_once() {
 
 #[tokio::test]
 async fn sigkill_while_tasks_settle_leaves_the_ledger_exact() {
-    let dir = tempfile::tempdir().unwrap();
     // Many short tasks, four at a time: settlements follow each other continuously.
-    std::fs::write(
-        dir.path().join("easel.toml"),
-        "[local]\nlatency_ms = 400\n[server]\nworkers = 4\n",
-    )
-    .unwrap();
-    let created = cli_json(
-        dir.path(),
-        &[
-            "accounts",
-            "create",
-            "--name",
-            "t",
-            "--credits",
-            "5",
-            "--json",
-        ],
-    )
-    .await;
-    let key = created["key"].as_str().unwrap().to_owned();
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    let get = |base: &str, path: &str| {
-        let req = client.get(format!("{base}{path}")).bearer_auth(&key);
-        async move { req.send().await.ok()?.json::<Value>().await.ok() }
-    };
-
-    let (mut first, base) = serve(dir.path()).await;
+    let site = Site::new("[local]\nlatency_ms = 400\n[server]\nworkers = 4\n", "5").await;
+    let (mut first, base) = serve(site.dir.path()).await;
     let body = json!({"input": {"mode": "gpt-image-1", "prompt": "a lantern"}});
     let mut tasks = Vec::new();
     for _ in 0..40 {
-        let res = client
-            .post(format!("{base}/api/v1/generateTask/gpt-image-1"))
-            .bearer_auth(&key)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        tasks.push(
-            res.json::<Value>().await.unwrap()["data"]["taskId"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        );
+        tasks.push(site.submit(&base, "gpt-image-1", &body).await);
     }
     // Kill as soon as some tasks have settled and others are still running.
-    wait_until(Duration::from_secs(30), || {
-        let account = get(&base, "/api/v1/account");
-        async move {
-            account
-                .await
-                .filter(|a| a["data"]["held"].as_f64().is_some_and(|h| h < 1.5))
-        }
+    wait_until(Duration::from_secs(30), || async {
+        let account = site.get(&base, "/api/v1/account").await?;
+        account["data"]["held"].as_f64().filter(|held| *held < 1.5)
     })
     .await;
     first.start_kill().unwrap();
     first.wait().await.unwrap();
 
-    let (mut second, base) = serve(dir.path()).await;
+    let (mut second, base) = serve(site.dir.path()).await;
     for task in &tasks {
-        wait_until(Duration::from_secs(60), || {
-            let status = get(
-                &base,
-                &format!("/api/v1/statusTask/gpt-image-1?taskId={task}"),
-            );
-            async move {
-                status
-                    .await
-                    .filter(|s| matches!(s["data"]["state"].as_str(), Some("success" | "failed")))
-            }
-        })
-        .await;
+        site.wait_state(&base, "gpt-image-1", task, &["success", "failed"])
+            .await;
     }
-    let ledger = get(&base, "/api/v1/account/ledger?limit=200")
+    let ledger = site
+        .get(&base, "/api/v1/account/ledger?limit=200")
         .await
         .unwrap();
     let entries = ledger["data"]["entries"].as_array().unwrap();
     let mut settled = 0.0;
     for task in &tasks {
-        let kinds: Vec<&str> = entries
+        let of_task: Vec<&Value> = entries
             .iter()
             .filter(|e| e["taskId"] == task.as_str())
-            .map(|e| e["kind"].as_str().unwrap())
             .collect();
         for kind in ["hold", "settle", "release"] {
             assert_eq!(
-                kinds.iter().filter(|k| **k == kind).count(),
+                of_task.iter().filter(|e| e["kind"] == kind).count(),
                 1,
-                "{task}: {kinds:?}"
+                "{task}: {of_task:?}"
             );
         }
-        settled += entries
-            .iter()
-            .find(|e| e["taskId"] == task.as_str() && e["kind"] == "settle")
-            .unwrap()["amount"]
+        settled += of_task.iter().find(|e| e["kind"] == "settle").unwrap()["amount"]
             .as_f64()
             .unwrap();
     }
-    let account = get(&base, "/api/v1/account").await.unwrap();
+    let account = site.get(&base, "/api/v1/account").await.unwrap();
     second.kill().await.unwrap();
     assert_eq!(account["data"]["held"], 0.0);
     let balance = account["data"]["balance"].as_f64().unwrap();

@@ -58,6 +58,29 @@ async fn expect_invalid_refs(app: &TestApp, model: &str, body: Value) {
     assert!(data.get("resultJson").is_none());
 }
 
+/// An image-to-image example twice: with the seed's unreachable references (fails with
+/// INVALID_IMAGE_URL) and with references from a loopback server (succeeds).
+async fn expect_refs_both_ways(
+    model: &str,
+    body: fn([String; 2]) -> Value,
+    count: usize,
+    size: (u32, u32),
+    format: ImageFormat,
+) {
+    let app = spawn_app().await;
+    let unreachable = [
+        "https://ref.invalid/ref1.jpg".to_owned(),
+        "https://ref.invalid/ref2.jpg".to_owned(),
+    ];
+    expect_invalid_refs(&app, model, body(unreachable)).await;
+    let refs = spawn_reference_server().await;
+    let local = [
+        format!("http://{refs}/red.png"),
+        format!("http://{refs}/blue.jpg"),
+    ];
+    expect_images(&app, model, body(local), count, size, format).await;
+}
+
 #[tokio::test]
 async fn seed_000_text_to_image() {
     let app = spawn_app().await;
@@ -104,22 +127,9 @@ fn seed_000_i2i_body(refs: [String; 2]) -> Value {
 
 #[tokio::test]
 async fn seed_000_image_to_image() {
-    let app = spawn_app().await;
-    let unreachable = [
-        "https://ref.invalid/ref1.jpg".to_owned(),
-        "https://ref.invalid/ref2.jpg".to_owned(),
-    ];
-    expect_invalid_refs(&app, "seedream-5-0", seed_000_i2i_body(unreachable)).await;
-
-    let refs = spawn_reference_server().await;
-    let local = [
-        format!("http://{refs}/red.png"),
-        format!("http://{refs}/blue.jpg"),
-    ];
-    expect_images(
-        &app,
+    expect_refs_both_ways(
         "seedream-5-0",
-        seed_000_i2i_body(local),
+        seed_000_i2i_body,
         3,
         (2592, 3456),
         ImageFormat::Png,
@@ -211,21 +221,9 @@ fn seed_001_i2i_body(refs: [String; 2]) -> Value {
 
 #[tokio::test]
 async fn seed_001_image_to_image() {
-    let app = spawn_app().await;
-    let unreachable = [
-        "https://ref.invalid/ref1.jpg".to_owned(),
-        "https://ref.invalid/ref2.jpg".to_owned(),
-    ];
-    expect_invalid_refs(&app, "seedream-5-0", seed_001_i2i_body(unreachable)).await;
-    let refs = spawn_reference_server().await;
-    let local = [
-        format!("http://{refs}/red.png"),
-        format!("http://{refs}/blue.jpg"),
-    ];
-    expect_images(
-        &app,
+    expect_refs_both_ways(
         "seedream-5-0",
-        seed_001_i2i_body(local),
+        seed_001_i2i_body,
         2,
         (2592, 3456),
         ImageFormat::Png,
@@ -285,21 +283,9 @@ fn seed_002_refs_body(refs: [String; 2]) -> Value {
 
 #[tokio::test]
 async fn seed_002_reference_guided() {
-    let app = spawn_app().await;
-    let unreachable = [
-        "https://ref.invalid/ref1.jpg".to_owned(),
-        "https://ref.invalid/ref2.jpg".to_owned(),
-    ];
-    expect_invalid_refs(&app, "gpt-image-1", seed_002_refs_body(unreachable)).await;
-    let refs = spawn_reference_server().await;
-    let local = [
-        format!("http://{refs}/red.png"),
-        format!("http://{refs}/blue.jpg"),
-    ];
-    expect_images(
-        &app,
+    expect_refs_both_ways(
         "gpt-image-1",
-        seed_002_refs_body(local),
+        seed_002_refs_body,
         4,
         (1536, 1024),
         ImageFormat::Png,

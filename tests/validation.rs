@@ -10,25 +10,30 @@ fn seedream(input: Value) -> Value {
     json!({ "input": input })
 }
 
-/// A valid seedream input with one field replaced (or removed, with `null`).
-fn seedream_with(field: &str, value: Value) -> Value {
-    let mut input = json!({"mode": "text-to-image", "prompt": "a fox", "max_images": 1});
-    if value.is_null() {
-        input.as_object_mut().unwrap().remove(field);
-    } else {
-        input[field] = value;
-    }
-    seedream(input)
-}
-
-fn gpt_with(field: &str, value: Value) -> Value {
-    let mut input = json!({"mode": "gpt-image-1", "prompt": "a fox"});
+/// A valid `input` with one field replaced (or removed, with `null`), wrapped in a request.
+fn with_field(mut input: Value, field: &str, value: Value) -> Value {
     if value.is_null() {
         input.as_object_mut().unwrap().remove(field);
     } else {
         input[field] = value;
     }
     json!({ "input": input })
+}
+
+fn seedream_with(field: &str, value: Value) -> Value {
+    with_field(
+        json!({"mode": "text-to-image", "prompt": "a fox", "max_images": 1}),
+        field,
+        value,
+    )
+}
+
+fn gpt_with(field: &str, value: Value) -> Value {
+    with_field(
+        json!({"mode": "gpt-image-1", "prompt": "a fox"}),
+        field,
+        value,
+    )
 }
 
 fn cases() -> Vec<(&'static str, Value, &'static str)> {

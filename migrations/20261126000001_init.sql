@@ -1,4 +1,4 @@
--- Easel schema. Portable SQL: the Postgres folder holds the same tables with Postgres types.
+-- Easel schema, in SQL that both SQLite and PostgreSQL accept.
 -- Times are Unix milliseconds; money is integer micro-dollars.
 
 CREATE TABLE settings (
