@@ -15,44 +15,24 @@ const PER_CLIENT: usize = 500;
 #[tokio::main]
 async fn main() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().into(),
-        ..Config::default()
-    };
+    let mut config =
+        Config { listen: "127.0.0.1:0".parse().unwrap(), data_dir: dir.path().into(), ..Config::default() };
     config.server.bootstrap_credits_usd = 1_000_000.0;
     // Tasks stay queued: this measures acceptance, not generation.
     config.local.latency_ms = 3_600_000;
     config.server.workers = 1;
     let app = Application::build(config).await.unwrap();
     let created = app.bootstrap.clone().unwrap();
-    limits::set(
-        &app.state().db,
-        &created.account.id,
-        "gpt-image-1",
-        Some(10_000_000),
-        Some(10_000_000),
-    )
-    .await
-    .unwrap();
+    limits::set(&app.state().db, &created.account.id, "gpt-image-1", Some(10_000_000), Some(10_000_000)).await.unwrap();
     let base = format!("http://{}", app.local_addr());
     let shutdown = CancellationToken::new();
     tokio::spawn(app.run(shutdown.clone()));
 
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .pool_max_idle_per_host(CLIENTS)
-        .build()
-        .unwrap();
+    let client = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(CLIENTS).build().unwrap();
     let body = json!({"input": {"mode": "gpt-image-1", "prompt": "a benchmark", "num_images": 1}});
     let started = Instant::now();
     let workers = (0..CLIENTS).map(|_| {
-        let (client, base, body, key) = (
-            client.clone(),
-            base.clone(),
-            body.clone(),
-            created.key.key.clone(),
-        );
+        let (client, base, body, key) = (client.clone(), base.clone(), body.clone(), created.key.key.clone());
         tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(PER_CLIENT);
             for _ in 0..PER_CLIENT {

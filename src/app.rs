@@ -21,11 +21,13 @@ use crate::routing::Router;
 use crate::storage::Storage;
 use crate::tasks::TaskStore;
 use crate::tasks::worker::WorkerPool;
+use crate::webhooks::{Dispatcher, Schedule};
 
 pub struct Application {
     listener: TcpListener,
     state: AppState,
     workers: Arc<WorkerPool>,
+    dispatcher: Arc<Dispatcher>,
     db: Db,
     /// The account created on first start, if this start created it.
     pub bootstrap: Option<CreatedAccount>,
@@ -39,8 +41,7 @@ pub async fn open_db(config: &Config) -> anyhow::Result<Db> {
 }
 
 fn lock_data_dir(config: &Config) -> anyhow::Result<File> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
     let path = config.data_dir.join("easel.lock");
     let file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
     file.try_lock().map_err(|_| {
@@ -66,58 +67,51 @@ impl Application {
             // We are the only server on this database: leases still standing are a dead process's.
             let orphaned = tasks.expire_all_leases().await?;
             if orphaned > 0 {
-                tracing::info!(
-                    tasks = orphaned,
-                    "resuming tasks left in flight by the previous run"
-                );
+                tracing::info!(tasks = orphaned, "resuming tasks left in flight by the previous run");
             }
         }
         let bootstrap = bootstrap_account(&accounts, &config).await?;
 
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("listening on {}", config.listen))?;
+        let listener =
+            TcpListener::bind(config.listen).await.with_context(|| format!("listening on {}", config.listen))?;
         let public_url = config.public_url(listener.local_addr()?);
         let storage = Storage::open(&config.storage_url(), public_url, &db).await?;
-        let router = Arc::new(Router::from_config(
-            &config.channels,
-            &config.local,
-            &catalog,
-        )?);
+        let router = Arc::new(Router::from_config(&config.channels, &config.local, &catalog)?);
         let wake = Arc::new(Notify::new());
+        let callbacks = Arc::new(Notify::new());
+        let egress = Egress::new()?;
         let workers = Arc::new(WorkerPool {
             store: tasks.clone(),
             router,
-            egress: Egress::new()?,
+            egress: egress.clone(),
             storage: storage.clone(),
             workers: config.server.workers.max(1),
             lease: Duration::from_secs(config.server.lease_secs.max(3)),
             wake: wake.clone(),
+            callbacks: callbacks.clone(),
         });
         let state = AppState::new(Services {
             config,
             db: db.clone(),
             limiter: Default::default(),
+            callbacks: callbacks.clone(),
             catalog,
             accounts,
             tasks,
             storage,
             wake,
         });
-        Ok(Self {
-            listener,
-            state,
-            workers,
-            db,
-            bootstrap,
-            _lock: lock,
-        })
+        let dispatcher = Arc::new(Dispatcher {
+            schedule: Schedule::from_config(&state.config.webhooks),
+            state: state.clone(),
+            egress,
+            wake: callbacks,
+        });
+        Ok(Self { listener, state, workers, dispatcher, db, bootstrap, _lock: lock })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("a bound listener has an address")
+        self.listener.local_addr().expect("a bound listener has an address")
     }
 
     pub fn state(&self) -> &AppState {
@@ -128,6 +122,7 @@ impl Application {
     /// leases it holds, and returns.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let workers = tokio::spawn(self.workers.clone().run(shutdown.clone()));
+        let dispatcher = tokio::spawn(self.dispatcher.clone().run(shutdown.clone()));
         let sweeper = tokio::spawn(crate::retention::run(
             self.state.tasks.clone(),
             self.state.storage.clone(),
@@ -136,21 +131,17 @@ impl Application {
         ));
         let app = api::router(self.state.clone());
         let stop = shutdown.clone();
-        let served = axum::serve(self.listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
+        let served =
+            axum::serve(self.listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await;
         shutdown.cancel();
-        let _ = tokio::join!(workers, sweeper);
+        let _ = tokio::join!(workers, dispatcher, sweeper);
         self.db.close().await;
         served.context("serving HTTP")
     }
 }
 
 /// On an empty store, creates the `default` account with its opening credits and a key.
-async fn bootstrap_account(
-    accounts: &Accounts,
-    config: &Config,
-) -> anyhow::Result<Option<CreatedAccount>> {
+async fn bootstrap_account(accounts: &Accounts, config: &Config) -> anyhow::Result<Option<CreatedAccount>> {
     if accounts.count().await? > 0 {
         return Ok(None);
     }

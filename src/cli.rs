@@ -14,11 +14,7 @@ use crate::config::{Config, Overrides};
 use crate::money::Micros;
 
 #[derive(Parser)]
-#[command(
-    name = "easel",
-    version,
-    about = "Self-hosted image-generation task API"
-)]
+#[command(name = "easel", version, about = "Self-hosted image-generation task API")]
 struct Cli {
     /// Configuration file (default: ./easel.toml if it exists).
     #[arg(long, global = true, env = "EASEL_CONFIG")]
@@ -117,22 +113,12 @@ enum CreditsCommand {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let default_log = if matches!(cli.command, Command::Serve { .. }) {
-        "info,sqlx=warn"
-    } else {
-        "warn"
-    };
+    let default_log = if matches!(cli.command, Command::Serve { .. }) { "info,sqlx=warn" } else { "warn" };
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| default_log.into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_log.into()))
         .with_writer(std::io::stderr)
         .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -147,13 +133,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { listen } => *listen,
         _ => None,
     };
-    let config = Config::load(
-        cli.config.as_deref(),
-        Overrides {
-            listen,
-            data_dir: cli.data_dir.clone(),
-        },
-    )?;
+    let config = Config::load(cli.config.as_deref(), Overrides { listen, data_dir: cli.data_dir.clone() })?;
     match cli.command {
         Command::Serve { .. } => serve(config).await,
         Command::Accounts(cmd) => accounts_command(&config, cmd).await,
@@ -180,8 +160,8 @@ async fn stop_on_signal(shutdown: CancellationToken) {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -207,10 +187,7 @@ fn print_account(a: &Account, as_json: bool) {
     if as_json {
         println!("{}", account_json(a));
     } else {
-        println!(
-            "{} ({})\n  balance: {}\n  held:    {}",
-            a.name, a.id, a.balance, a.held
-        );
+        println!("{} ({})\n  balance: {}\n  held:    {}", a.name, a.id, a.balance, a.held);
     }
 }
 
@@ -234,23 +211,13 @@ async fn accounts_command(config: &Config, cmd: AccountsCommand) -> anyhow::Resu
             }
         }
         AccountsCommand::Show { id, out } => print_account(&accounts.find(&id).await?, out.json),
-        AccountsCommand::SetLimits {
-            id,
-            model,
-            rpm,
-            concurrency,
-        } => {
+        AccountsCommand::SetLimits { id, model, rpm, concurrency } => {
             let catalog = Catalog::new(&config.models)?;
-            let model = catalog
-                .get(&model)
-                .ok_or_else(|| anyhow::anyhow!("no model {model:?} in the catalog"))?;
+            let model = catalog.get(&model).ok_or_else(|| anyhow::anyhow!("no model {model:?} in the catalog"))?;
             let account = accounts.find(&id).await?;
             limits::set(accounts.db(), &account.id, model.id, rpm, concurrency).await?;
             let now = limits::effective(accounts.db(), &account.id, model).await?;
-            println!(
-                "{} on {}: {} per minute, {} at once",
-                account.name, model.id, now.rpm, now.max_concurrent
-            );
+            println!("{} on {}: {} per minute, {} at once", account.name, model.id, now.rpm, now.max_concurrent);
         }
     }
     Ok(())
@@ -263,19 +230,13 @@ async fn keys_command(config: &Config, cmd: KeysCommand) -> anyhow::Result<()> {
             let account = accounts.find(&account).await?;
             let key = accounts.issue_key(&account.id).await?;
             if out.json {
-                println!(
-                    "{}",
-                    json!({"key_id": key.key_id, "key": key.key, "account_id": account.id})
-                );
+                println!("{}", json!({"key_id": key.key_id, "key": key.key, "account_id": account.id}));
             } else {
                 println!("{} ({})", key.key, key.key_id);
             }
         }
         KeysCommand::Revoke { key_id } => {
-            anyhow::ensure!(
-                accounts.revoke_key(&key_id).await?,
-                "no active key {key_id}"
-            );
+            anyhow::ensure!(accounts.revoke_key(&key_id).await?, "no active key {key_id}");
             println!("revoked {key_id}");
         }
     }
@@ -285,11 +246,7 @@ async fn keys_command(config: &Config, cmd: KeysCommand) -> anyhow::Result<()> {
 async fn credits_command(config: &Config, cmd: CreditsCommand) -> anyhow::Result<()> {
     let accounts = Accounts::new(open_db(config).await?);
     match cmd {
-        CreditsCommand::Add {
-            account,
-            amount,
-            out,
-        } => {
+        CreditsCommand::Add { account, amount, out } => {
             let account = accounts.find(&account).await?;
             let amount = Micros::from_usd(amount)?;
             anyhow::ensure!(amount > Micros::ZERO, "--amount must be positive");

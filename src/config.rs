@@ -25,6 +25,7 @@ pub struct Config {
     #[serde(skip_serializing)]
     pub admin_token: Option<String>,
     pub server: ServerConfig,
+    pub webhooks: WebhookConfig,
     pub channels: Vec<ChannelConfig>,
     /// Options of the built-in local channel used when no `[[channels]]` are configured.
     pub local: LocalOptions,
@@ -57,6 +58,28 @@ impl Default for ServerConfig {
             lease_secs: 30,
             bootstrap_credits_usd: 10.0,
             status_rpm: 1200,
+        }
+    }
+}
+
+/// The callback schedule of seed 003: an attempt at once, quick retries after 1, 2 and 4 s,
+/// then background retries with growing gaps until 30 minutes after the first attempt.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WebhookConfig {
+    pub retry_delays_ms: Vec<u64>,
+    pub max_gap_secs: u64,
+    pub retry_window_secs: u64,
+    pub attempt_timeout_secs: u64,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self {
+            retry_delays_ms: vec![1000, 2000, 4000],
+            max_gap_secs: 300,
+            retry_window_secs: 1800,
+            attempt_timeout_secs: 10,
         }
     }
 }
@@ -140,6 +163,7 @@ impl Default for Config {
             redis_url: None,
             admin_token: None,
             server: ServerConfig::default(),
+            webhooks: WebhookConfig::default(),
             channels: Vec::new(),
             local: LocalOptions::default(),
             models: BTreeMap::new(),
@@ -163,21 +187,13 @@ impl Config {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         match config_file {
             Some(path) => {
-                anyhow::ensure!(
-                    path.exists(),
-                    "config file {} does not exist",
-                    path.display()
-                );
+                anyhow::ensure!(path.exists(), "config file {} does not exist", path.display());
                 figment = figment.merge(Toml::file_exact(path));
             }
             None => figment = figment.merge(Toml::file("easel.toml")),
         }
         let config: Config = figment
-            .merge(
-                Env::prefixed("EASEL_")
-                    .split("__")
-                    .ignore(&["config", "url", "api_key"]),
-            )
+            .merge(Env::prefixed("EASEL_").split("__").ignore(&["config", "url", "api_key"]))
             .merge(Serialized::defaults(overrides))
             .extract()?;
         config.validate()?;
@@ -187,8 +203,7 @@ impl Config {
     fn validate(&self) -> anyhow::Result<()> {
         for (model, o) in &self.models {
             if let Some(price) = o.price_usd {
-                Micros::from_usd(price)
-                    .map_err(|e| anyhow::anyhow!("models.{model}.price_usd: {e}"))?;
+                Micros::from_usd(price).map_err(|e| anyhow::anyhow!("models.{model}.price_usd: {e}"))?;
             }
         }
         let mut seen = std::collections::HashSet::new();
@@ -199,27 +214,18 @@ impl Config {
     }
 
     pub fn database_url(&self) -> String {
-        self.database_url.clone().unwrap_or_else(|| {
-            format!(
-                "sqlite://{}?mode=rwc",
-                self.data_dir.join("easel.db").display()
-            )
-        })
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", self.data_dir.join("easel.db").display()))
     }
 
     pub fn storage_url(&self) -> String {
-        self.storage_url
-            .clone()
-            .unwrap_or_else(|| format!("file://{}", self.data_dir.join("files").display()))
+        self.storage_url.clone().unwrap_or_else(|| format!("file://{}", self.data_dir.join("files").display()))
     }
 
     /// Base URL of links handed out to clients, without a trailing slash.
     pub fn public_url(&self, bound: SocketAddr) -> String {
-        self.public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{bound}"))
-            .trim_end_matches('/')
-            .to_owned()
+        self.public_url.clone().unwrap_or_else(|| format!("http://{bound}")).trim_end_matches('/').to_owned()
     }
 
     pub fn retention_ms(&self) -> i64 {

@@ -58,11 +58,7 @@ impl Db {
                 };
                 let write = pool(1).await.context("opening the SQLite database")?;
                 let read = pool(8).await.context("opening the SQLite database")?;
-                Db {
-                    write,
-                    read,
-                    dialect,
-                }
+                Db { write, read, dialect }
             }
             Dialect::Postgres => {
                 let pool = AnyPoolOptions::new()
@@ -70,17 +66,10 @@ impl Db {
                     .connect_with(options)
                     .await
                     .context("connecting to PostgreSQL")?;
-                Db {
-                    write: pool.clone(),
-                    read: pool,
-                    dialect,
-                }
+                Db { write: pool.clone(), read: pool, dialect }
             }
         };
-        MIGRATIONS
-            .run(&db.write)
-            .await
-            .context("running database migrations")?;
+        MIGRATIONS.run(&db.write).await.context("running database migrations")?;
         Ok(db)
     }
 
@@ -91,27 +80,18 @@ impl Db {
 }
 
 fn create_sqlite_parent_dir(url: &str) -> anyhow::Result<()> {
-    let path = url
-        .trim_start_matches("sqlite://")
-        .trim_start_matches("sqlite:");
+    let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
     let path = path.split('?').next().unwrap_or_default();
     if path.is_empty() || path == ":memory:" {
         return Ok(());
     }
-    if let Some(parent) = std::path::Path::new(path)
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-    {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("creating {}", parent.display()))?;
+    if let Some(parent) = std::path::Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     }
     Ok(())
 }
 
 /// Milliseconds since the Unix epoch, the unit of every stored time.
 pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

@@ -45,10 +45,7 @@ impl Egress {
         if !response.status().is_success() {
             return Err(FetchError::Status(response.status().as_u16()));
         }
-        if response
-            .content_length()
-            .is_some_and(|n| n > MAX_IMAGE_BYTES as u64)
-        {
+        if response.content_length().is_some_and(|n| n > MAX_IMAGE_BYTES as u64) {
             return Err(FetchError::TooLarge);
         }
         let mut body = Vec::new();
@@ -61,32 +58,41 @@ impl Egress {
             body.extend_from_slice(&chunk);
         }
         let format = sniff(&body).ok_or(FetchError::NotAnImage)?;
-        Ok(Reference {
-            bytes: body,
-            format,
-        })
+        Ok(Reference { bytes: body, format })
     }
 }
 
 /// The image format from the first bytes; the server's Content-Type is not trusted.
 pub fn sniff(bytes: &[u8]) -> Option<image::ImageFormat> {
     use image::ImageFormat::*;
-    image::guess_format(bytes)
-        .ok()
-        .filter(|f| matches!(f, Jpeg | Png | WebP | Gif))
+    image::guess_format(bytes).ok().filter(|f| matches!(f, Jpeg | Png | WebP | Gif))
 }
 
 /// reqwest's error chain, flattened: its top-level text alone hides the cause (DNS, refused…).
 fn describe(e: &reqwest::Error) -> String {
-    let mut text = if e.is_timeout() {
-        "timed out".to_owned()
-    } else {
-        e.to_string()
-    };
+    let mut text = if e.is_timeout() { "timed out".to_owned() } else { e.to_string() };
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         text = format!("{text}: {s}");
         source = s.source();
     }
     text
+}
+
+impl Egress {
+    /// POSTs a body and answers the receiver's status. Redirects are not followed.
+    pub async fn post_json(
+        &self,
+        url: &str,
+        headers: &[(String, String)],
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<u16, FetchError> {
+        let mut request = self.client.post(url).timeout(timeout).body(body);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        let response = request.send().await.map_err(|e| FetchError::Unreachable(describe(&e)))?;
+        Ok(response.status().as_u16())
+    }
 }

@@ -18,6 +18,7 @@ pub mod retention;
 pub mod routing;
 pub mod storage;
 pub mod tasks;
+pub mod webhooks;
 
 pub use app::Application;
 pub use config::Config;

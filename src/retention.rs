@@ -30,12 +30,7 @@ pub async fn sweep(store: &TaskStore, storage: &Storage, cutoff_ms: i64) -> anyh
 }
 
 /// Sweeps at start-up and then every hour until shutdown.
-pub async fn run(
-    store: TaskStore,
-    storage: Storage,
-    retention_ms: i64,
-    shutdown: CancellationToken,
-) {
+pub async fn run(store: TaskStore, storage: Storage, retention_ms: i64, shutdown: CancellationToken) {
     loop {
         match sweep(&store, &storage, now_ms() - retention_ms).await {
             Ok(0) => {}

@@ -40,59 +40,27 @@ impl Router {
     ) -> anyhow::Result<Self> {
         if channels.is_empty() {
             // A fresh install generates real images with no upstream account.
-            let models = catalog
-                .models()
-                .iter()
-                .map(|m| (m.id.to_owned(), m.id.to_owned()))
-                .collect();
+            let models = catalog.models().iter().map(|m| (m.id.to_owned(), m.id.to_owned())).collect();
             let provider = Arc::new(LocalProvider::new(default_local.clone()));
             return Ok(Self {
-                channels: vec![Channel {
-                    id: "local".into(),
-                    tier: None,
-                    models,
-                    priority: 0,
-                    provider,
-                }],
+                channels: vec![Channel { id: "local".into(), tier: None, models, priority: 0, provider }],
             });
         }
         let mut built = Vec::with_capacity(channels.len());
         for c in channels {
             let provider: Arc<dyn Provider> = match c.provider {
-                ProviderKind::Local => {
-                    Arc::new(LocalProvider::new(c.local.clone().unwrap_or_default()))
-                }
-                other => anyhow::bail!(
-                    "channel {:?}: provider {other:?} is not available in this build yet",
-                    c.id
-                ),
+                ProviderKind::Local => Arc::new(LocalProvider::new(c.local.clone().unwrap_or_default())),
+                other => anyhow::bail!("channel {:?}: provider {other:?} is not available in this build yet", c.id),
             };
             let models: Vec<(String, String)> = if c.models.is_empty() {
-                catalog
-                    .models()
-                    .iter()
-                    .map(|m| (m.id.to_owned(), m.id.to_owned()))
-                    .collect()
+                catalog.models().iter().map(|m| (m.id.to_owned(), m.id.to_owned())).collect()
             } else {
-                c.models
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect()
+                c.models.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
             };
             for (public, _) in &models {
-                anyhow::ensure!(
-                    catalog.get(public).is_some(),
-                    "channel {:?} maps unknown model {public:?}",
-                    c.id
-                );
+                anyhow::ensure!(catalog.get(public).is_some(), "channel {:?} maps unknown model {public:?}", c.id);
             }
-            built.push(Channel {
-                id: c.id.clone(),
-                tier: Some(c.tier),
-                models,
-                priority: c.priority,
-                provider,
-            });
+            built.push(Channel { id: c.id.clone(), tier: Some(c.tier), models, priority: c.priority, provider });
         }
         built.sort_by_key(|c| std::cmp::Reverse(c.priority));
         Ok(Self { channels: built })

@@ -32,9 +32,7 @@ pub struct Storage {
 
 impl std::fmt::Debug for Storage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Storage")
-            .field("public_url", &self.public_url)
-            .finish_non_exhaustive()
+        f.debug_struct("Storage").field("public_url", &self.public_url).finish_non_exhaustive()
     }
 }
 
@@ -45,9 +43,7 @@ async fn signing_key(db: &Db) -> anyhow::Result<Vec<u8>> {
         .execute(&db.write)
         .await?;
     let hex_key: String =
-        sqlx::query_scalar("SELECT value FROM settings WHERE key = 'url_signing_key'")
-            .fetch_one(&db.write)
-            .await?;
+        sqlx::query_scalar("SELECT value FROM settings WHERE key = 'url_signing_key'").fetch_one(&db.write).await?;
     hex::decode(hex_key).context("the stored URL signing key is not hex")
 }
 
@@ -61,26 +57,16 @@ fn open_store(url: &str) -> anyhow::Result<Arc<dyn ObjectStore>> {
 
 impl Storage {
     pub async fn open(url: &str, public_url: String, db: &Db) -> anyhow::Result<Self> {
-        Ok(Self {
-            store: open_store(url)?,
-            signing_key: signing_key(db).await?.into(),
-            public_url,
-        })
+        Ok(Self { store: open_store(url)?, signing_key: signing_key(db).await?.into(), public_url })
     }
 
     pub async fn put(&self, key: &str, bytes: Vec<u8>) -> anyhow::Result<()> {
-        self.store
-            .put(
-                &ObjectPath::parse(key)?,
-                PutPayload::from(Bytes::from(bytes)),
-            )
-            .await?;
+        self.store.put(&ObjectPath::parse(key)?, PutPayload::from(Bytes::from(bytes))).await?;
         Ok(())
     }
 
     pub async fn get(&self, key: &str) -> Result<GetResult, object_store::Error> {
-        let path =
-            ObjectPath::parse(key).map_err(|e| object_store::Error::InvalidPath { source: e })?;
+        let path = ObjectPath::parse(key).map_err(|e| object_store::Error::InvalidPath { source: e })?;
         self.store.get(&path).await
     }
 
@@ -92,8 +78,7 @@ impl Storage {
     }
 
     fn mac(&self, key: &str, exp_secs: i64) -> Hmac<Sha256> {
-        let mut mac =
-            Hmac::<Sha256>::new_from_slice(&self.signing_key).expect("HMAC takes any key length");
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.signing_key).expect("HMAC takes any key length");
         mac.update(key.as_bytes());
         mac.update(b"\n");
         mac.update(exp_secs.to_string().as_bytes());
@@ -107,21 +92,13 @@ impl Storage {
     /// The public link to `key`, valid until `expires_ms`.
     pub fn signed_url(&self, key: &str, expires_ms: i64) -> String {
         let exp = expires_ms.div_euclid(1000);
-        format!(
-            "{}/files/{key}?exp={exp}&sig={}",
-            self.public_url,
-            self.signature(key, exp)
-        )
+        format!("{}/files/{key}?exp={exp}&sig={}", self.public_url, self.signature(key, exp))
     }
 
     /// Checks a link: the signature first (403), then the expiry (410).
     pub fn verify(&self, key: &str, exp_secs: i64, sig: &str) -> Result<(), LinkError> {
-        let given = URL_SAFE_NO_PAD
-            .decode(sig)
-            .map_err(|_| LinkError::BadSignature)?;
-        self.mac(key, exp_secs)
-            .verify_slice(&given)
-            .map_err(|_| LinkError::BadSignature)?;
+        let given = URL_SAFE_NO_PAD.decode(sig).map_err(|_| LinkError::BadSignature)?;
+        self.mac(key, exp_secs).verify_slice(&given).map_err(|_| LinkError::BadSignature)?;
         if exp_secs.saturating_mul(1000) <= now_ms() {
             return Err(LinkError::Expired);
         }
@@ -135,20 +112,13 @@ mod tests {
 
     fn storage() -> Storage {
         let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
-        Storage {
-            store,
-            signing_key: Arc::from(&b"k"[..]),
-            public_url: "http://h".into(),
-        }
+        Storage { store, signing_key: Arc::from(&b"k"[..]), public_url: "http://h".into() }
     }
 
     fn parts(url: &str) -> (i64, String) {
         let query = url.split_once('?').unwrap().1;
         let (exp, sig) = query.split_once('&').unwrap();
-        (
-            exp.trim_start_matches("exp=").parse().unwrap(),
-            sig.trim_start_matches("sig=").to_owned(),
-        )
+        (exp.trim_start_matches("exp=").parse().unwrap(), sig.trim_start_matches("sig=").to_owned())
     }
 
     #[test]
@@ -156,18 +126,9 @@ mod tests {
         let s = storage();
         let (exp, sig) = parts(&s.signed_url("results/a/0.png", now_ms() + 60_000));
         assert_eq!(s.verify("results/a/0.png", exp, &sig), Ok(()));
-        assert_eq!(
-            s.verify("results/a/1.png", exp, &sig),
-            Err(LinkError::BadSignature)
-        );
-        assert_eq!(
-            s.verify("results/a/0.png", exp + 1, &sig),
-            Err(LinkError::BadSignature)
-        );
+        assert_eq!(s.verify("results/a/1.png", exp, &sig), Err(LinkError::BadSignature));
+        assert_eq!(s.verify("results/a/0.png", exp + 1, &sig), Err(LinkError::BadSignature));
         let (exp, sig) = parts(&s.signed_url("results/a/0.png", now_ms() - 1000));
-        assert_eq!(
-            s.verify("results/a/0.png", exp, &sig),
-            Err(LinkError::Expired)
-        );
+        assert_eq!(s.verify("results/a/0.png", exp, &sig), Err(LinkError::Expired));
     }
 }

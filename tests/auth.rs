@@ -21,38 +21,14 @@ async fn missing_malformed_and_unknown_keys_are_401() {
     let status = app.url("/api/v1/statusTask/seedream-5-0?taskId=task_x");
     let body = seedream_t2i(1);
 
-    expect_401(
-        app.client.post(&submit).json(&body).send().await.unwrap(),
-        "missing API key",
-    )
-    .await;
-    expect_401(
-        app.client.get(&status).send().await.unwrap(),
-        "missing API key",
-    )
-    .await;
-    let basic = app
-        .client
-        .post(&submit)
-        .header("Authorization", format!("Basic {}", app.key))
-        .json(&body);
+    expect_401(app.client.post(&submit).json(&body).send().await.unwrap(), "missing API key").await;
+    expect_401(app.client.get(&status).send().await.unwrap(), "missing API key").await;
+    let basic = app.client.post(&submit).header("Authorization", format!("Basic {}", app.key)).json(&body);
     expect_401(basic.send().await.unwrap(), "Bearer").await;
-    let unknown = app
-        .client
-        .post(&submit)
-        .bearer_auth("sk-0000000000000000000000000000000000000000000000000")
-        .json(&body);
+    let unknown =
+        app.client.post(&submit).bearer_auth("sk-0000000000000000000000000000000000000000000000000").json(&body);
     expect_401(unknown.send().await.unwrap(), "invalid or revoked").await;
-    expect_401(
-        app.client
-            .get(&status)
-            .bearer_auth("not-even-a-key")
-            .send()
-            .await
-            .unwrap(),
-        "invalid or revoked",
-    )
-    .await;
+    expect_401(app.client.get(&status).bearer_auth("not-even-a-key").send().await.unwrap(), "invalid or revoked").await;
 }
 
 #[tokio::test]
@@ -68,13 +44,7 @@ async fn revoked_key_stops_working_at_once() {
             .send()
     };
     assert_eq!(submit().await.unwrap().status(), 200);
-    assert!(
-        app.state
-            .accounts
-            .revoke_key(second.key_id.as_str())
-            .await
-            .unwrap()
-    );
+    assert!(app.state.accounts.revoke_key(second.key_id.as_str()).await.unwrap());
     expect_401(submit().await.unwrap(), "invalid or revoked").await;
     // The account's other key is untouched.
     assert_eq!(app.submit("seedream-5-0", &seedream_t2i(1)).await.0, 200);
@@ -84,12 +54,7 @@ async fn revoked_key_stops_working_at_once() {
 async fn another_accounts_task_is_404() {
     let app = spawn_app().await;
     let task = app.submit_ok("seedream-5-0", &seedream_t2i(1)).await;
-    let other = app
-        .state
-        .accounts
-        .create("other", Micros::from_usd(1.0).unwrap())
-        .await
-        .unwrap();
+    let other = app.state.accounts.create("other", Micros::from_usd(1.0).unwrap()).await.unwrap();
     let res = app
         .client
         .get(app.url("/api/v1/statusTask/seedream-5-0"))

@@ -16,26 +16,16 @@ const EASEL: &str = env!("CARGO_BIN_EXE_easel");
 
 fn easel(data_dir: &Path) -> Command {
     let mut cmd = Command::new(EASEL);
-    cmd.arg("--data-dir")
-        .arg(data_dir)
-        .env_remove("EASEL_CONFIG")
-        .env_remove("EASEL_DATABASE_URL");
-    cmd.env_remove("EASEL_STORAGE_URL")
-        .env_remove("EASEL_PUBLIC_URL")
-        .env_remove("EASEL_LISTEN");
+    cmd.arg("--data-dir").arg(data_dir).env_remove("EASEL_CONFIG").env_remove("EASEL_DATABASE_URL");
+    cmd.env_remove("EASEL_STORAGE_URL").env_remove("EASEL_PUBLIC_URL").env_remove("EASEL_LISTEN");
     cmd.current_dir(data_dir);
     cmd
 }
 
 async fn cli_json(data_dir: &Path, args: &[&str]) -> Value {
     let out = easel(data_dir).args(args).output().await.unwrap();
-    assert!(
-        out.status.success(),
-        "easel {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+    assert!(out.status.success(), "easel {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 /// Starts `easel serve` on a free port and returns it with its base URL.
@@ -64,100 +54,44 @@ async fn serve(data_dir: &Path) -> (Child, String) {
 #[tokio::test]
 async fn operator_cli_manages_accounts_keys_and_credits() {
     let dir = tempfile::tempdir().unwrap();
-    let created = cli_json(
-        dir.path(),
-        &[
-            "accounts",
-            "create",
-            "--name",
-            "acme",
-            "--credits",
-            "2.5",
-            "--json",
-        ],
-    )
-    .await;
+    let created = cli_json(dir.path(), &["accounts", "create", "--name", "acme", "--credits", "2.5", "--json"]).await;
     let account = created["account_id"].as_str().unwrap();
     assert!(account.starts_with("acct_"));
     assert!(created["key"].as_str().unwrap().starts_with("sk-"));
-    assert!(
-        created["webhook_secret"]
-            .as_str()
-            .unwrap()
-            .starts_with("whsec_")
-    );
+    assert!(created["webhook_secret"].as_str().unwrap().starts_with("whsec_"));
     assert_eq!(created["balance"], 2.5);
 
-    let key = cli_json(
-        dir.path(),
-        &["keys", "create", "--account", account, "--json"],
-    )
-    .await;
+    let key = cli_json(dir.path(), &["keys", "create", "--account", account, "--json"]).await;
     assert!(key["key_id"].as_str().unwrap().starts_with("key_"));
     assert_ne!(key["key"], created["key"]);
 
-    let out = easel(dir.path())
-        .args(["credits", "add", "--account", account, "--amount", "1.25"])
-        .output()
-        .await
-        .unwrap();
+    let out =
+        easel(dir.path()).args(["credits", "add", "--account", account, "--amount", "1.25"]).output().await.unwrap();
     assert!(out.status.success());
     let shown = cli_json(dir.path(), &["accounts", "show", account, "--json"]).await;
     assert_eq!(shown["balance"], 3.75);
     assert_eq!(shown["name"], "acme");
 
     let limits = easel(dir.path())
-        .args([
-            "accounts",
-            "set-limits",
-            account,
-            "--model",
-            "seedream-5-0",
-            "--rpm",
-            "5",
-            "--concurrency",
-            "2",
-        ])
+        .args(["accounts", "set-limits", account, "--model", "seedream-5-0", "--rpm", "5", "--concurrency", "2"])
         .output()
         .await
         .unwrap();
     assert!(limits.status.success());
-    assert_eq!(
-        String::from_utf8_lossy(&limits.stdout).trim(),
-        "acme on seedream-5-0: 5 per minute, 2 at once"
-    );
-    let unknown = easel(dir.path())
-        .args(["accounts", "set-limits", account, "--model", "nope"])
-        .output()
-        .await
-        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&limits.stdout).trim(), "acme on seedream-5-0: 5 per minute, 2 at once");
+    let unknown =
+        easel(dir.path()).args(["accounts", "set-limits", account, "--model", "nope"]).output().await.unwrap();
     assert!(!unknown.status.success());
 
-    let revoke = easel(dir.path())
-        .args(["keys", "revoke", key["key_id"].as_str().unwrap()])
-        .output()
-        .await
-        .unwrap();
+    let revoke = easel(dir.path()).args(["keys", "revoke", key["key_id"].as_str().unwrap()]).output().await.unwrap();
     assert!(revoke.status.success());
     // Revoking twice, or an unknown account, is an error with a message.
-    let again = easel(dir.path())
-        .args(["keys", "revoke", key["key_id"].as_str().unwrap()])
-        .output()
-        .await
-        .unwrap();
+    let again = easel(dir.path()).args(["keys", "revoke", key["key_id"].as_str().unwrap()]).output().await.unwrap();
     assert!(!again.status.success());
-    let missing = easel(dir.path())
-        .args(["accounts", "show", "acct_nope"])
-        .output()
-        .await
-        .unwrap();
+    let missing = easel(dir.path()).args(["accounts", "show", "acct_nope"]).output().await.unwrap();
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("does not exist"));
-    let dup = easel(dir.path())
-        .args(["accounts", "create", "--name", "acme"])
-        .output()
-        .await
-        .unwrap();
+    let dup = easel(dir.path()).args(["accounts", "create", "--name", "acme"]).output().await.unwrap();
     assert!(String::from_utf8_lossy(&dup.stderr).contains("already exists"));
 }
 
@@ -188,9 +122,7 @@ async fn first_start_prints_a_working_key_once() {
     // A second start does not create another account or print a key.
     let (mut again, base) = serve(dir.path()).await;
     let res = reqwest::Client::new()
-        .get(format!(
-            "{base}/api/v1/statusTask/seedream-5-0?taskId=task_none"
-        ))
+        .get(format!("{base}/api/v1/statusTask/seedream-5-0?taskId=task_none"))
         .bearer_auth(&key)
         .send()
         .await
@@ -210,50 +142,22 @@ impl Site {
     async fn new(config: &str, credits: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("easel.toml"), config).unwrap();
-        let args = [
-            "accounts",
-            "create",
-            "--name",
-            "t",
-            "--credits",
-            credits,
-            "--json",
-        ];
+        let args = ["accounts", "create", "--name", "t", "--credits", credits, "--json"];
         let created = cli_json(dir.path(), &args).await;
         let key = created["key"].as_str().unwrap().to_owned();
-        Self {
-            dir,
-            key,
-            client: reqwest::Client::builder().no_proxy().build().unwrap(),
-        }
+        Self { dir, key, client: reqwest::Client::builder().no_proxy().build().unwrap() }
     }
 
     /// The JSON answer to a GET, or `None` while the server cannot answer.
     async fn get(&self, base: &str, path: &str) -> Option<Value> {
-        let res = self
-            .client
-            .get(format!("{base}{path}"))
-            .bearer_auth(&self.key)
-            .send()
-            .await
-            .ok()?;
+        let res = self.client.get(format!("{base}{path}")).bearer_auth(&self.key).send().await.ok()?;
         res.json::<Value>().await.ok()
     }
 
     async fn submit(&self, base: &str, model: &str, body: &Value) -> String {
         let url = format!("{base}/api/v1/generateTask/{model}");
-        let res = self
-            .client
-            .post(url)
-            .bearer_auth(&self.key)
-            .json(body)
-            .send()
-            .await
-            .unwrap();
-        res.json::<Value>().await.unwrap()["data"]["taskId"]
-            .as_str()
-            .unwrap()
-            .to_owned()
+        let res = self.client.post(url).bearer_auth(&self.key).json(body).send().await.unwrap();
+        res.json::<Value>().await.unwrap()["data"]["taskId"].as_str().unwrap().to_owned()
     }
 
     /// Polls a task until its state is one of `states`, and returns its status object.
@@ -274,26 +178,20 @@ async fn sigkill_mid_task_then_restart_finishes_it_and_settles_once() {
     let (mut first, base) = serve(site.dir.path()).await;
     let body = json!({"input": {"mode": "text-to-image", "prompt": "a phoenix", "max_images": 2}});
     let task = site.submit(&base, "seedream-5-0", &body).await;
-    site.wait_state(&base, "seedream-5-0", &task, &["processing"])
-        .await;
+    site.wait_state(&base, "seedream-5-0", &task, &["processing"]).await;
     first.start_kill().unwrap();
     first.wait().await.unwrap();
     let held = cli_json(site.dir.path(), &["accounts", "show", "t", "--json"]).await;
     assert_eq!(held["held"], 0.064, "the hold survives the crash");
 
     let (mut second, base) = serve(site.dir.path()).await;
-    let done = site
-        .wait_state(&base, "seedream-5-0", &task, &["success", "failed"])
-        .await;
+    let done = site.wait_state(&base, "seedream-5-0", &task, &["success", "failed"]).await;
     assert_eq!(done["state"], "success", "{done}");
     let urls: Value = serde_json::from_str(done["resultJson"].as_str().unwrap()).unwrap();
     assert_eq!(urls["resultUrls"].as_array().unwrap().len(), 2);
     second.kill().await.unwrap();
     let after = cli_json(site.dir.path(), &["accounts", "show", "t", "--json"]).await;
-    assert_eq!(
-        (after["balance"].as_f64(), after["held"].as_f64()),
-        (Some(0.936), Some(0.0))
-    );
+    assert_eq!((after["balance"].as_f64(), after["held"].as_f64()), (Some(0.936), Some(0.0)));
 }
 
 #[tokio::test]
@@ -317,37 +215,21 @@ async fn sigkill_while_tasks_settle_leaves_the_ledger_exact() {
 
     let (mut second, base) = serve(site.dir.path()).await;
     for task in &tasks {
-        site.wait_state(&base, "gpt-image-1", task, &["success", "failed"])
-            .await;
+        site.wait_state(&base, "gpt-image-1", task, &["success", "failed"]).await;
     }
-    let ledger = site
-        .get(&base, "/api/v1/account/ledger?limit=200")
-        .await
-        .unwrap();
+    let ledger = site.get(&base, "/api/v1/account/ledger?limit=200").await.unwrap();
     let entries = ledger["data"]["entries"].as_array().unwrap();
     let mut settled = 0.0;
     for task in &tasks {
-        let of_task: Vec<&Value> = entries
-            .iter()
-            .filter(|e| e["taskId"] == task.as_str())
-            .collect();
+        let of_task: Vec<&Value> = entries.iter().filter(|e| e["taskId"] == task.as_str()).collect();
         for kind in ["hold", "settle", "release"] {
-            assert_eq!(
-                of_task.iter().filter(|e| e["kind"] == kind).count(),
-                1,
-                "{task}: {of_task:?}"
-            );
+            assert_eq!(of_task.iter().filter(|e| e["kind"] == kind).count(), 1, "{task}: {of_task:?}");
         }
-        settled += of_task.iter().find(|e| e["kind"] == "settle").unwrap()["amount"]
-            .as_f64()
-            .unwrap();
+        settled += of_task.iter().find(|e| e["kind"] == "settle").unwrap()["amount"].as_f64().unwrap();
     }
     let account = site.get(&base, "/api/v1/account").await.unwrap();
     second.kill().await.unwrap();
     assert_eq!(account["data"]["held"], 0.0);
     let balance = account["data"]["balance"].as_f64().unwrap();
-    assert!(
-        (balance - (5.0 - settled)).abs() < 1e-9,
-        "balance {balance}, settled {settled}"
-    );
+    assert!((balance - (5.0 - settled)).abs() < 1e-9, "balance {balance}, settled {settled}");
 }

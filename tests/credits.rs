@@ -21,10 +21,7 @@ async fn credit_for_ten_images_admits_exactly_ten_of_thirty_concurrent_submits()
     assert_eq!(accepted, 10, "{answers:?}");
     for (status, body) in answers.iter().filter(|(s, _)| *s != 200) {
         assert_eq!(*status, 400);
-        assert_eq!(
-            *body,
-            json!({"code": 400, "message": "Insufficient credits", "data": null})
-        );
+        assert_eq!(*body, json!({"code": 400, "message": "Insufficient credits", "data": null}));
     }
     let account = app.state.accounts.find("default").await.unwrap();
     assert_eq!((account.balance.0, account.held.0), (0, 400_000));
@@ -37,25 +34,13 @@ async fn partial_delivery_settles_delivered_images_and_releases_the_rest() {
     let body = json!({"input": {"mode": "text-to-image", "prompt": "a storyboard in 2 frames", "max_images": 4,
         "sequential_image_generation": "auto", "size": "1280x720"}});
     let task = app.submit_ok("seedream-5-0", &body).await;
-    assert_eq!(
-        result_urls(&app.wait_done("seedream-5-0", &task).await).len(),
-        2
-    );
+    assert_eq!(result_urls(&app.wait_done("seedream-5-0", &task).await).len(), 2);
 
     let (status, page) = app.get_json("/api/v1/account/ledger").await;
     assert_eq!(status, 200);
-    let entries: Vec<&Value> = page["data"]["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["taskId"] == task.as_str())
-        .collect();
-    let amount = |kind: &str| {
-        entries
-            .iter()
-            .find(|e| e["kind"] == kind)
-            .map(|e| e["amount"].as_f64().unwrap())
-    };
+    let entries: Vec<&Value> =
+        page["data"]["entries"].as_array().unwrap().iter().filter(|e| e["taskId"] == task.as_str()).collect();
+    let amount = |kind: &str| entries.iter().find(|e| e["kind"] == kind).map(|e| e["amount"].as_f64().unwrap());
     assert_eq!(entries.len(), 3, "{entries:?}");
     assert_eq!(amount("hold"), Some(0.128));
     assert_eq!(amount("settle"), Some(0.064));
@@ -94,12 +79,7 @@ async fn idempotent_retry_returns_the_same_task_and_holds_once() {
     assert_eq!(other["code"], 422);
 
     // Another key is another request.
-    let fresh: Value = send("order-43", gpt_t2i(2))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let fresh: Value = send("order-43", gpt_t2i(2)).await.unwrap().json().await.unwrap();
     assert_ne!(fresh["data"]["taskId"], first["data"]["taskId"]);
     let bad = send("", gpt_t2i(2)).await.unwrap();
     assert_eq!(bad.status(), 400);
@@ -112,12 +92,7 @@ async fn a_request_still_in_flight_makes_its_twin_409() {
     let account = app.state.accounts.find("default").await.unwrap();
     // Claim the key as a first request would, and leave it in flight.
     let idem = Idempotency::new("retry-me", "apixo/gpt-image-1", &gpt_t2i(1)).unwrap();
-    assert_eq!(
-        idempotency::claim(&app.state.db, &account.id, &idem)
-            .await
-            .unwrap(),
-        Claim::Fresh
-    );
+    assert_eq!(idempotency::claim(&app.state.db, &account.id, &idem).await.unwrap(), Claim::Fresh);
     let res = app
         .client
         .post(app.url("/api/v1/generateTask/gpt-image-1"))
@@ -158,10 +133,7 @@ async fn concurrent_twins_create_one_task() {
         }
     }
     assert_eq!(ids.len(), 1, "{ids:?}");
-    assert_eq!(
-        app.state.accounts.find("default").await.unwrap().held.0,
-        40_000
-    );
+    assert_eq!(app.state.accounts.find("default").await.unwrap().held.0, 40_000);
 }
 
 #[tokio::test]
@@ -176,39 +148,22 @@ async fn account_and_balance_routes() {
     assert_eq!(data["name"], "default");
     assert_eq!(data["balance"], 9.904);
     assert_eq!(data["held"], 0.096);
-    assert_eq!(
-        data["limits"]["seedream-5-0"],
-        json!({"rpm": 60, "maxConcurrent": 10})
-    );
-    assert_eq!(
-        data["limits"]["gpt-image-1"],
-        json!({"rpm": 10000, "maxConcurrent": 1000})
-    );
+    assert_eq!(data["limits"]["seedream-5-0"], json!({"rpm": 60, "maxConcurrent": 10}));
+    assert_eq!(data["limits"]["gpt-image-1"], json!({"rpm": 10000, "maxConcurrent": 1000}));
 
     let (_, apixo) = app.get_json("/api/v1/apikeys/current-balance").await;
-    assert_eq!(
-        apixo,
-        json!({"code": 200, "message": "success", "data": 9.904})
-    );
+    assert_eq!(apixo, json!({"code": 200, "message": "success", "data": 9.904}));
     let (_, unified) = app.get_json("/api/v1/balance").await;
     assert_eq!(
         unified,
         json!({"code": 200, "msg": "success", "data": {"balance": 9.904, "total": 10.0, "frozen": 0.096, "currency": "USD"}})
     );
     // The unified route answers errors in its own envelope.
-    let res = app
-        .client
-        .get(app.url("/api/v1/balance"))
-        .send()
-        .await
-        .unwrap();
+    let res = app.client.get(app.url("/api/v1/balance")).send().await.unwrap();
     assert_eq!(res.status(), 401);
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["code"], 401);
-    assert!(
-        body["msg"].is_string() && body.get("message").is_none(),
-        "{body}"
-    );
+    assert!(body["msg"].is_string() && body.get("message").is_none(), "{body}");
 }
 
 #[tokio::test]
@@ -222,17 +177,12 @@ async fn ledger_pages_newest_first() {
     let (_, first) = app.get_json("/api/v1/account/ledger?limit=4").await;
     let entries = first["data"]["entries"].as_array().unwrap();
     assert_eq!(entries.len(), 4);
-    let times: Vec<i64> = entries
-        .iter()
-        .map(|e| e["time"].as_i64().unwrap())
-        .collect();
+    let times: Vec<i64> = entries.iter().map(|e| e["time"].as_i64().unwrap()).collect();
     assert!(times.windows(2).all(|w| w[0] >= w[1]), "{times:?}");
     let mut seen = entries.len();
     let mut before = first["data"]["nextBefore"].as_str().unwrap().to_owned();
     loop {
-        let (_, page) = app
-            .get_json(&format!("/api/v1/account/ledger?limit=4&before={before}"))
-            .await;
+        let (_, page) = app.get_json(&format!("/api/v1/account/ledger?limit=4&before={before}")).await;
         seen += page["data"]["entries"].as_array().unwrap().len();
         match page["data"]["nextBefore"].as_str() {
             Some(next) => before = next.to_owned(),

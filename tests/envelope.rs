@@ -9,20 +9,12 @@ use serde_json::Value;
 
 async fn expect_envelope(res: reqwest::Response, status: u16, needle: &str) {
     assert_eq!(res.status().as_u16(), status);
-    assert!(
-        res.headers()[CONTENT_TYPE]
-            .to_str()
-            .unwrap()
-            .starts_with("application/json")
-    );
+    assert!(res.headers()[CONTENT_TYPE].to_str().unwrap().starts_with("application/json"));
     let json: Value = res.json().await.unwrap();
     assert_eq!(json["code"], status, "{json}");
     assert!(json["data"].is_null(), "{json}");
     let message = json["message"].as_str().unwrap();
-    assert!(
-        message.contains(needle),
-        "expected {needle:?} in {message:?}"
-    );
+    assert!(message.contains(needle), "expected {needle:?} in {message:?}");
 }
 
 #[tokio::test]
@@ -36,44 +28,19 @@ async fn body_mistakes_are_400s_in_the_envelope() {
         }
         req.send()
     };
-    expect_envelope(
-        post("{\"input\":", Some("application/json")).await.unwrap(),
-        400,
-        "malformed JSON",
-    )
-    .await;
-    expect_envelope(
-        post("{}", Some("text/plain")).await.unwrap(),
-        400,
-        "Content-Type must be application/json",
-    )
-    .await;
-    expect_envelope(
-        post("{}", None).await.unwrap(),
-        400,
-        "Content-Type must be application/json",
-    )
-    .await;
-    expect_envelope(
-        post("", Some("application/json")).await.unwrap(),
-        400,
-        "the request body is empty",
-    )
-    .await;
+    expect_envelope(post("{\"input\":", Some("application/json")).await.unwrap(), 400, "malformed JSON").await;
+    expect_envelope(post("{}", Some("text/plain")).await.unwrap(), 400, "Content-Type must be application/json").await;
+    expect_envelope(post("{}", None).await.unwrap(), 400, "Content-Type must be application/json").await;
+    expect_envelope(post("", Some("application/json")).await.unwrap(), 400, "the request body is empty").await;
     // A charset parameter is fine.
-    let res = post("{}", Some("application/json; charset=utf-8"))
-        .await
-        .unwrap();
+    let res = post("{}", Some("application/json; charset=utf-8")).await.unwrap();
     expect_envelope(res, 400, "input is required").await;
 }
 
 #[tokio::test]
 async fn oversized_body_is_413() {
     let app = spawn_app().await;
-    let huge = format!(
-        "{{\"input\":{{\"prompt\":\"{}\"}}}}",
-        "x".repeat(1024 * 1024 + 10)
-    );
+    let huge = format!("{{\"input\":{{\"prompt\":\"{}\"}}}}", "x".repeat(1024 * 1024 + 10));
     let res = app
         .client
         .post(app.url("/api/v1/generateTask/seedream-5-0"))
@@ -101,20 +68,9 @@ async fn unknown_model_route_and_method() {
         .await
         .unwrap();
     expect_envelope(res, 404, "model dall-e-9 not found").await;
-    let res = app
-        .client
-        .get(app.url("/api/v1/nothing-here"))
-        .send()
-        .await
-        .unwrap();
+    let res = app.client.get(app.url("/api/v1/nothing-here")).send().await.unwrap();
     expect_envelope(res, 404, "no such route").await;
-    let res = app
-        .client
-        .get(app.url("/api/v1/generateTask/seedream-5-0"))
-        .bearer_auth(&app.key)
-        .send()
-        .await
-        .unwrap();
+    let res = app.client.get(app.url("/api/v1/generateTask/seedream-5-0")).bearer_auth(&app.key).send().await.unwrap();
     expect_envelope(res, 405, "method not allowed").await;
 }
 
@@ -122,30 +78,13 @@ async fn unknown_model_route_and_method() {
 async fn status_needs_a_known_task_id() {
     let app = spawn_app().await;
     let status_of = |query: &'static str| {
-        app.client
-            .get(app.url(&format!("/api/v1/statusTask/seedream-5-0{query}")))
-            .bearer_auth(&app.key)
-            .send()
+        app.client.get(app.url(&format!("/api/v1/statusTask/seedream-5-0{query}"))).bearer_auth(&app.key).send()
     };
     expect_envelope(status_of("").await.unwrap(), 400, "taskId is required").await;
-    expect_envelope(
-        status_of("?taskId=").await.unwrap(),
-        400,
-        "taskId is required",
-    )
-    .await;
-    expect_envelope(
-        status_of("?taskId=task_doesnotexist").await.unwrap(),
-        404,
-        "task task_doesnotexist not found",
-    )
-    .await;
-    expect_envelope(
-        status_of("?taskId=../../etc").await.unwrap(),
-        404,
-        "not found",
-    )
-    .await;
+    expect_envelope(status_of("?taskId=").await.unwrap(), 400, "taskId is required").await;
+    expect_envelope(status_of("?taskId=task_doesnotexist").await.unwrap(), 404, "task task_doesnotexist not found")
+        .await;
+    expect_envelope(status_of("?taskId=../../etc").await.unwrap(), 404, "not found").await;
 
     // A real task asked for under another model's route is not found there.
     let task = app.submit_ok("seedream-5-0", &seedream_t2i(1)).await;
@@ -153,11 +92,5 @@ async fn status_needs_a_known_task_id() {
     assert_eq!((status, json["code"].as_u64()), (404, Some(404)), "{json}");
     let (status, json) = app.status("seedream-5-0", &task).await;
     assert_eq!(status, 200);
-    assert!(
-        matches!(
-            json["data"]["state"].as_str(),
-            Some("pending" | "processing" | "success")
-        ),
-        "{json}"
-    );
+    assert!(matches!(json["data"]["state"].as_str(), Some("pending" | "processing" | "success")), "{json}");
 }

@@ -17,13 +17,7 @@ async fn finished_png(app: &TestApp) -> (String, Value) {
 }
 
 fn key_of(url: &str) -> String {
-    url.split("/files/")
-        .nth(1)
-        .unwrap()
-        .split('?')
-        .next()
-        .unwrap()
-        .to_owned()
+    url.split("/files/").nth(1).unwrap().split('?').next().unwrap().to_owned()
 }
 
 #[tokio::test]
@@ -33,27 +27,14 @@ async fn links_serve_bytes_with_type_length_and_etag() {
     let res = app.client.get(&url).send().await.unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()[CONTENT_TYPE], "image/png");
-    let length: usize = res.headers()[CONTENT_LENGTH]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let length: usize = res.headers()[CONTENT_LENGTH].to_str().unwrap().parse().unwrap();
     let etag = res.headers()[ETAG].to_str().unwrap().to_owned();
     assert!(etag.starts_with('"') && etag.ends_with('"'), "{etag}");
     let bytes = res.bytes().await.unwrap();
     assert_eq!(bytes.len(), length);
-    assert_eq!(
-        image::guess_format(&bytes).unwrap(),
-        image::ImageFormat::Png
-    );
+    assert_eq!(image::guess_format(&bytes).unwrap(), image::ImageFormat::Png);
 
-    let again = app
-        .client
-        .get(&url)
-        .header(IF_NONE_MATCH, &etag)
-        .send()
-        .await
-        .unwrap();
+    let again = app.client.get(&url).header(IF_NONE_MATCH, &etag).send().await.unwrap();
     assert_eq!(again.status(), 304);
 }
 
@@ -62,13 +43,7 @@ async fn tampered_links_are_403_and_expired_ones_410() {
     let app = spawn_app().await;
     let (url, _) = finished_png(&app).await;
     let (path, query) = url.split_once('?').unwrap();
-    let exp: i64 = query
-        .split('&')
-        .next()
-        .unwrap()
-        .trim_start_matches("exp=")
-        .parse()
-        .unwrap();
+    let exp: i64 = query.split('&').next().unwrap().trim_start_matches("exp=").parse().unwrap();
     let sig = query.split("sig=").nth(1).unwrap();
 
     let get = |u: String| app.client.get(u).send();
@@ -102,42 +77,24 @@ async fn sweeper_deletes_results_after_retention() {
     let completed = data["completeTime"].as_i64().unwrap();
     let retention = app.state.config.retention_ms();
     // Just inside the retention period nothing is swept.
-    let swept = easel::retention::sweep(&app.state.tasks, &app.state.storage, completed - 1)
-        .await
-        .unwrap();
+    let swept = easel::retention::sweep(&app.state.tasks, &app.state.storage, completed - 1).await.unwrap();
     assert_eq!(swept, 0);
     assert_eq!(app.client.get(&url).send().await.unwrap().status(), 200);
     // As of the end of the retention period the files go.
-    let swept =
-        easel::retention::sweep(&app.state.tasks, &app.state.storage, completed + retention)
-            .await
-            .unwrap();
+    let swept = easel::retention::sweep(&app.state.tasks, &app.state.storage, completed + retention).await.unwrap();
     assert_eq!(swept, 1);
     let path = app.data_dir.path().join("files").join(key_of(&url));
     assert!(!path.exists(), "{} still exists", path.display());
     assert_eq!(app.client.get(&url).send().await.unwrap().status(), 410);
     // A second sweep finds nothing more to do.
-    assert_eq!(
-        easel::retention::sweep(&app.state.tasks, &app.state.storage, completed + retention)
-            .await
-            .unwrap(),
-        0
-    );
+    assert_eq!(easel::retention::sweep(&app.state.tasks, &app.state.storage, completed + retention).await.unwrap(), 0);
 }
 
 #[tokio::test]
 async fn links_expire_with_the_retention_period() {
     let app = spawn_app_with(|c| c.server.result_retention_days = 3).await;
     let (url, data) = finished_png(&app).await;
-    let exp: i64 = url
-        .split("exp=")
-        .nth(1)
-        .unwrap()
-        .split('&')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let exp: i64 = url.split("exp=").nth(1).unwrap().split('&').next().unwrap().parse().unwrap();
     let completed = data["completeTime"].as_i64().unwrap();
     assert_eq!(exp, (completed + 3 * 86_400_000) / 1000);
 }

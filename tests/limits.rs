@@ -9,9 +9,7 @@ use serde_json::{Value, json};
 
 async fn set_limits(app: &TestApp, model: &str, rpm: Option<u32>, concurrency: Option<u32>) {
     let account = app.state.accounts.find("default").await.unwrap();
-    limits::set(&app.state.db, &account.id, model, rpm, concurrency)
-        .await
-        .unwrap();
+    limits::set(&app.state.db, &account.id, model, rpm, concurrency).await.unwrap();
 }
 
 #[tokio::test]
@@ -32,38 +30,21 @@ async fn sixty_one_creates_in_a_minute_meet_a_429_while_polls_pass() {
             .await
             .unwrap();
         if res.status() == 429 {
-            let retry: u64 = res.headers()["retry-after"]
-                .to_str()
-                .unwrap()
-                .parse()
-                .unwrap();
+            let retry: u64 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
             assert!((1..=60).contains(&retry), "Retry-After {retry}");
             let json: Value = res.json().await.unwrap();
             assert_eq!(json["code"], 429);
-            assert!(
-                json["message"]
-                    .as_str()
-                    .unwrap()
-                    .contains("60 task creations per minute"),
-                "{json}"
-            );
+            assert!(json["message"].as_str().unwrap().contains("60 task creations per minute"), "{json}");
             refused += 1;
         } else {
             assert_eq!(res.status(), 200);
-            accepted.push(
-                res.json::<Value>().await.unwrap()["data"]["taskId"]
-                    .as_str()
-                    .unwrap()
-                    .to_owned(),
-            );
+            accepted.push(res.json::<Value>().await.unwrap()["data"]["taskId"].as_str().unwrap().to_owned());
         }
     }
     assert!(refused >= 1, "61 creates in a minute must meet the limit");
     assert!(accepted.len() >= 10, "the burst passes: {}", accepted.len());
     for i in 0..100 {
-        let (status, json) = app
-            .status("seedream-5-0", &accepted[i % accepted.len()])
-            .await;
+        let (status, json) = app.status("seedream-5-0", &accepted[i % accepted.len()]).await;
         assert_eq!(status, 200, "poll {i}: {json}");
     }
 }
@@ -82,24 +63,11 @@ async fn eleventh_concurrent_task_waits_for_a_slot() {
 
     let (status, json) = app.submit("seedream-5-0", &long).await;
     assert_eq!(status, 429, "{json}");
-    assert!(
-        json["message"]
-            .as_str()
-            .unwrap()
-            .contains("concurrency limit reached: 10"),
-        "{json}"
-    );
+    assert!(json["message"].as_str().unwrap().contains("concurrency limit reached: 10"), "{json}");
     let account = app.state.accounts.find("default").await.unwrap();
-    assert_eq!(
-        account.held.0,
-        10 * 32_000,
-        "the refused task holds nothing"
-    );
+    assert_eq!(account.held.0, 10 * 32_000, "the refused task holds nothing");
 
-    assert_eq!(
-        app.wait_done("seedream-5-0", &quick).await["state"],
-        "success"
-    );
+    assert_eq!(app.wait_done("seedream-5-0", &quick).await["state"], "success");
     app.submit_ok("seedream-5-0", &long).await;
     assert_ledger_invariant(&app.state, "default").await;
 }
@@ -109,10 +77,7 @@ async fn per_account_limits_override_the_model() {
     let app = spawn_app().await;
     set_limits(&app, "gpt-image-1", Some(1), Some(5)).await;
     let (_, account) = app.get_json("/api/v1/account").await;
-    assert_eq!(
-        account["data"]["limits"]["gpt-image-1"],
-        json!({"rpm": 1, "maxConcurrent": 5})
-    );
+    assert_eq!(account["data"]["limits"]["gpt-image-1"], json!({"rpm": 1, "maxConcurrent": 5}));
     assert_eq!(app.submit("gpt-image-1", &gpt_t2i(1)).await.0, 200);
     let (status, json) = app.submit("gpt-image-1", &gpt_t2i(1)).await;
     assert_eq!(status, 429, "{json}");
@@ -128,12 +93,7 @@ async fn status_polls_have_their_own_limit() {
     assert_eq!(app.status("gpt-image-1", &task).await.0, 200);
     let (status, json) = app.status("gpt-image-1", &task).await;
     assert_eq!(status, 429, "{json}");
-    assert!(
-        json["message"]
-            .as_str()
-            .unwrap()
-            .contains("status requests per minute")
-    );
+    assert!(json["message"].as_str().unwrap().contains("status requests per minute"));
     // Creation is not affected by polling.
     assert_eq!(app.submit("gpt-image-1", &gpt_t2i(1)).await.0, 200);
 }

@@ -8,14 +8,7 @@ use image::ImageFormat;
 use serde_json::{Value, json};
 
 /// Submits `body`, waits, and checks every image's size and format.
-async fn expect_images(
-    app: &TestApp,
-    model: &str,
-    body: Value,
-    count: usize,
-    size: (u32, u32),
-    format: ImageFormat,
-) {
+async fn expect_images(app: &TestApp, model: &str, body: Value, count: usize, size: (u32, u32), format: ImageFormat) {
     let task = app.submit_ok(model, &body).await;
     assert!(task.starts_with("task_"));
     let data = app.wait_done(model, &task).await;
@@ -29,15 +22,9 @@ async fn expect_images(
         data["costTime"].as_i64(),
         Some(data["completeTime"].as_i64().unwrap() - data["createTime"].as_i64().unwrap())
     );
-    assert!(
-        data.get("failCode").is_none() && data.get("failMsg").is_none(),
-        "{data}"
-    );
+    assert!(data.get("failCode").is_none() && data.get("failMsg").is_none(), "{data}");
     for url in urls {
-        assert!(
-            url.starts_with(&app.base),
-            "results are re-hosted by Easel: {url}"
-        );
+        assert!(url.starts_with(&app.base), "results are re-hosted by Easel: {url}");
         let (got_format, img) = download(&app.client, &url).await;
         assert_eq!(got_format, format);
         assert_eq!((img.width(), img.height()), size);
@@ -51,10 +38,7 @@ async fn expect_invalid_refs(app: &TestApp, model: &str, body: Value) {
     let data = app.wait_done(model, &task).await;
     assert_eq!(data["state"], "failed", "{data}");
     assert_eq!(data["failCode"], "INVALID_IMAGE_URL");
-    assert!(
-        data["failMsg"].as_str().unwrap().contains("image_urls[0]"),
-        "{data}"
-    );
+    assert!(data["failMsg"].as_str().unwrap().contains("image_urls[0]"), "{data}");
     assert!(data.get("resultJson").is_none());
 }
 
@@ -68,16 +52,10 @@ async fn expect_refs_both_ways(
     format: ImageFormat,
 ) {
     let app = spawn_app().await;
-    let unreachable = [
-        "https://ref.invalid/ref1.jpg".to_owned(),
-        "https://ref.invalid/ref2.jpg".to_owned(),
-    ];
+    let unreachable = ["https://ref.invalid/ref1.jpg".to_owned(), "https://ref.invalid/ref2.jpg".to_owned()];
     expect_invalid_refs(&app, model, body(unreachable)).await;
     let refs = spawn_reference_server().await;
-    let local = [
-        format!("http://{refs}/red.png"),
-        format!("http://{refs}/blue.jpg"),
-    ];
+    let local = [format!("http://{refs}/red.png"), format!("http://{refs}/blue.jpg")];
     expect_images(&app, model, body(local), count, size, format).await;
 }
 
@@ -97,15 +75,7 @@ async fn seed_000_text_to_image() {
             "output_format": "jpeg"
         }
     });
-    expect_images(
-        &app,
-        "seedream-5-0",
-        body,
-        4,
-        (2848, 1600),
-        ImageFormat::Jpeg,
-    )
-    .await;
+    expect_images(&app, "seedream-5-0", body, 4, (2848, 1600), ImageFormat::Jpeg).await;
 }
 
 fn seed_000_i2i_body(refs: [String; 2]) -> Value {
@@ -127,14 +97,7 @@ fn seed_000_i2i_body(refs: [String; 2]) -> Value {
 
 #[tokio::test]
 async fn seed_000_image_to_image() {
-    expect_refs_both_ways(
-        "seedream-5-0",
-        seed_000_i2i_body,
-        3,
-        (2592, 3456),
-        ImageFormat::Png,
-    )
-    .await;
+    expect_refs_both_ways("seedream-5-0", seed_000_i2i_body, 3, (2592, 3456), ImageFormat::Png).await;
 }
 
 #[tokio::test]
@@ -152,15 +115,7 @@ async fn seed_000_web_search() {
             "output_format": "jpeg"
         }
     });
-    expect_images(
-        &app,
-        "seedream-5-0",
-        body,
-        1,
-        (2048, 2048),
-        ImageFormat::Jpeg,
-    )
-    .await;
+    expect_images(&app, "seedream-5-0", body, 1, (2048, 2048), ImageFormat::Jpeg).await;
 }
 
 #[tokio::test]
@@ -175,15 +130,7 @@ async fn seed_001_quickstart_and_text_to_image() {
         "output_format": "jpeg",
         "prompt_optimize_mode": "standard"
     }});
-    expect_images(
-        &app,
-        "seedream-5-0",
-        quickstart,
-        1,
-        (2848, 1600),
-        ImageFormat::Jpeg,
-    )
-    .await;
+    expect_images(&app, "seedream-5-0", quickstart, 1, (2848, 1600), ImageFormat::Jpeg).await;
     let product = json!({"input": {
         "mode": "text-to-image",
         "prompt": "a clean product photo of wireless earbuds on soft stone",
@@ -194,15 +141,7 @@ async fn seed_001_quickstart_and_text_to_image() {
         "output_format": "jpeg",
         "prompt_optimize_mode": "standard"
     }});
-    expect_images(
-        &app,
-        "seedream-5-0",
-        product,
-        1,
-        (2048, 2048),
-        ImageFormat::Jpeg,
-    )
-    .await;
+    expect_images(&app, "seedream-5-0", product, 1, (2048, 2048), ImageFormat::Jpeg).await;
 }
 
 fn seed_001_i2i_body(refs: [String; 2]) -> Value {
@@ -221,14 +160,7 @@ fn seed_001_i2i_body(refs: [String; 2]) -> Value {
 
 #[tokio::test]
 async fn seed_001_image_to_image() {
-    expect_refs_both_ways(
-        "seedream-5-0",
-        seed_001_i2i_body,
-        2,
-        (2592, 3456),
-        ImageFormat::Png,
-    )
-    .await;
+    expect_refs_both_ways("seedream-5-0", seed_001_i2i_body, 2, (2592, 3456), ImageFormat::Png).await;
 }
 
 #[tokio::test]
@@ -241,15 +173,7 @@ async fn seed_001_explicit_size() {
         "size": "3072X3072",
         "output_format": "jpeg"
     }});
-    expect_images(
-        &app,
-        "seedream-5-0",
-        body,
-        1,
-        (3072, 3072),
-        ImageFormat::Jpeg,
-    )
-    .await;
+    expect_images(&app, "seedream-5-0", body, 1, (3072, 3072), ImageFormat::Jpeg).await;
 }
 
 #[tokio::test]
@@ -283,14 +207,7 @@ fn seed_002_refs_body(refs: [String; 2]) -> Value {
 
 #[tokio::test]
 async fn seed_002_reference_guided() {
-    expect_refs_both_ways(
-        "gpt-image-1",
-        seed_002_refs_body,
-        4,
-        (1536, 1024),
-        ImageFormat::Png,
-    )
-    .await;
+    expect_refs_both_ways("gpt-image-1", seed_002_refs_body, 4, (1536, 1024), ImageFormat::Png).await;
 }
 
 #[tokio::test]
@@ -313,10 +230,7 @@ async fn failed_tasks_cost_nothing() {
     let body = json!({"input": {"mode": "image-to-image", "prompt": "p", "max_images": 2,
         "image_urls": ["https://ref.invalid/a.png"]}});
     let task = app.submit_ok("seedream-5-0", &body).await;
-    assert_eq!(
-        app.wait_done("seedream-5-0", &task).await["state"],
-        "failed"
-    );
+    assert_eq!(app.wait_done("seedream-5-0", &task).await["state"], "failed");
     let account = app.state.accounts.find("default").await.unwrap();
     assert_eq!((account.balance.0, account.held.0), (10_000_000, 0));
 }

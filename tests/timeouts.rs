@@ -15,10 +15,7 @@ async fn slow_task_times_out_and_is_refunded() {
     let data = app.wait_done("seedream-5-0", &task).await;
     assert_eq!(data["state"], "failed");
     assert_eq!(data["failCode"], "TIMEOUT");
-    assert!(
-        data["failMsg"].as_str().unwrap().contains("1 seconds"),
-        "{data}"
-    );
+    assert!(data["failMsg"].as_str().unwrap().contains("1 seconds"), "{data}");
     let account = app.state.accounts.find("default").await.unwrap();
     assert_eq!((account.balance.0, account.held.0), (10_000_000, 0));
 }

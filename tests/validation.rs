@@ -21,47 +21,24 @@ fn with_field(mut input: Value, field: &str, value: Value) -> Value {
 }
 
 fn seedream_with(field: &str, value: Value) -> Value {
-    with_field(
-        json!({"mode": "text-to-image", "prompt": "a fox", "max_images": 1}),
-        field,
-        value,
-    )
+    with_field(json!({"mode": "text-to-image", "prompt": "a fox", "max_images": 1}), field, value)
 }
 
 fn gpt_with(field: &str, value: Value) -> Value {
-    with_field(
-        json!({"mode": "gpt-image-1", "prompt": "a fox"}),
-        field,
-        value,
-    )
+    with_field(json!({"mode": "gpt-image-1", "prompt": "a fox"}), field, value)
 }
 
 fn cases() -> Vec<(&'static str, Value, &'static str)> {
     let long_5001 = "x".repeat(5001);
     let long_32001 = "x".repeat(32001);
-    let i2i = |urls: Value| {
-        seedream(
-            json!({"mode": "image-to-image", "prompt": "p", "max_images": 1, "image_urls": urls}),
-        )
-    };
+    let i2i =
+        |urls: Value| seedream(json!({"mode": "image-to-image", "prompt": "p", "max_images": 1, "image_urls": urls}));
     vec![
         // Top level.
-        (
-            "seedream-5-0",
-            json!([1, 2]),
-            "the request body must be a JSON object",
-        ),
+        ("seedream-5-0", json!([1, 2]), "the request body must be a JSON object"),
         ("seedream-5-0", json!({}), "input is required"),
-        (
-            "seedream-5-0",
-            json!({"input": "text"}),
-            "input must be a JSON object",
-        ),
-        (
-            "seedream-5-0",
-            json!({"request_type": "sync", "input": {}}),
-            "request_type must be one of async, callback",
-        ),
+        ("seedream-5-0", json!({"input": "text"}), "input must be a JSON object"),
+        ("seedream-5-0", json!({"request_type": "sync", "input": {}}), "request_type must be one of async, callback"),
         (
             "seedream-5-0",
             json!({"request_type": "callback", "input": {}}),
@@ -77,87 +54,31 @@ fn cases() -> Vec<(&'static str, Value, &'static str)> {
             json!({"callback_url": "/relative", "input": {}}),
             "callback_url must be an absolute http(s) URL",
         ),
-        (
-            "seedream-5-0",
-            json!({"provider": "cheapest", "input": {}}),
-            "provider must be one of auto, value, official",
-        ),
+        ("seedream-5-0", json!({"provider": "cheapest", "input": {}}), "provider must be one of auto, value, official"),
         // Seedream 5.0.
-        (
-            "seedream-5-0",
-            seedream_with("mode", Value::Null),
-            "input.mode is required",
-        ),
+        ("seedream-5-0", seedream_with("mode", Value::Null), "input.mode is required"),
         (
             "seedream-5-0",
             seedream_with("mode", json!("inpaint")),
             "input.mode must be one of text-to-image, image-to-image",
         ),
-        (
-            "seedream-5-0",
-            seedream_with("prompt", Value::Null),
-            "input.prompt is required",
-        ),
-        (
-            "seedream-5-0",
-            seedream_with("prompt", json!("")),
-            "input.prompt must be 1 to 5000 characters",
-        ),
-        (
-            "seedream-5-0",
-            seedream_with("prompt", json!("   ")),
-            "input.prompt must not be blank",
-        ),
-        (
-            "seedream-5-0",
-            seedream_with("prompt", json!(long_5001)),
-            "input.prompt must be 1 to 5000 characters",
-        ),
-        (
-            "seedream-5-0",
-            seedream_with("prompt", json!(42)),
-            "input.prompt must be a string",
-        ),
-        (
-            "seedream-5-0",
-            seedream_with("max_images", Value::Null),
-            "input.max_images is required",
-        ),
-        (
-            "seedream-5-0",
-            seedream_with("max_images", json!(0)),
-            "input.max_images must be an integer from 1 to 10",
-        ),
-        (
-            "seedream-5-0",
-            seedream_with("max_images", json!(11)),
-            "input.max_images must be an integer from 1 to 10",
-        ),
-        (
-            "seedream-5-0",
-            seedream_with("max_images", json!(2.5)),
-            "input.max_images must be an integer from 1 to 10",
-        ),
-        (
-            "seedream-5-0",
-            seedream_with("max_images", json!("2")),
-            "input.max_images must be an integer from 1 to 10",
-        ),
-        (
-            "seedream-5-0",
-            seedream_with("resolution", json!("4K")),
-            "input.resolution must be one of 2K, 3K",
-        ),
+        ("seedream-5-0", seedream_with("prompt", Value::Null), "input.prompt is required"),
+        ("seedream-5-0", seedream_with("prompt", json!("")), "input.prompt must be 1 to 5000 characters"),
+        ("seedream-5-0", seedream_with("prompt", json!("   ")), "input.prompt must not be blank"),
+        ("seedream-5-0", seedream_with("prompt", json!(long_5001)), "input.prompt must be 1 to 5000 characters"),
+        ("seedream-5-0", seedream_with("prompt", json!(42)), "input.prompt must be a string"),
+        ("seedream-5-0", seedream_with("max_images", Value::Null), "input.max_images is required"),
+        ("seedream-5-0", seedream_with("max_images", json!(0)), "input.max_images must be an integer from 1 to 10"),
+        ("seedream-5-0", seedream_with("max_images", json!(11)), "input.max_images must be an integer from 1 to 10"),
+        ("seedream-5-0", seedream_with("max_images", json!(2.5)), "input.max_images must be an integer from 1 to 10"),
+        ("seedream-5-0", seedream_with("max_images", json!("2")), "input.max_images must be an integer from 1 to 10"),
+        ("seedream-5-0", seedream_with("resolution", json!("4K")), "input.resolution must be one of 2K, 3K"),
         (
             "seedream-5-0",
             seedream_with("aspect_ratio", json!("5:4")),
             "input.aspect_ratio must be one of 1:1, 4:3, 3:4, 16:9, 9:16, 3:2, 2:3, 21:9",
         ),
-        (
-            "seedream-5-0",
-            seedream_with("size", json!("huge")),
-            "input.size must be 2K, 3K or WIDTHxHEIGHT",
-        ),
+        ("seedream-5-0", seedream_with("size", json!("huge")), "input.size must be 2K, 3K or WIDTHxHEIGHT"),
         (
             "seedream-5-0",
             seedream_with("size", json!("1000x700")),
@@ -178,16 +99,8 @@ fn cases() -> Vec<(&'static str, Value, &'static str)> {
             seedream_with("sequential_image_generation", json!("on")),
             "input.sequential_image_generation must be one of disabled, auto",
         ),
-        (
-            "seedream-5-0",
-            seedream_with("web_search", json!("yes")),
-            "input.web_search must be true or false",
-        ),
-        (
-            "seedream-5-0",
-            seedream_with("output_format", json!("webp")),
-            "input.output_format must be one of jpeg, png",
-        ),
+        ("seedream-5-0", seedream_with("web_search", json!("yes")), "input.web_search must be true or false"),
+        ("seedream-5-0", seedream_with("output_format", json!("webp")), "input.output_format must be one of jpeg, png"),
         (
             "seedream-5-0",
             seedream_with("prompt_optimize_mode", json!("fast")),
@@ -203,36 +116,20 @@ fn cases() -> Vec<(&'static str, Value, &'static str)> {
             seedream(json!({"mode": "image-to-image", "prompt": "p", "max_images": 1})),
             "input.image_urls must hold 1 to 14 URLs (got 0)",
         ),
-        (
-            "seedream-5-0",
-            i2i(json!([])),
-            "input.image_urls must hold 1 to 14 URLs (got 0)",
-        ),
+        ("seedream-5-0", i2i(json!([])), "input.image_urls must hold 1 to 14 URLs (got 0)"),
         (
             "seedream-5-0",
             i2i(json!(vec!["https://ref.invalid/a.png"; 15])),
             "input.image_urls must hold 1 to 14 URLs (got 15)",
         ),
-        (
-            "seedream-5-0",
-            i2i(json!(["not a url"])),
-            "input.image_urls[0] must be an absolute http(s) URL",
-        ),
+        ("seedream-5-0", i2i(json!(["not a url"])), "input.image_urls[0] must be an absolute http(s) URL"),
         (
             "seedream-5-0",
             i2i(json!(["https://ref.invalid/a.png", "file:///etc/passwd"])),
             "input.image_urls[1] must be an absolute http(s) URL",
         ),
-        (
-            "seedream-5-0",
-            i2i(json!([7])),
-            "input.image_urls[0] must be a string",
-        ),
-        (
-            "seedream-5-0",
-            i2i(json!("https://ref.invalid/a.png")),
-            "input.image_urls must be an array of strings",
-        ),
+        ("seedream-5-0", i2i(json!([7])), "input.image_urls[0] must be a string"),
+        ("seedream-5-0", i2i(json!("https://ref.invalid/a.png")), "input.image_urls must be an array of strings"),
         (
             "seedream-5-0",
             seedream(
@@ -242,41 +139,13 @@ fn cases() -> Vec<(&'static str, Value, &'static str)> {
             "must not exceed 15 images",
         ),
         // gpt-image-1.
-        (
-            "gpt-image-1",
-            gpt_with("mode", Value::Null),
-            "input.mode is required",
-        ),
-        (
-            "gpt-image-1",
-            gpt_with("mode", json!("text-to-image")),
-            "input.mode must be one of gpt-image-1",
-        ),
-        (
-            "gpt-image-1",
-            gpt_with("prompt", json!("")),
-            "input.prompt must be 1 to 32000 characters",
-        ),
-        (
-            "gpt-image-1",
-            gpt_with("prompt", json!(long_32001)),
-            "input.prompt must be 1 to 32000 characters",
-        ),
-        (
-            "gpt-image-1",
-            gpt_with("aspect_ratio", json!("16:9")),
-            "input.aspect_ratio must be one of 1:1, 3:2, 2:3",
-        ),
-        (
-            "gpt-image-1",
-            gpt_with("num_images", json!(3)),
-            "input.num_images must be 1, 2 or 4",
-        ),
-        (
-            "gpt-image-1",
-            gpt_with("num_images", json!(8)),
-            "input.num_images must be 1, 2 or 4",
-        ),
+        ("gpt-image-1", gpt_with("mode", Value::Null), "input.mode is required"),
+        ("gpt-image-1", gpt_with("mode", json!("text-to-image")), "input.mode must be one of gpt-image-1"),
+        ("gpt-image-1", gpt_with("prompt", json!("")), "input.prompt must be 1 to 32000 characters"),
+        ("gpt-image-1", gpt_with("prompt", json!(long_32001)), "input.prompt must be 1 to 32000 characters"),
+        ("gpt-image-1", gpt_with("aspect_ratio", json!("16:9")), "input.aspect_ratio must be one of 1:1, 3:2, 2:3"),
+        ("gpt-image-1", gpt_with("num_images", json!(3)), "input.num_images must be 1, 2 or 4"),
+        ("gpt-image-1", gpt_with("num_images", json!(8)), "input.num_images must be 1, 2 or 4"),
         (
             "gpt-image-1",
             gpt_with("image_urls", json!(vec!["https://ref.invalid/a.png"; 17])),
@@ -299,10 +168,7 @@ async fn each_broken_rule_is_a_400_naming_field_and_rule() {
         assert_eq!(json["code"], 400);
         assert!(json["data"].is_null());
         let message = json["message"].as_str().unwrap();
-        assert!(
-            message.contains(expected),
-            "for {body}\n expected: {expected}\n got: {message}"
-        );
+        assert!(message.contains(expected), "for {body}\n expected: {expected}\n got: {message}");
     }
     // Nothing was accepted, so nothing was held.
     let account = app.state.accounts.find("default").await.unwrap();

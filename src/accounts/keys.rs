@@ -24,10 +24,7 @@ fn hash(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
 }
 
-pub(super) async fn issue_in(
-    tx: &mut Transaction<'_, Any>,
-    account: &AccountId,
-) -> Result<IssuedKey, sqlx::Error> {
+pub(super) async fn issue_in(tx: &mut Transaction<'_, Any>, account: &AccountId) -> Result<IssuedKey, sqlx::Error> {
     let key = format!("sk-{}", random_hex::<24>());
     let key_id = KeyId::generate();
     let hint = format!("sk-…{}", &key[key.len() - 4..]);
@@ -42,19 +39,14 @@ pub(super) async fn issue_in(
     Ok(IssuedKey { key_id, key })
 }
 
-pub(super) async fn lookup(
-    db: &Db,
-    presented: &str,
-) -> Result<Option<ApiKey>, super::AccountError> {
+pub(super) async fn lookup(db: &Db, presented: &str) -> Result<Option<ApiKey>, super::AccountError> {
     if !presented.starts_with("sk-") || presented.len() > 128 {
         return Ok(None);
     }
-    let row = sqlx::query(
-        "SELECT id, account_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
-    )
-    .bind(hash(presented))
-    .fetch_optional(&db.read)
-    .await?;
+    let row = sqlx::query("SELECT id, account_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL")
+        .bind(hash(presented))
+        .fetch_optional(&db.read)
+        .await?;
     row.map(|r| {
         Ok(ApiKey {
             key_id: KeyId::from_db(r.try_get("id")?),

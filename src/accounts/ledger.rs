@@ -57,12 +57,11 @@ pub async fn credit_in(
     account: &AccountId,
     amount: Micros,
 ) -> Result<bool, sqlx::Error> {
-    let updated =
-        sqlx::query("UPDATE accounts SET balance_micros = balance_micros + $1 WHERE id = $2")
-            .bind(amount.0)
-            .bind(account.as_str())
-            .execute(&mut **tx)
-            .await?;
+    let updated = sqlx::query("UPDATE accounts SET balance_micros = balance_micros + $1 WHERE id = $2")
+        .bind(amount.0)
+        .bind(account.as_str())
+        .execute(&mut **tx)
+        .await?;
     if updated.rows_affected() == 0 {
         return Ok(false);
     }
@@ -128,12 +127,7 @@ pub struct Entry {
 }
 
 /// An account's entries, newest first, older than the entry id `before` if given.
-pub async fn list(
-    db: &Db,
-    account: &AccountId,
-    limit: i64,
-    before: Option<&str>,
-) -> Result<Vec<Entry>, sqlx::Error> {
+pub async fn list(db: &Db, account: &AccountId, limit: i64, before: Option<&str>) -> Result<Vec<Entry>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT id, task_id, kind, amount_micros, created_at FROM ledger \
          WHERE account_id = $1 AND ($2 IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
@@ -166,12 +160,10 @@ pub struct Totals {
 }
 
 pub async fn totals(db: &Db, account: &AccountId) -> Result<Totals, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT kind, SUM(amount_micros) AS total FROM ledger WHERE account_id = $1 GROUP BY kind",
-    )
-    .bind(account.as_str())
-    .fetch_all(&db.read)
-    .await?;
+    let rows = sqlx::query("SELECT kind, SUM(amount_micros) AS total FROM ledger WHERE account_id = $1 GROUP BY kind")
+        .bind(account.as_str())
+        .fetch_all(&db.read)
+        .await?;
     let mut totals = Totals::default();
     for r in rows {
         let kind: String = r.try_get("kind")?;

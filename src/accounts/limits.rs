@@ -19,18 +19,13 @@ pub struct Limits {
 
 /// An account's own limits for a model, where the operator set them; the model's otherwise.
 pub async fn effective(db: &Db, account: &AccountId, model: &Model) -> Result<Limits, sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT rpm, max_concurrent FROM account_limits WHERE account_id = $1 AND model = $2",
-    )
-    .bind(account.as_str())
-    .bind(model.id)
-    .fetch_optional(&db.read)
-    .await?;
+    let row = sqlx::query("SELECT rpm, max_concurrent FROM account_limits WHERE account_id = $1 AND model = $2")
+        .bind(account.as_str())
+        .bind(model.id)
+        .fetch_optional(&db.read)
+        .await?;
     let (rpm, concurrent) = match row {
-        Some(r) => (
-            r.try_get::<Option<i64>, _>("rpm")?,
-            r.try_get::<Option<i64>, _>("max_concurrent")?,
-        ),
+        Some(r) => (r.try_get::<Option<i64>, _>("rpm")?, r.try_get::<Option<i64>, _>("max_concurrent")?),
         None => (None, None),
     };
     Ok(Limits {
@@ -100,19 +95,14 @@ impl Gcra {
         let interval = 60_000.0 / f64::from(per_minute);
         let tolerance = (interval * f64::from(burst_for(per_minute) - 1)) as i64;
         let interval = interval.ceil() as i64;
-        let mut tats = self
-            .tats
-            .lock()
-            .expect("the limiter's lock is never poisoned");
+        let mut tats = self.tats.lock().expect("the limiter's lock is never poisoned");
         if tats.len() >= CLEANUP_EVERY {
             tats.retain(|_, tat| *tat > now);
         }
         let tat = tats.get(key).copied().unwrap_or(now).max(now);
         let allowed_at = tat - tolerance;
         if allowed_at > now {
-            return Err(RetryAfter {
-                millis: allowed_at - now,
-            });
+            return Err(RetryAfter { millis: allowed_at - now });
         }
         tats.insert(key.to_owned(), tat + interval);
         Ok(())
@@ -135,19 +125,13 @@ mod tests {
         assert_eq!(refused.secs(), 1);
         assert!(gcra.admit_at("k", 60, t0 + 999).is_err());
         assert!(gcra.admit_at("k", 60, t0 + 1000).is_ok());
-        assert!(
-            gcra.admit_at("other", 60, t0).is_ok(),
-            "keys are independent"
-        );
+        assert!(gcra.admit_at("other", 60, t0).is_ok(), "keys are independent");
     }
 
     #[test]
     fn never_more_than_quota_plus_burst_in_a_minute() {
         let gcra = Gcra::default();
-        let admitted = (0..60_000)
-            .step_by(50)
-            .filter(|t| gcra.admit_at("k", 60, *t).is_ok())
-            .count();
+        let admitted = (0..60_000).step_by(50).filter(|t| gcra.admit_at("k", 60, *t).is_ok()).count();
         assert!(admitted <= 60 + 10, "{admitted}");
         assert!(admitted >= 60, "{admitted}");
     }

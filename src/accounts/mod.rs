@@ -50,10 +50,7 @@ pub struct Accounts {
 }
 
 fn new_webhook_secret() -> String {
-    format!(
-        "whsec_{}",
-        base64::engine::general_purpose::STANDARD.encode(random_bytes::<24>())
-    )
+    format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(random_bytes::<24>()))
 }
 
 const ACCOUNT_COLUMNS: &str = "id, name, balance_micros, held_micros, webhook_secret, created_at";
@@ -80,11 +77,7 @@ impl Accounts {
 
     /// Creates an account with an opening credit and a first key, in one transaction.
     #[tracing::instrument(skip(self))]
-    pub async fn create(
-        &self,
-        name: &str,
-        credits: Micros,
-    ) -> Result<CreatedAccount, AccountError> {
+    pub async fn create(&self, name: &str, credits: Micros) -> Result<CreatedAccount, AccountError> {
         let name = name.trim();
         if name.is_empty() || name.chars().count() > 64 {
             return Err(AccountError::BadName);
@@ -136,19 +129,15 @@ impl Accounts {
     pub async fn list(&self) -> Result<Vec<Account>, AccountError> {
         let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY created_at, id");
         let rows = sqlx::query(&sql).fetch_all(&self.db.read).await?;
-        Ok(rows
-            .iter()
-            .map(account_from_row)
-            .collect::<Result<_, _>>()?)
+        Ok(rows.iter().map(account_from_row).collect::<Result<_, _>>()?)
     }
 
     /// Looks an account up by id, accepting its name as well (friendlier on the command line).
     pub async fn find(&self, id_or_name: &str) -> Result<Account, AccountError> {
-        let id: Option<String> =
-            sqlx::query_scalar("SELECT id FROM accounts WHERE id = $1 OR name = $1")
-                .bind(id_or_name)
-                .fetch_optional(&self.db.read)
-                .await?;
+        let id: Option<String> = sqlx::query_scalar("SELECT id FROM accounts WHERE id = $1 OR name = $1")
+            .bind(id_or_name)
+            .fetch_optional(&self.db.read)
+            .await?;
         match id {
             Some(id) => self.get(&AccountId::from_db(id)).await,
             None => Err(AccountError::NotFound(id_or_name.to_owned())),
@@ -156,16 +145,10 @@ impl Accounts {
     }
 
     pub async fn count(&self) -> Result<i64, AccountError> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM accounts")
-            .fetch_one(&self.db.read)
-            .await?)
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM accounts").fetch_one(&self.db.read).await?)
     }
 
-    pub async fn add_credits(
-        &self,
-        id: &AccountId,
-        amount: Micros,
-    ) -> Result<Account, AccountError> {
+    pub async fn add_credits(&self, id: &AccountId, amount: Micros) -> Result<Account, AccountError> {
         let mut tx = self.db.write.begin().await?;
         if !ledger::credit_in(&mut tx, id, amount).await? {
             return Err(AccountError::NotFound(id.to_string()));
@@ -184,12 +167,11 @@ impl Accounts {
 
     /// Revokes a key; returns false if no such key was active.
     pub async fn revoke_key(&self, key_id: &str) -> Result<bool, AccountError> {
-        let done =
-            sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-                .bind(now_ms())
-                .bind(key_id)
-                .execute(&self.db.write)
-                .await?;
+        let done = sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+            .bind(now_ms())
+            .bind(key_id)
+            .execute(&self.db.write)
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 

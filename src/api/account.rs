@@ -35,22 +35,14 @@ pub struct LimitsView {
 
 impl From<Limits> for LimitsView {
     fn from(l: Limits) -> Self {
-        Self {
-            rpm: l.rpm,
-            max_concurrent: l.max_concurrent,
-        }
+        Self { rpm: l.rpm, max_concurrent: l.max_concurrent }
     }
 }
 
 pub async fn account_view(state: &AppState, account: &Account) -> Result<AccountView, ApiError> {
     let mut limits = BTreeMap::new();
     for model in state.catalog.models() {
-        limits.insert(
-            model.id,
-            limits::effective(&state.db, &account.id, model)
-                .await?
-                .into(),
-        );
+        limits.insert(model.id, limits::effective(&state.db, &account.id, model).await?.into());
     }
     Ok(AccountView {
         account_id: account.id.to_string(),
@@ -62,19 +54,13 @@ pub async fn account_view(state: &AppState, account: &Account) -> Result<Account
 }
 
 #[tracing::instrument(skip_all)]
-pub async fn show(
-    State(state): State<AppState>,
-    caller: Caller,
-) -> Result<Json<Envelope<AccountView>>, ApiError> {
+pub async fn show(State(state): State<AppState>, caller: Caller) -> Result<Json<Envelope<AccountView>>, ApiError> {
     let account = state.accounts.get(&caller.0.account_id).await?;
     Ok(success(account_view(&state, &account).await?))
 }
 
 /// APIXO's `GET /api/v1/apikeys/current-balance`: the balance in USD as a bare number.
-pub async fn current_balance(
-    State(state): State<AppState>,
-    caller: Caller,
-) -> Result<Json<Envelope<f64>>, ApiError> {
+pub async fn current_balance(State(state): State<AppState>, caller: Caller) -> Result<Json<Envelope<f64>>, ApiError> {
     let account = state.accounts.get(&caller.0.account_id).await?;
     Ok(success(account.balance.to_usd()))
 }
@@ -91,9 +77,7 @@ impl PageQuery {
         match self.limit {
             None => Ok(50),
             Some(n @ 1..=200) => Ok(n),
-            Some(_) => Err(ApiError::BadRequest(
-                "limit must be an integer from 1 to 200".into(),
-            )),
+            Some(_) => Err(ApiError::BadRequest("limit must be an integer from 1 to 200".into())),
         }
     }
 }
@@ -125,16 +109,8 @@ pub async fn ledger(
     Query(page): Query<PageQuery>,
 ) -> Result<Json<Envelope<LedgerPage>>, ApiError> {
     let limit = page.limit()?;
-    let entries = ledger::list(
-        &state.db,
-        &caller.0.account_id,
-        limit,
-        page.before.as_deref(),
-    )
-    .await?;
-    let next_before = (entries.len() as i64 == limit)
-        .then(|| entries.last().map(|e| e.id.clone()))
-        .flatten();
+    let entries = ledger::list(&state.db, &caller.0.account_id, limit, page.before.as_deref()).await?;
+    let next_before = (entries.len() as i64 == limit).then(|| entries.last().map(|e| e.id.clone())).flatten();
     let entries = entries
         .into_iter()
         .map(|e| LedgerEntryView {
@@ -145,8 +121,5 @@ pub async fn ledger(
             time: e.created_at,
         })
         .collect();
-    Ok(success(LedgerPage {
-        entries,
-        next_before,
-    }))
+    Ok(success(LedgerPage { entries, next_before }))
 }

@@ -36,10 +36,7 @@ pub struct Admin;
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let expected = state.config.admin_token.as_deref().unwrap_or_default();
         let given = parts
             .headers
@@ -48,9 +45,7 @@ impl FromRequestParts<AppState> for Admin {
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or_default();
         // Compare digests so the time taken says nothing about the token.
-        if expected.is_empty()
-            || Sha256::digest(given.as_bytes()) != Sha256::digest(expected.as_bytes())
-        {
+        if expected.is_empty() || Sha256::digest(given.as_bytes()) != Sha256::digest(expected.as_bytes()) {
             return Err(ApiError::Unauthorized("invalid admin token".into()));
         }
         Ok(Admin)
@@ -61,9 +56,7 @@ impl From<AccountError> for ApiErrorOrNotFound {
     fn from(e: AccountError) -> Self {
         ApiErrorOrNotFound(match e {
             AccountError::NotFound(id) => ApiError::NotFound(format!("account {id} not found")),
-            AccountError::NameTaken(name) => {
-                ApiError::Conflict(format!("an account named {name:?} already exists"))
-            }
+            AccountError::NameTaken(name) => ApiError::Conflict(format!("an account named {name:?} already exists")),
             AccountError::BadName => ApiError::BadRequest(e.to_string()),
             AccountError::Db(e) => ApiError::internal(e),
         })
@@ -80,11 +73,7 @@ impl From<ApiErrorOrNotFound> for ApiError {
 }
 
 async fn find(state: &AppState, id: &str) -> Result<Account, ApiError> {
-    Ok(state
-        .accounts
-        .find(id)
-        .await
-        .map_err(ApiErrorOrNotFound::from)?)
+    Ok(state.accounts.find(id).await.map_err(ApiErrorOrNotFound::from)?)
 }
 
 fn usd(fields: &Fields<'_>, name: &str) -> Result<Option<Micros>, ValidationError> {
@@ -115,11 +104,7 @@ async fn create_account(
     let f = Fields::of("", &body)?;
     let name = f.required_str("name")?;
     let credits = usd(&f, "credits")?.unwrap_or(Micros::ZERO);
-    let created = state
-        .accounts
-        .create(name, credits)
-        .await
-        .map_err(ApiErrorOrNotFound::from)?;
+    let created = state.accounts.create(name, credits).await.map_err(ApiErrorOrNotFound::from)?;
     Ok(success(CreatedAccount {
         account: account_view(&state, &created.account).await?,
         key_id: created.key.key_id.to_string(),
@@ -128,10 +113,7 @@ async fn create_account(
     }))
 }
 
-async fn list_accounts(
-    State(state): State<AppState>,
-    _: Admin,
-) -> Result<Json<Envelope<Vec<AccountView>>>, ApiError> {
+async fn list_accounts(State(state): State<AppState>, _: Admin) -> Result<Json<Envelope<Vec<AccountView>>>, ApiError> {
     let mut views = Vec::new();
     for account in state.accounts.list().await? {
         views.push(account_view(&state, &account).await?);
@@ -162,10 +144,7 @@ async fn create_key(
 ) -> Result<Json<Envelope<IssuedKeyView>>, ApiError> {
     let account = find(&state, &id).await?;
     let key = state.accounts.issue_key(&account.id).await?;
-    Ok(success(IssuedKeyView {
-        key_id: key.key_id.to_string(),
-        key: key.key,
-    }))
+    Ok(success(IssuedKeyView { key_id: key.key_id.to_string(), key: key.key }))
 }
 
 async fn revoke_key(
@@ -176,9 +155,7 @@ async fn revoke_key(
     if !state.accounts.revoke_key(&key_id).await? {
         return Err(ApiError::NotFound(format!("no active key {key_id}")));
     }
-    Ok(success(
-        serde_json::json!({ "keyId": key_id, "revoked": true }),
-    ))
+    Ok(success(serde_json::json!({ "keyId": key_id, "revoked": true })))
 }
 
 async fn add_credits(
@@ -189,8 +166,7 @@ async fn add_credits(
 ) -> Result<Json<Envelope<AccountView>>, ApiError> {
     let account = find(&state, &id).await?;
     let amount = usd(&Fields::of("", &body)?, "amount")?.filter(|a| *a > Micros::ZERO);
-    let amount = amount
-        .ok_or_else(|| ApiError::BadRequest("amount must be a positive amount of USD".into()))?;
+    let amount = amount.ok_or_else(|| ApiError::BadRequest("amount must be a positive amount of USD".into()))?;
     let account = state.accounts.add_credits(&account.id, amount).await?;
     Ok(success(account_view(&state, &account).await?))
 }
@@ -205,9 +181,7 @@ async fn set_limits(
     let f = Fields::of("", &body)?;
     let model = f.required_str("model")?;
     if state.catalog.get(model).is_none() {
-        return Err(ApiError::BadRequest(format!(
-            "model must be a catalog model, not {model:?}"
-        )));
+        return Err(ApiError::BadRequest(format!("model must be a catalog model, not {model:?}")));
     }
     let rpm = f.int_in("rpm", 0, 1_000_000)?.map(|n| n as u32);
     let concurrency = f.int_in("concurrency", 0, 1_000_000)?.map(|n| n as u32);
@@ -243,16 +217,12 @@ async fn list_tasks(
 ) -> Result<Json<Envelope<TaskPage>>, ApiError> {
     let account = find(&state, &id).await?;
     let limit = page.limit()?;
-    let before = page.before.as_deref().map(|b| {
-        TaskId::parse(b).ok_or_else(|| ApiError::BadRequest("before must be a task id".into()))
-    });
-    let tasks = state
-        .tasks
-        .list_for_account(&account.id, limit, before.transpose()?.as_ref())
-        .await?;
-    let next_before = (tasks.len() as i64 == limit)
-        .then(|| tasks.last().map(|t| t.id.to_string()))
-        .flatten();
+    let before = page
+        .before
+        .as_deref()
+        .map(|b| TaskId::parse(b).ok_or_else(|| ApiError::BadRequest("before must be a task id".into())));
+    let tasks = state.tasks.list_for_account(&account.id, limit, before.transpose()?.as_ref()).await?;
+    let next_before = (tasks.len() as i64 == limit).then(|| tasks.last().map(|t| t.id.to_string())).flatten();
     let tasks = tasks
         .iter()
         .map(|t| AdminTask {

@@ -24,11 +24,7 @@ pub struct Envelope<T> {
 }
 
 pub fn success<T: Serialize>(data: T) -> Json<Envelope<T>> {
-    Json(Envelope {
-        code: 200,
-        message: "success".into(),
-        data,
-    })
+    Json(Envelope { code: 200, message: "success".into(), data })
 }
 
 /// Renders an [`ApiError`] carried by a response as `{"code":N,"message":"…","data":null}`,
@@ -36,14 +32,7 @@ pub fn success<T: Serialize>(data: T) -> Json<Envelope<T>> {
 pub async fn envelope(response: Response) -> Response {
     render_error(response, |error| {
         let status = error.status();
-        (
-            status,
-            Envelope {
-                code: status.as_u16(),
-                message: error.to_string(),
-                data: Value::Null,
-            },
-        )
+        (status, Envelope { code: status.as_u16(), message: error.to_string(), data: Value::Null })
     })
 }
 
@@ -63,58 +52,35 @@ struct TaskRequest {
 fn parse_request(model: &Model, body: &Value) -> Checked<TaskRequest> {
     let f = Fields::of("", body)?;
     let request_type = f.choice("request_type", &["async", "callback"], Some("async"))?;
-    let callback_url = f
-        .str("callback_url")?
-        .map(|raw| http_url("callback_url", raw))
-        .transpose()?;
+    let callback_url = f.str("callback_url")?.map(|raw| http_url("callback_url", raw)).transpose()?;
     if request_type == "callback" && callback_url.is_none() {
         return invalid("callback_url is required when request_type is callback");
     }
-    let routing =
-        Routing::parse(f.choice("provider", &["auto", "value", "official"], Some("auto"))?)
-            .expect("choices are valid routings");
-    let input = f
-        .object("input")?
-        .ok_or_else(|| ValidationError("input is required".into()))?;
+    let routing = Routing::parse(f.choice("provider", &["auto", "value", "official"], Some("auto"))?)
+        .expect("choices are valid routings");
+    let input = f.object("input")?.ok_or_else(|| ValidationError("input is required".into()))?;
     let spec = model.parse_apixo_input(input)?;
-    Ok(TaskRequest {
-        spec,
-        routing,
-        callback_url: callback_url.map(String::from),
-    })
+    Ok(TaskRequest { spec, routing, callback_url: callback_url.map(String::from) })
 }
 
 fn known_model<'a>(state: &'a AppState, model: &str) -> Result<&'a Model, ApiError> {
-    state
-        .catalog
-        .get(model)
-        .ok_or_else(|| ApiError::NotFound(format!("model {model} not found")))
+    state.catalog.get(model).ok_or_else(|| ApiError::NotFound(format!("model {model} not found")))
 }
 
 /// Reads an `Idempotency-Key` header, fingerprinting the request it guards.
-pub fn idempotency_key(
-    headers: &HeaderMap,
-    route: &str,
-    body: &Value,
-) -> Result<Option<Idempotency>, ApiError> {
+pub fn idempotency_key(headers: &HeaderMap, route: &str, body: &Value) -> Result<Option<Idempotency>, ApiError> {
     let Some(raw) = headers.get("idempotency-key") else {
         return Ok(None);
     };
-    let key = raw
-        .to_str()
-        .map_err(|_| ApiError::BadRequest("Idempotency-Key must be visible ASCII".into()))?;
-    Idempotency::new(key, route, body)
-        .map(Some)
-        .map_err(ApiError::BadRequest)
+    let key = raw.to_str().map_err(|_| ApiError::BadRequest("Idempotency-Key must be visible ASCII".into()))?;
+    Idempotency::new(key, route, body).map(Some).map_err(ApiError::BadRequest)
 }
 
 /// Marks a replayed answer, as idempotent APIs conventionally do.
 pub fn replayed<R: IntoResponse>(submitted: &Submitted, response: R) -> Response {
     let mut response = response.into_response();
     if matches!(submitted, Submitted::Replayed(_)) {
-        response
-            .headers_mut()
-            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     response
 }
@@ -141,12 +107,7 @@ pub async fn generate(
     };
     let submitted = state.submit(&new, model, idem.as_ref()).await?;
     let (Submitted::Created(id) | Submitted::Replayed(id)) = &submitted;
-    Ok(replayed(
-        &submitted,
-        success(TaskCreated {
-            task_id: id.to_string(),
-        }),
-    ))
+    Ok(replayed(&submitted, success(TaskCreated { task_id: id.to_string() })))
 }
 
 #[derive(Deserialize)]
@@ -198,17 +159,11 @@ pub async fn status(
 ) -> Result<Json<Envelope<TaskStatus>>, ApiError> {
     known_model(&state, &model)?;
     state.admit_poll(&caller.0)?;
-    let raw = query
-        .task_id
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| ApiError::BadRequest("taskId is required".into()))?;
+    let raw =
+        query.task_id.filter(|t| !t.is_empty()).ok_or_else(|| ApiError::BadRequest("taskId is required".into()))?;
     let not_found = || ApiError::NotFound(format!("task {raw} not found"));
     let id = TaskId::parse(&raw).ok_or_else(not_found)?;
-    let task = state
-        .tasks
-        .get_for_account(&id, &caller.0.account_id)
-        .await?
-        .filter(|t| t.model == model);
+    let task = state.tasks.get_for_account(&id, &caller.0.account_id).await?.filter(|t| t.model == model);
     let task = task.ok_or_else(not_found)?;
     Ok(success(task_status(&state, &task)))
 }

@@ -29,10 +29,7 @@ pub enum ApiError {
     #[error("Insufficient credits")]
     InsufficientCredits,
     #[error("{message}")]
-    RateLimited {
-        message: String,
-        retry_after_secs: u64,
-    },
+    RateLimited { message: String, retry_after_secs: u64 },
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -111,17 +108,10 @@ impl IntoResponse for ApiError {
             tracing::error!(error = format!("{e:#}"), "request failed");
         }
         let mut response = self.status().into_response();
-        if let ApiError::RateLimited {
-            retry_after_secs, ..
-        } = &self
-        {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+        if let ApiError::RateLimited { retry_after_secs, .. } = &self {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
         }
-        response
-            .extensions_mut()
-            .insert(PendingError(Arc::new(self)));
+        response.extensions_mut().insert(PendingError(Arc::new(self)));
         response
     }
 }
@@ -140,10 +130,7 @@ pub fn render_error<B: serde::Serialize>(
     parts.extensions.remove::<PendingError>();
     parts.status = status;
     parts.headers.remove(header::CONTENT_LENGTH);
-    parts.headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     let bytes = serde_json::to_vec(&body).expect("error bodies serialize");
     Response::from_parts(parts, axum::body::Body::from(bytes))
 }

@@ -19,12 +19,7 @@ fn is_json(headers: &HeaderMap) -> bool {
     let Some(ct) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
         return false;
     };
-    let mime = ct
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
+    let mime = ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
     mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
@@ -33,9 +28,7 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         if !is_json(req.headers()) {
-            return Err(ApiError::BadRequest(
-                "Content-Type must be application/json".into(),
-            ));
+            return Err(ApiError::BadRequest("Content-Type must be application/json".into()));
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -45,12 +38,9 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
             }
         })?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Err(ApiError::BadRequest(
-                "the request body is empty; send a JSON object".into(),
-            ));
+            return Err(ApiError::BadRequest("the request body is empty; send a JSON object".into()));
         }
-        let value = serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))?;
+        let value = serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))?;
         Ok(JsonBody(value))
     }
 }
@@ -61,28 +51,17 @@ pub struct Caller(pub ApiKey);
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
-            ApiError::Unauthorized(
-                "missing API key: send Authorization: Bearer YOUR_API_KEY".into(),
-            )
-        })?;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(AUTHORIZATION)
+            .ok_or_else(|| ApiError::Unauthorized("missing API key: send Authorization: Bearer YOUR_API_KEY".into()))?;
         let token = header
             .to_str()
             .ok()
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
             .map(str::trim)
-            .ok_or_else(|| {
-                ApiError::Unauthorized(
-                    "the Authorization header must be: Bearer YOUR_API_KEY".into(),
-                )
-            })?;
+            .ok_or_else(|| ApiError::Unauthorized("the Authorization header must be: Bearer YOUR_API_KEY".into()))?;
         match state.accounts.authenticate(token).await? {
             Some(key) => Ok(Caller(key)),
             None => Err(ApiError::Unauthorized("invalid or revoked API key".into())),
@@ -98,8 +77,6 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Que
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         let query = parts.uri.query().unwrap_or_default();
-        serde_urlencoded::from_str(query)
-            .map(Query)
-            .map_err(|e| ApiError::BadRequest(format!("bad query string: {e}")))
+        serde_urlencoded::from_str(query).map(Query).map_err(|e| ApiError::BadRequest(format!("bad query string: {e}")))
     }
 }

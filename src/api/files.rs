@@ -48,38 +48,23 @@ pub async fn serve(
         }
         Err(e) => return Err(ApiError::internal(e)),
     };
-    let etag = found
-        .meta
-        .e_tag
-        .clone()
-        .map(|t| format!("\"{}\"", t.trim_matches('"')));
+    let etag = found.meta.e_tag.clone().map(|t| format!("\"{}\"", t.trim_matches('"')));
     let max_age = (exp * 1000 - now_ms()).max(0) / 1000;
-    let mut response = if etag.is_some()
-        && headers
-            .get(header::IF_NONE_MATCH)
-            .and_then(|v| v.to_str().ok())
-            == etag.as_deref()
-    {
-        StatusCode::NOT_MODIFIED.into_response()
-    } else {
-        let size = found.meta.size;
-        let mut r = Body::from_stream(found.into_stream()).into_response();
-        r.headers_mut()
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(content_type(&key)),
-        );
-        r
-    };
+    let mut response =
+        if etag.is_some() && headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == etag.as_deref() {
+            StatusCode::NOT_MODIFIED.into_response()
+        } else {
+            let size = found.meta.size;
+            let mut r = Body::from_stream(found.into_stream()).into_response();
+            r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type(&key)));
+            r
+        };
     let h = response.headers_mut();
     if let Some(tag) = etag.and_then(|t| HeaderValue::from_str(&t).ok()) {
         h.insert(header::ETAG, tag);
     }
     let cache = format!("private, max-age={max_age}, immutable");
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_str(&cache).expect("ASCII"),
-    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_str(&cache).expect("ASCII"));
     Ok(response)
 }

@@ -3,6 +3,7 @@
 pub mod account;
 pub mod admin;
 pub mod apixo;
+pub mod callbacks;
 pub mod error;
 pub mod extract;
 pub mod files;
@@ -41,6 +42,8 @@ pub struct Services {
     pub storage: Storage,
     /// Wakes idle workers when a task arrives.
     pub wake: Arc<Notify>,
+    /// Wakes the callback dispatcher.
+    pub callbacks: Arc<Notify>,
     /// Task creations per account and model, status polls per key.
     pub limiter: Gcra,
 }
@@ -81,9 +84,7 @@ impl AppState {
                 Claim::Fresh => {}
                 Claim::Replay(id) => return Ok(Submitted::Replayed(id)),
                 Claim::InFlight => {
-                    return Err(ApiError::Conflict(
-                        "a request with this Idempotency-Key is still in flight".into(),
-                    ));
+                    return Err(ApiError::Conflict("a request with this Idempotency-Key is still in flight".into()));
                 }
                 Claim::Mismatch => {
                     return Err(ApiError::Unprocessable(
@@ -101,23 +102,13 @@ impl AppState {
         created.map(Submitted::Created)
     }
 
-    async fn admit(
-        &self,
-        new: &NewTask,
-        model: &Model,
-        idem: Option<&Idempotency>,
-    ) -> Result<TaskId, ApiError> {
+    async fn admit(&self, new: &NewTask, model: &Model, idem: Option<&Idempotency>) -> Result<TaskId, ApiError> {
         let limits = limits::effective(&self.db, &new.account_id, model).await?;
         let key = format!("create:{}:{}", new.account_id, model.id);
-        self.limiter
-            .admit(&key, limits.rpm)
-            .map_err(|wait| ApiError::RateLimited {
-                message: format!(
-                    "rate limit reached: {} task creations per minute for {}",
-                    limits.rpm, model.id
-                ),
-                retry_after_secs: wait.secs(),
-            })?;
+        self.limiter.admit(&key, limits.rpm).map_err(|wait| ApiError::RateLimited {
+            message: format!("rate limit reached: {} task creations per minute for {}", limits.rpm, model.id),
+            retry_after_secs: wait.secs(),
+        })?;
         let admission = Admission {
             timeout_ms: self.config.server.task_timeout_secs as i64 * 1000,
             max_concurrent: limits.max_concurrent,
@@ -131,21 +122,16 @@ impl AppState {
     /// Status polls have their own, generous, per-key limit.
     pub fn admit_poll(&self, key: &ApiKey) -> Result<(), ApiError> {
         let rpm = self.config.server.status_rpm;
-        self.limiter
-            .admit(&format!("poll:{}", key.key_id), rpm)
-            .map_err(|wait| ApiError::RateLimited {
-                message: format!("rate limit reached: {rpm} status requests per minute per key"),
-                retry_after_secs: wait.secs(),
-            })
+        self.limiter.admit(&format!("poll:{}", key.key_id), rpm).map_err(|wait| ApiError::RateLimited {
+            message: format!("rate limit reached: {rpm} status requests per minute per key"),
+            retry_after_secs: wait.secs(),
+        })
     }
 
     /// Signed links to a finished task's images, valid for the retention period.
     pub fn result_urls(&self, task: &Task) -> Vec<String> {
         let expires = task.completed_at.unwrap_or(task.created_at) + self.config.retention_ms();
-        task.result_keys
-            .iter()
-            .map(|key| self.storage.signed_url(key, expires))
-            .collect()
+        task.result_keys.iter().map(|key| self.storage.signed_url(key, expires)).collect()
     }
 }
 
@@ -166,19 +152,13 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/statusTask/{model}", get(apixo::status))
         .route("/api/v1/account", get(account::show))
         .route("/api/v1/account/ledger", get(account::ledger))
-        .route(
-            "/api/v1/apikeys/current-balance",
-            get(account::current_balance),
-        )
+        .route("/api/v1/apikeys/current-balance", get(account::current_balance))
+        .route("/api/v1/callbacks", get(callbacks::list))
+        .route("/api/v1/callbacks/{id}/retry", post(callbacks::retry))
         .route("/files/{*key}", get(files::serve))
         .merge(unified);
     // Without an admin token the admin routes do not exist (404).
-    if state
-        .config
-        .admin_token
-        .as_deref()
-        .is_some_and(|t| !t.is_empty())
-    {
+    if state.config.admin_token.as_deref().is_some_and(|t| !t.is_empty()) {
         app = app.nest("/admin/v1", admin::router());
     }
     app.fallback(not_found)

@@ -20,11 +20,7 @@ pub struct Envelope<T> {
 }
 
 fn success<T: Serialize>(data: T) -> Json<Envelope<T>> {
-    Json(Envelope {
-        code: 200,
-        msg: "success".into(),
-        data,
-    })
+    Json(Envelope { code: 200, msg: "success".into(), data })
 }
 
 /// Seed 003's statuses: a short balance is 402 here, not APIXO's 400.
@@ -38,14 +34,7 @@ fn status_of(error: &ApiError) -> StatusCode {
 pub async fn envelope(response: Response) -> Response {
     render_error(response, |error| {
         let status = status_of(error);
-        (
-            status,
-            Envelope {
-                code: status.as_u16(),
-                msg: error.to_string(),
-                data: Value::Null,
-            },
-        )
+        (status, Envelope { code: status.as_u16(), msg: error.to_string(), data: Value::Null })
     })
 }
 
@@ -60,10 +49,7 @@ pub struct Balance {
 }
 
 /// apimodels' `GET /api/v1/balance`.
-pub async fn balance(
-    State(state): State<AppState>,
-    caller: Caller,
-) -> Result<Json<Envelope<Balance>>, ApiError> {
+pub async fn balance(State(state): State<AppState>, caller: Caller) -> Result<Json<Envelope<Balance>>, ApiError> {
     let account = state.accounts.get(&caller.0.account_id).await?;
     Ok(success(Balance {
         balance: account.balance.to_usd(),

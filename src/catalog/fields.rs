@@ -29,11 +29,7 @@ impl<'a> Fields<'a> {
     }
 
     pub fn name(&self, field: &str) -> String {
-        if self.path.is_empty() {
-            field.to_owned()
-        } else {
-            format!("{}.{field}", self.path)
-        }
+        if self.path.is_empty() { field.to_owned() } else { format!("{}.{field}", self.path) }
     }
 
     /// A field that is absent or JSON `null` counts as not given.
@@ -58,8 +54,7 @@ impl<'a> Fields<'a> {
     }
 
     pub fn required_str(&self, field: &str) -> Checked<&'a str> {
-        self.str(field)?
-            .ok_or_else(|| ValidationError(format!("{} is required", self.name(field))))
+        self.str(field)?.ok_or_else(|| ValidationError(format!("{} is required", self.name(field))))
     }
 
     /// One of a fixed set of strings, matched exactly; `default` when absent.
@@ -72,30 +67,17 @@ impl<'a> Fields<'a> {
         match self.str(field)? {
             Some(given) => match allowed.iter().find(|a| **a == given) {
                 Some(a) => Ok(a),
-                None => invalid(format!(
-                    "{} must be one of {}",
-                    self.name(field),
-                    allowed.join(", ")
-                )),
+                None => invalid(format!("{} must be one of {}", self.name(field), allowed.join(", "))),
             },
             None => default.ok_or_else(|| {
-                ValidationError(format!(
-                    "{} is required (one of {})",
-                    self.name(field),
-                    allowed.join(", ")
-                ))
+                ValidationError(format!("{} is required (one of {})", self.name(field), allowed.join(", ")))
             }),
         }
     }
 
     /// An integer within `min..=max`. Floats such as `2.0` or `2.5` and numeric strings are refused.
     pub fn int_in(&self, field: &str, min: i64, max: i64) -> Checked<Option<i64>> {
-        let rule = || {
-            format!(
-                "{} must be an integer from {min} to {max}",
-                self.name(field)
-            )
-        };
+        let rule = || format!("{} must be an integer from {min} to {max}", self.name(field));
         match self.get(field) {
             None => Ok(None),
             Some(v) => match v.as_i64() {
@@ -121,9 +103,7 @@ impl<'a> Fields<'a> {
                 .iter()
                 .enumerate()
                 .map(|(i, v)| {
-                    v.as_str().ok_or_else(|| {
-                        ValidationError(format!("{}[{i}] must be a string", self.name(field)))
-                    })
+                    v.as_str().ok_or_else(|| ValidationError(format!("{}[{i}] must be a string", self.name(field))))
                 })
                 .collect::<Checked<Vec<_>>>()
                 .map(Some),
@@ -167,15 +147,9 @@ pub fn url_list(fields: &Fields<'_>, field: &str, min: usize, max: usize) -> Che
     let name = fields.name(field);
     let list = fields.str_list(field)?.unwrap_or_default();
     if list.len() < min || list.len() > max {
-        return invalid(format!(
-            "{name} must hold {min} to {max} URLs (got {})",
-            list.len()
-        ));
+        return invalid(format!("{name} must hold {min} to {max} URLs (got {})", list.len()));
     }
-    list.iter()
-        .enumerate()
-        .map(|(i, raw)| http_url(&format!("{name}[{i}]"), raw).map(String::from))
-        .collect()
+    list.iter().enumerate().map(|(i, raw)| http_url(&format!("{name}[{i}]"), raw).map(String::from)).collect()
 }
 
 #[cfg(test)]
@@ -190,10 +164,7 @@ mod tests {
         assert_eq!(f.int_in("a", 1, 10), Ok(Some(2)));
         assert!(f.int_in("b", 1, 10).is_err());
         assert!(f.int_in("c", 1, 10).is_err());
-        assert_eq!(
-            f.int_in("d", 1, 10).unwrap_err().0,
-            "input.d must be an integer from 1 to 10"
-        );
+        assert_eq!(f.int_in("d", 1, 10).unwrap_err().0, "input.d must be an integer from 1 to 10");
         assert_eq!(f.int_in("missing", 1, 10), Ok(None));
     }
 

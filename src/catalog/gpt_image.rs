@@ -9,11 +9,8 @@ const MAX_PROMPT: usize = 32_000;
 const MAX_REFERENCES: usize = 16;
 
 /// The aspect ratios seed 002 offers and the sizes the model renders them at.
-pub const SIZES: [(&str, Size); 3] = [
-    ("1:1", Size::new(1024, 1024)),
-    ("3:2", Size::new(1536, 1024)),
-    ("2:3", Size::new(1024, 1536)),
-];
+pub const SIZES: [(&str, Size); 3] =
+    [("1:1", Size::new(1024, 1024)), ("3:2", Size::new(1536, 1024)), ("2:3", Size::new(1024, 1536))];
 
 pub fn parse_input(model: &str, input: &Value) -> Checked<TaskSpec> {
     let f = Fields::of("input", input)?;
@@ -21,11 +18,7 @@ pub fn parse_input(model: &str, input: &Value) -> Checked<TaskSpec> {
     let prompt = prompt(&f, MAX_PROMPT)?;
     let ratios: Vec<&'static str> = SIZES.iter().map(|(r, _)| *r).collect();
     let ratio = f.choice("aspect_ratio", &ratios, Some("1:1"))?;
-    let size = SIZES
-        .iter()
-        .find(|(r, _)| *r == ratio)
-        .map(|(_, s)| *s)
-        .expect("checked above");
+    let size = SIZES.iter().find(|(r, _)| *r == ratio).map(|(_, s)| *s).expect("checked above");
     let images = match f.get("num_images") {
         None => 1,
         Some(v) => match v.as_i64() {
@@ -64,11 +57,8 @@ mod tests {
 
     #[test]
     fn num_images_is_1_2_or_4() {
-        let err = parse_input(
-            "gpt-image-1",
-            &json!({"mode": "gpt-image-1", "prompt": "p", "num_images": 3}),
-        )
-        .unwrap_err();
+        let err =
+            parse_input("gpt-image-1", &json!({"mode": "gpt-image-1", "prompt": "p", "num_images": 3})).unwrap_err();
         assert_eq!(err.0, "input.num_images must be 1, 2 or 4");
     }
 }

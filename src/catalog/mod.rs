@@ -105,10 +105,7 @@ pub struct Model {
 
 impl Model {
     /// Parses the `input` object of an APIXO task request for this model.
-    pub fn parse_apixo_input(
-        &self,
-        input: &serde_json::Value,
-    ) -> Result<TaskSpec, ValidationError> {
+    pub fn parse_apixo_input(&self, input: &serde_json::Value) -> Result<TaskSpec, ValidationError> {
         match self.kind {
             ModelKind::Seedream50 => seedream::parse_input(self.id, input),
             ModelKind::GptImage1 => gpt_image::parse_input(self.id, input),
@@ -125,13 +122,7 @@ pub struct Catalog {
 fn builtin() -> Vec<Model> {
     vec![
         // Seed 001: $0.032 per image; seed 000: 60 requests a minute, 10 concurrent tasks.
-        Model {
-            id: "seedream-5-0",
-            kind: ModelKind::Seedream50,
-            price: Micros(32_000),
-            rpm: 60,
-            max_concurrent: 10,
-        },
+        Model { id: "seedream-5-0", kind: ModelKind::Seedream50, price: Micros(32_000), rpm: 60, max_concurrent: 10 },
         // Seed 002: 10000 requests a minute, 1000 concurrent tasks.
         Model {
             id: "gpt-image-1",

@@ -15,9 +15,10 @@ pub fn parse_input(model: &str, input: &Value) -> Checked<TaskSpec> {
     let f = Fields::of("input", input)?;
     let mode = f.choice("mode", &["text-to-image", "image-to-image"], None)?;
     let prompt = prompt(&f, MAX_PROMPT)?;
-    let images = f.int_in("max_images", 1, 10)?.ok_or_else(|| {
-        super::ValidationError("input.max_images is required (an integer from 1 to 10)".into())
-    })? as u32;
+    let images = f
+        .int_in("max_images", 1, 10)?
+        .ok_or_else(|| super::ValidationError("input.max_images is required (an integer from 1 to 10)".into()))?
+        as u32;
     let resolution = f.choice("resolution", &["2K", "3K"], Some("2K"))?;
     let aspect_ratio = f.choice("aspect_ratio", &ASPECT_RATIOS, Some("1:1"))?;
     let size = match f.str("size")? {
@@ -26,17 +27,10 @@ pub fn parse_input(model: &str, input: &Value) -> Checked<TaskSpec> {
             Some(tier) => seedream_preset(tier, aspect_ratio),
             None => Some(parse_explicit("input.size", raw)?),
         },
-        None => seedream_preset(
-            Resolution::parse(resolution).expect("checked above"),
-            aspect_ratio,
-        ),
+        None => seedream_preset(Resolution::parse(resolution).expect("checked above"), aspect_ratio),
     }
     .expect("aspect ratios come from the preset table");
-    let sequential = f.choice(
-        "sequential_image_generation",
-        &["disabled", "auto"],
-        Some("disabled"),
-    )? == "auto";
+    let sequential = f.choice("sequential_image_generation", &["disabled", "auto"], Some("disabled"))? == "auto";
     let web_search = f.bool("web_search")?.unwrap_or(false);
     let output_format = match f.choice("output_format", &["jpeg", "png"], Some("jpeg"))? {
         "png" => OutputFormat::Png,
@@ -60,16 +54,7 @@ pub fn parse_input(model: &str, input: &Value) -> Checked<TaskSpec> {
             references.len()
         ));
     }
-    Ok(TaskSpec {
-        model: model.to_owned(),
-        prompt,
-        images,
-        size,
-        output_format,
-        references,
-        sequential,
-        web_search,
-    })
+    Ok(TaskSpec { model: model.to_owned(), prompt, images, size, output_format, references, sequential, web_search })
 }
 
 #[cfg(test)]
@@ -92,29 +77,22 @@ mod tests {
 
     #[test]
     fn size_wins_over_resolution_and_ratio() {
-        let spec = parse(
-            json!({"mode": "text-to-image", "prompt": "p", "max_images": 1,
-            "resolution": "2K", "aspect_ratio": "16:9", "size": "3072X3072"}),
-        )
+        let spec = parse(json!({"mode": "text-to-image", "prompt": "p", "max_images": 1,
+            "resolution": "2K", "aspect_ratio": "16:9", "size": "3072X3072"}))
         .unwrap();
         assert_eq!(spec.size, Size::new(3072, 3072));
-        let spec = parse(
-            json!({"mode": "text-to-image", "prompt": "p", "max_images": 1,
-            "resolution": "2K", "aspect_ratio": "16:9", "size": "3K"}),
-        )
+        let spec = parse(json!({"mode": "text-to-image", "prompt": "p", "max_images": 1,
+            "resolution": "2K", "aspect_ratio": "16:9", "size": "3K"}))
         .unwrap();
         assert_eq!(spec.size, Size::new(4096, 2304));
     }
 
     #[test]
     fn image_urls_follow_the_mode() {
-        let err =
-            parse(json!({"mode": "image-to-image", "prompt": "p", "max_images": 1})).unwrap_err();
+        let err = parse(json!({"mode": "image-to-image", "prompt": "p", "max_images": 1})).unwrap_err();
         assert_eq!(err.0, "input.image_urls must hold 1 to 14 URLs (got 0)");
-        let err = parse(
-            json!({"mode": "text-to-image", "prompt": "p", "max_images": 1,
-            "image_urls": ["https://ref.invalid/a.jpg"]}),
-        )
+        let err = parse(json!({"mode": "text-to-image", "prompt": "p", "max_images": 1,
+            "image_urls": ["https://ref.invalid/a.jpg"]}))
         .unwrap_err();
         assert!(err.0.contains("only allowed"));
     }

@@ -58,13 +58,10 @@ impl Resolution {
 
 /// The size for a resolution tier and one of [`ASPECT_RATIOS`].
 pub fn seedream_preset(resolution: Resolution, aspect_ratio: &str) -> Option<Size> {
-    SEEDREAM_PRESETS
-        .iter()
-        .find(|(ratio, ..)| *ratio == aspect_ratio)
-        .map(|(_, two_k, three_k)| match resolution {
-            Resolution::TwoK => *two_k,
-            Resolution::ThreeK => *three_k,
-        })
+    SEEDREAM_PRESETS.iter().find(|(ratio, ..)| *ratio == aspect_ratio).map(|(_, two_k, three_k)| match resolution {
+        Resolution::TwoK => *two_k,
+        Resolution::ThreeK => *three_k,
+    })
 }
 
 const MIN_PIXELS: u64 = 1280 * 720;
@@ -74,25 +71,17 @@ const MAX_PIXELS: u64 = 4096 * 4096;
 /// pixels in total and an aspect ratio between 1:16 and 16:1.
 pub fn parse_explicit(name: &str, raw: &str) -> Checked<Size> {
     let Some((w, h)) = raw.split_once(['x', 'X', '*']) else {
-        return invalid(format!(
-            "{name} must be 2K, 3K or WIDTHxHEIGHT such as 2048x2048"
-        ));
+        return invalid(format!("{name} must be 2K, 3K or WIDTHxHEIGHT such as 2048x2048"));
     };
     let (Ok(width), Ok(height)) = (w.trim().parse::<u32>(), h.trim().parse::<u32>()) else {
-        return invalid(format!(
-            "{name} must be 2K, 3K or WIDTHxHEIGHT such as 2048x2048"
-        ));
+        return invalid(format!("{name} must be 2K, 3K or WIDTHxHEIGHT such as 2048x2048"));
     };
     let size = Size::new(width, height);
     if width == 0 || height == 0 || !(MIN_PIXELS..=MAX_PIXELS).contains(&size.pixels()) {
-        return invalid(format!(
-            "{name} must have between 1280x720 and 4096x4096 pixels in total (got {size})"
-        ));
+        return invalid(format!("{name} must have between 1280x720 and 4096x4096 pixels in total (got {size})"));
     }
     if width > height * 16 || height > width * 16 {
-        return invalid(format!(
-            "{name} must have an aspect ratio between 1:16 and 16:1 (got {size})"
-        ));
+        return invalid(format!("{name} must have an aspect ratio between 1:16 and 16:1 (got {size})"));
     }
     Ok(size)
 }
@@ -103,14 +92,8 @@ mod tests {
 
     #[test]
     fn presets_follow_seed_001() {
-        assert_eq!(
-            seedream_preset(Resolution::TwoK, "16:9"),
-            Some(Size::new(2848, 1600))
-        );
-        assert_eq!(
-            seedream_preset(Resolution::ThreeK, "21:9"),
-            Some(Size::new(4704, 2016))
-        );
+        assert_eq!(seedream_preset(Resolution::TwoK, "16:9"), Some(Size::new(2848, 1600)));
+        assert_eq!(seedream_preset(Resolution::ThreeK, "21:9"), Some(Size::new(4704, 2016)));
         assert_eq!(seedream_preset(Resolution::TwoK, "5:4"), None);
     }
 

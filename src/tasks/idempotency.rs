@@ -30,10 +30,7 @@ impl Idempotency {
         hash.update(route.as_bytes());
         hash.update(b"\n");
         hash.update(body.to_string().as_bytes());
-        Ok(Self {
-            key: key.to_owned(),
-            fingerprint: hex::encode(hash.finalize()),
-        })
+        Ok(Self { key: key.to_owned(), fingerprint: hex::encode(hash.finalize()) })
     }
 }
 
@@ -72,13 +69,11 @@ pub async fn claim(db: &Db, account: &AccountId, idem: &Idempotency) -> Result<C
     if inserted.rows_affected() == 1 {
         return Ok(Claim::Fresh);
     }
-    let row = sqlx::query(
-        "SELECT request_hash, task_id FROM idempotency_keys WHERE account_id = $1 AND key = $2",
-    )
-    .bind(account.as_str())
-    .bind(&idem.key)
-    .fetch_optional(&db.write)
-    .await?;
+    let row = sqlx::query("SELECT request_hash, task_id FROM idempotency_keys WHERE account_id = $1 AND key = $2")
+        .bind(account.as_str())
+        .bind(&idem.key)
+        .fetch_optional(&db.write)
+        .await?;
     let Some(row) = row else {
         // Removed between our insert and select: the other request gave up. Treat as in flight;
         // the client's retry will find the key free.
@@ -95,13 +90,11 @@ pub async fn claim(db: &Db, account: &AccountId, idem: &Idempotency) -> Result<C
 
 /// Frees a key whose request created nothing (refused or failed), so that a retry may proceed.
 pub async fn abandon(db: &Db, account: &AccountId, idem: &Idempotency) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "DELETE FROM idempotency_keys WHERE account_id = $1 AND key = $2 AND task_id IS NULL",
-    )
-    .bind(account.as_str())
-    .bind(&idem.key)
-    .execute(&db.write)
-    .await?;
+    sqlx::query("DELETE FROM idempotency_keys WHERE account_id = $1 AND key = $2 AND task_id IS NULL")
+        .bind(account.as_str())
+        .bind(&idem.key)
+        .execute(&db.write)
+        .await?;
     Ok(())
 }
 

@@ -11,6 +11,7 @@ use crate::catalog::Routing;
 use crate::db::{Db, Dialect, now_ms};
 use crate::ids::{AccountId, TaskId};
 use crate::money::Micros;
+use crate::webhooks;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -66,15 +67,9 @@ fn task_from_row(row: &AnyRow) -> Result<Task, StoreError> {
         routing: Routing::parse(&routing).ok_or_else(|| corrupt(format!("routing {routing:?}")))?,
         callback_url: row.try_get("callback_url")?,
         requested_images: row.try_get::<i64, _>("requested_images")? as u32,
-        delivered_images: row
-            .try_get::<Option<i64>, _>("delivered_images")?
-            .map(|n| n as u32),
+        delivered_images: row.try_get::<Option<i64>, _>("delivered_images")?.map(|n| n as u32),
         price: Micros(row.try_get("price_micros")?),
-        result_keys: result_keys
-            .map(|k| serde_json::from_str(&k))
-            .transpose()
-            .map_err(corrupt)?
-            .unwrap_or_default(),
+        result_keys: result_keys.map(|k| serde_json::from_str(&k)).transpose().map_err(corrupt)?.unwrap_or_default(),
         fail_code: row.try_get("fail_code")?,
         fail_msg: row.try_get("fail_msg")?,
         attempts: row.try_get::<i64, _>("attempts")? as u32,
@@ -93,11 +88,7 @@ impl TaskStore {
     /// inserts the task and completes its idempotency key, all in one transaction. When this
     /// returns, the task is durable; when it fails, nothing was written.
     #[tracing::instrument(skip_all, fields(account = %new.account_id, model = %new.spec.model))]
-    pub async fn create(
-        &self,
-        new: &NewTask,
-        admission: &Admission<'_>,
-    ) -> Result<TaskId, StoreError> {
+    pub async fn create(&self, new: &NewTask, admission: &Admission<'_>) -> Result<TaskId, StoreError> {
         let id = TaskId::generate();
         let now = now_ms();
         let mut tx = self.db.write.begin().await?;
@@ -115,9 +106,7 @@ impl TaskStore {
         .fetch_one(&mut *tx)
         .await?;
         if active >= i64::from(admission.max_concurrent) {
-            return Err(StoreError::ConcurrencyLimit {
-                limit: admission.max_concurrent,
-            });
+            return Err(StoreError::ConcurrencyLimit { limit: admission.max_concurrent });
         }
         sqlx::query(
             "INSERT INTO tasks (id, account_id, model, dialect, state, spec, param, routing, callback_url, \
@@ -166,26 +155,15 @@ impl TaskStore {
 
     /// A task as its owner sees it; another account's task is as good as absent.
     #[tracing::instrument(skip(self))]
-    pub async fn get_for_account(
-        &self,
-        id: &TaskId,
-        account: &AccountId,
-    ) -> Result<Option<Task>, StoreError> {
+    pub async fn get_for_account(&self, id: &TaskId, account: &AccountId) -> Result<Option<Task>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM tasks WHERE id = $1 AND account_id = $2");
-        let row = sqlx::query(&sql)
-            .bind(id.as_str())
-            .bind(account.as_str())
-            .fetch_optional(&self.db.read)
-            .await?;
+        let row = sqlx::query(&sql).bind(id.as_str()).bind(account.as_str()).fetch_optional(&self.db.read).await?;
         row.as_ref().map(task_from_row).transpose()
     }
 
     pub async fn get(&self, id: &TaskId) -> Result<Option<Task>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM tasks WHERE id = $1");
-        let row = sqlx::query(&sql)
-            .bind(id.as_str())
-            .fetch_optional(&self.db.read)
-            .await?;
+        let row = sqlx::query(&sql).bind(id.as_str()).fetch_optional(&self.db.read).await?;
         row.as_ref().map(task_from_row).transpose()
     }
 
@@ -204,22 +182,12 @@ impl TaskStore {
                          ORDER BY created_at LIMIT 1 {lock}) \
              RETURNING {COLUMNS}"
         );
-        let row = sqlx::query(&sql)
-            .bind(token)
-            .bind(now + lease_ms)
-            .bind(now)
-            .fetch_optional(&self.db.write)
-            .await?;
+        let row = sqlx::query(&sql).bind(token).bind(now + lease_ms).bind(now).fetch_optional(&self.db.write).await?;
         row.as_ref().map(task_from_row).transpose()
     }
 
     /// Extends a lease; false means the lease was lost and the worker must stop.
-    pub async fn renew_lease(
-        &self,
-        id: &TaskId,
-        token: &str,
-        lease_ms: i64,
-    ) -> Result<bool, StoreError> {
+    pub async fn renew_lease(&self, id: &TaskId, token: &str, lease_ms: i64) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "UPDATE tasks SET lease_until = $1 WHERE id = $2 AND lease_token = $3 AND state = 'processing'",
         )
@@ -244,41 +212,25 @@ impl TaskStore {
     /// Expires every lease. Only for a single-process store (SQLite) at start-up, where any
     /// lease still standing belongs to a process that is gone.
     pub async fn expire_all_leases(&self) -> Result<u64, StoreError> {
-        let done = sqlx::query("UPDATE tasks SET lease_until = 0 WHERE state = 'processing'")
-            .execute(&self.db.write)
-            .await?;
+        let done =
+            sqlx::query("UPDATE tasks SET lease_until = 0 WHERE state = 'processing'").execute(&self.db.write).await?;
         Ok(done.rows_affected())
     }
 
     /// Ends a task and settles its hold, both in one transaction, if `token` still owns it.
     /// Returns false (changing nothing) when the lease was lost to another worker.
     #[tracing::instrument(skip(self, task, outcome), fields(task = %task.id))]
-    pub async fn finish(
-        &self,
-        task: &Task,
-        token: &str,
-        outcome: &Outcome,
-    ) -> Result<bool, StoreError> {
+    pub async fn finish(&self, task: &Task, token: &str, outcome: &Outcome) -> Result<bool, StoreError> {
         let now = now_ms();
         let mut tx = self.db.write.begin().await?;
         let (state, keys, code, message) = match outcome {
-            Outcome::Success { result_keys } => (
-                TaskState::Success,
-                Some(serde_json::to_string(result_keys).map_err(corrupt)?),
-                None,
-                None,
-            ),
-            Outcome::Failed { code, message } => (
-                TaskState::Failed,
-                None,
-                Some(code.as_str()),
-                Some(message.as_str()),
-            ),
+            Outcome::Success { result_keys } => {
+                (TaskState::Success, Some(serde_json::to_string(result_keys).map_err(corrupt)?), None, None)
+            }
+            Outcome::Failed { code, message } => (TaskState::Failed, None, Some(code.as_str()), Some(message.as_str())),
         };
         let delivered = match outcome {
-            Outcome::Success { result_keys } => {
-                result_keys.len().min(task.requested_images as usize) as u32
-            }
+            Outcome::Success { result_keys } => result_keys.len().min(task.requested_images as usize) as u32,
             Outcome::Failed { .. } => 0,
         };
         let updated = sqlx::query(
@@ -300,16 +252,15 @@ impl TaskStore {
             return Ok(false);
         }
         settle(&mut tx, task, delivered).await?;
+        if let Some(url) = &task.callback_url {
+            webhooks::store::enqueue_in(&mut tx, &task.id, &task.account_id, url).await?;
+        }
         tx.commit().await?;
         Ok(true)
     }
 
     /// Successful tasks whose results have outlived `cutoff` and still have files.
-    pub async fn expired_results(
-        &self,
-        cutoff: i64,
-        limit: i64,
-    ) -> Result<Vec<(TaskId, Vec<String>)>, StoreError> {
+    pub async fn expired_results(&self, cutoff: i64, limit: i64) -> Result<Vec<(TaskId, Vec<String>)>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, result_keys FROM tasks WHERE completed_at < $1 AND state = 'success' \
              AND files_purged_at IS NULL ORDER BY completed_at LIMIT $2",
@@ -321,11 +272,7 @@ impl TaskStore {
         rows.iter()
             .map(|r| {
                 let keys: Option<String> = r.try_get("result_keys")?;
-                let keys = keys
-                    .map(|k| serde_json::from_str(&k))
-                    .transpose()
-                    .map_err(corrupt)?
-                    .unwrap_or_default();
+                let keys = keys.map(|k| serde_json::from_str(&k)).transpose().map_err(corrupt)?.unwrap_or_default();
                 Ok((TaskId::from_db(r.try_get("id")?), keys))
             })
             .collect()
@@ -342,17 +289,6 @@ impl TaskStore {
 }
 
 /// Charges the delivered images and releases the rest of the hold.
-async fn settle(
-    tx: &mut Transaction<'_, Any>,
-    task: &Task,
-    delivered: u32,
-) -> Result<(), sqlx::Error> {
-    ledger::settle_in(
-        tx,
-        &task.account_id,
-        &task.id,
-        task.held(),
-        task.price.times(delivered),
-    )
-    .await
+async fn settle(tx: &mut Transaction<'_, Any>, task: &Task, delivered: u32) -> Result<(), sqlx::Error> {
+    ledger::settle_in(tx, &task.account_id, &task.id, task.held(), task.price.times(delivered)).await
 }

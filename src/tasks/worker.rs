@@ -28,6 +28,8 @@ pub struct WorkerPool {
     pub lease: Duration,
     /// Poked whenever a task is submitted, so idle workers need not poll hard.
     pub wake: Arc<Notify>,
+    /// Poked when a task with a callback ends.
+    pub callbacks: Arc<Notify>,
 }
 
 /// How often idle workers look for work without being woken (other processes may add tasks).
@@ -43,11 +45,7 @@ impl WorkerPool {
                 permit = slots.clone().acquire_owned() => permit.expect("semaphore stays open"),
             };
             let token = random_hex::<16>();
-            match self
-                .store
-                .claim(&token, self.lease.as_millis() as i64)
-                .await
-            {
+            match self.store.claim(&token, self.lease.as_millis() as i64).await {
                 Ok(Some(task)) => {
                     let pool = self.clone();
                     let shutdown = shutdown.clone();
@@ -80,10 +78,7 @@ impl WorkerPool {
         let remaining = task.deadline_at - now_ms();
         let run = async {
             if remaining <= 0 {
-                return Outcome::Failed {
-                    code: FailCode::Timeout,
-                    message: timeout_message(&task),
-                };
+                return Outcome::Failed { code: FailCode::Timeout, message: timeout_message(&task) };
             }
             let work = AssertUnwindSafe(self.execute(&task)).catch_unwind();
             match tokio::time::timeout(Duration::from_millis(remaining as u64), work).await {
@@ -95,17 +90,19 @@ impl WorkerPool {
                         message: "internal error while generating".into(),
                     }
                 }
-                Err(_elapsed) => Outcome::Failed {
-                    code: FailCode::Timeout,
-                    message: timeout_message(&task),
-                },
+                Err(_elapsed) => Outcome::Failed { code: FailCode::Timeout, message: timeout_message(&task) },
             }
         };
         let lost_lease = self.keep_lease(&task, &token);
         tokio::select! {
             outcome = run => {
                 match self.store.finish(&task, &token, &outcome).await {
-                    Ok(true) => tracing::info!(state = ?outcome_state(&outcome), "task finished"),
+                    Ok(true) => {
+                        tracing::info!(state = ?outcome_state(&outcome), "task finished");
+                        if task.callback_url.is_some() {
+                            self.callbacks.notify_one();
+                        }
+                    }
                     Ok(false) => tracing::warn!("lease lost before finishing; another worker owns the task"),
                     Err(e) => tracing::error!(error = %e, "could not record the task's end; it will run again"),
                 }
@@ -136,20 +133,13 @@ impl WorkerPool {
         let references = match self.fetch_references(task).await {
             Ok(refs) => refs,
             Err(message) => {
-                return Outcome::Failed {
-                    code: FailCode::InvalidImageUrl,
-                    message,
-                };
+                return Outcome::Failed { code: FailCode::InvalidImageUrl, message };
             }
         };
         let Some(channel) = self.router.pick(&task.model, task.routing) else {
             return Outcome::Failed {
                 code: FailCode::GenerationFailed,
-                message: format!(
-                    "no channel serves {} with provider {}",
-                    task.model,
-                    task.routing.as_str()
-                ),
+                message: format!("no channel serves {} with provider {}", task.model, task.routing.as_str()),
             };
         };
         let images = match channel.provider.generate(&task.spec, &references).await {
@@ -163,11 +153,7 @@ impl WorkerPool {
             Err(e) => return failure(e),
         };
         let mut result_keys = Vec::with_capacity(images.len());
-        for (i, image) in images
-            .into_iter()
-            .take(task.requested_images as usize)
-            .enumerate()
-        {
+        for (i, image) in images.into_iter().take(task.requested_images as usize).enumerate() {
             let key = format!("results/{}/{i}.{}", task.id, image.format.extension());
             if let Err(e) = self.storage.put(&key, image.bytes).await {
                 tracing::error!(error = %e, "storing a result failed");
@@ -183,30 +169,19 @@ impl WorkerPool {
 
     /// Fetches every reference; the first that fails names itself in the message.
     async fn fetch_references(&self, task: &Task) -> Result<Vec<Reference>, String> {
-        let fetches = task
-            .spec
-            .references
-            .iter()
-            .map(|url| self.egress.fetch_image(url));
+        let fetches = task.spec.references.iter().map(|url| self.egress.fetch_image(url));
         let results = futures::future::join_all(fetches).await;
-        results
-            .into_iter()
-            .enumerate()
-            .map(|(i, r)| r.map_err(|e| format!("image_urls[{i}] {e}")))
-            .collect()
+        results.into_iter().enumerate().map(|(i, r)| r.map_err(|e| format!("image_urls[{i}] {e}"))).collect()
     }
 }
 
 fn failure(error: ProviderError) -> Outcome {
     let (code, message) = match error {
         ProviderError::ContentViolation(m) => (FailCode::ContentViolation, m),
-        ProviderError::InvalidReference { index, reason } => (
-            FailCode::InvalidImageUrl,
-            format!("image_urls[{index}] {reason}"),
-        ),
-        ProviderError::Retryable(m) | ProviderError::Permanent(m) => {
-            (FailCode::GenerationFailed, m)
+        ProviderError::InvalidReference { index, reason } => {
+            (FailCode::InvalidImageUrl, format!("image_urls[{index}] {reason}"))
         }
+        ProviderError::Retryable(m) | ProviderError::Permanent(m) => (FailCode::GenerationFailed, m),
     };
     Outcome::Failed { code, message }
 }

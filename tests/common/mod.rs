@@ -27,11 +27,8 @@ pub struct TestApp {
 }
 
 pub fn test_config(data_dir: &TempDir) -> Config {
-    let mut config = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: data_dir.path().to_path_buf(),
-        ..Config::default()
-    };
+    let mut config =
+        Config { listen: "127.0.0.1:0".parse().unwrap(), data_dir: data_dir.path().to_path_buf(), ..Config::default() };
     config.local.latency_ms = 0;
     config
 }
@@ -45,18 +42,19 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = test_config(&data_dir);
     adjust(&mut config);
     let app = Application::build(config).await.expect("the app builds");
-    let created = app
-        .bootstrap
-        .clone()
-        .expect("a fresh store bootstraps the default account");
+    let created = app.bootstrap.clone().expect("a fresh store bootstraps the default account");
+    start(app, data_dir, created.key.key, created.account.id.to_string())
+}
+
+fn start(app: Application, data_dir: TempDir, key: String, account_id: String) -> TestApp {
     let base = format!("http://{}", app.local_addr());
     let state = app.state().clone();
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(app.run(shutdown.clone()));
     TestApp {
         base,
-        key: created.key.key,
-        account_id: created.account.id.to_string(),
+        key,
+        account_id,
         client: reqwest::Client::builder().no_proxy().build().unwrap(),
         state,
         shutdown,
@@ -88,10 +86,7 @@ impl TestApp {
         let (status, json) = self.submit(model, body).await;
         assert_eq!(status, 200, "submit refused: {json}");
         assert_eq!(json["code"], 200);
-        json["data"]["taskId"]
-            .as_str()
-            .expect("a taskId")
-            .to_owned()
+        json["data"]["taskId"].as_str().expect("a taskId").to_owned()
     }
 
     pub async fn status(&self, model: &str, task_id: &str) -> (u16, Value) {
@@ -117,6 +112,16 @@ impl TestApp {
         .await
     }
 
+    /// Stops the app and starts a new one on the same data dir (a process restart).
+    pub async fn restart(self, adjust: impl FnOnce(&mut Config)) -> TestApp {
+        let (key, account_id) = (self.key.clone(), self.account_id.clone());
+        let data_dir = self.stop().await;
+        let mut config = test_config(&data_dir);
+        adjust(&mut config);
+        let app = Application::build(config).await.expect("the app builds again");
+        start(app, data_dir, key, account_id)
+    }
+
     pub async fn stop(self) -> TempDir {
         self.shutdown.cancel();
         self.server.await.unwrap().unwrap();
@@ -135,44 +140,25 @@ where
         if let Some(value) = probe().await {
             return value;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "condition not reached within {limit:?}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "condition not reached within {limit:?}");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
 
 pub fn result_urls(data: &Value) -> Vec<String> {
     assert_eq!(data["state"], "success", "task did not succeed: {data}");
-    let result: Value =
-        serde_json::from_str(data["resultJson"].as_str().expect("resultJson is a string")).unwrap();
-    result["resultUrls"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| u.as_str().unwrap().to_owned())
-        .collect()
+    let result: Value = serde_json::from_str(data["resultJson"].as_str().expect("resultJson is a string")).unwrap();
+    result["resultUrls"].as_array().unwrap().iter().map(|u| u.as_str().unwrap().to_owned()).collect()
 }
 
 /// Downloads and decodes an image, checking the served Content-Type against the bytes.
-pub async fn download(
-    client: &reqwest::Client,
-    url: &str,
-) -> (image::ImageFormat, image::DynamicImage) {
+pub async fn download(client: &reqwest::Client, url: &str) -> (image::ImageFormat, image::DynamicImage) {
     let res = client.get(url).send().await.unwrap();
     assert_eq!(res.status(), 200, "download of {url}");
-    let content_type = res.headers()[header::CONTENT_TYPE]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let content_type = res.headers()[header::CONTENT_TYPE].to_str().unwrap().to_owned();
     let bytes = res.bytes().await.unwrap();
     let format = image::guess_format(&bytes).unwrap();
-    assert_eq!(
-        content_type,
-        format.to_mime_type(),
-        "Content-Type must match the bytes"
-    );
+    assert_eq!(content_type, format.to_mime_type(), "Content-Type must match the bytes");
     (format, image::load_from_memory(&bytes).unwrap())
 }
 
@@ -205,31 +191,15 @@ pub async fn spawn_reference_server() -> SocketAddr {
 /// released or still held, to the micro-dollar.
 pub async fn assert_ledger_invariant(state: &AppState, account: &str) {
     let account = state.accounts.find(account).await.unwrap();
-    let t = easel::accounts::ledger::totals(&state.db, &account.id)
-        .await
-        .unwrap();
-    assert_eq!(
-        account.balance.0,
-        t.credit.0 - t.settle.0 - account.held.0,
-        "balance vs ledger: {t:?} {account:?}"
-    );
-    assert_eq!(
-        account.held.0,
-        t.hold.0 - t.settle.0 - t.release.0,
-        "held vs ledger: {t:?} {account:?}"
-    );
+    let t = easel::accounts::ledger::totals(&state.db, &account.id).await.unwrap();
+    assert_eq!(account.balance.0, t.credit.0 - t.settle.0 - account.held.0, "balance vs ledger: {t:?} {account:?}");
+    assert_eq!(account.held.0, t.hold.0 - t.settle.0 - t.release.0, "held vs ledger: {t:?} {account:?}");
     assert!(account.balance.0 >= 0 && account.held.0 >= 0);
 }
 
 impl TestApp {
     pub async fn get_json(&self, path: &str) -> (u16, Value) {
-        let res = self
-            .client
-            .get(self.url(path))
-            .bearer_auth(&self.key)
-            .send()
-            .await
-            .unwrap();
+        let res = self.client.get(self.url(path)).bearer_auth(&self.key).send().await.unwrap();
         (res.status().as_u16(), res.json().await.unwrap())
     }
 }

@@ -28,43 +28,29 @@ impl LocalProvider {
         Duration::from_millis((self.options.latency_ms as f64 * scale) as u64)
     }
 
-    async fn run(
-        &self,
-        spec: &TaskSpec,
-        references: &[Reference],
-    ) -> Result<Vec<GeneratedImage>, ProviderError> {
+    async fn run(&self, spec: &TaskSpec, references: &[Reference]) -> Result<Vec<GeneratedImage>, ProviderError> {
         let mut decoded = Vec::with_capacity(references.len());
         for (index, r) in references.iter().enumerate() {
-            let image = r.decode().map_err(|e| ProviderError::InvalidReference {
-                index,
-                reason: format!("cannot be decoded: {e}"),
-            })?;
+            let image = r
+                .decode()
+                .map_err(|e| ProviderError::InvalidReference { index, reason: format!("cannot be decoded: {e}") })?;
             decoded.push(image);
         }
         tokio::time::sleep(self.latency(spec)).await;
-        let count = if spec.sequential {
-            render::series_length(&spec.prompt, spec.images)
-        } else {
-            spec.images
-        };
+        let count = if spec.sequential { render::series_length(&spec.prompt, spec.images) } else { spec.images };
         let decoded = std::sync::Arc::new(decoded);
         let jobs = (0..count).map(|index| {
             let (spec, refs) = (spec.clone(), decoded.clone());
             tokio::task::spawn_blocking(move || {
                 let img = render::render(&spec.prompt, spec.size, index, spec.sequential, &refs);
-                render::encode(&img, spec.output_format).map(|bytes| GeneratedImage {
-                    bytes,
-                    format: spec.output_format,
-                })
+                render::encode(&img, spec.output_format)
+                    .map(|bytes| GeneratedImage { bytes, format: spec.output_format })
             })
         });
         let mut images = Vec::with_capacity(count as usize);
         for job in futures::future::join_all(jobs).await {
-            let encoded =
-                job.map_err(|e| ProviderError::Permanent(format!("renderer crashed: {e}")))?;
-            images.push(
-                encoded.map_err(|e| ProviderError::Permanent(format!("encoding failed: {e}")))?,
-            );
+            let encoded = job.map_err(|e| ProviderError::Permanent(format!("renderer crashed: {e}")))?;
+            images.push(encoded.map_err(|e| ProviderError::Permanent(format!("encoding failed: {e}")))?);
         }
         Ok(images)
     }

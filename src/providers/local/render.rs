@@ -47,11 +47,7 @@ fn hsl(h: f32, s: f32, l: f32) -> [u8; 3] {
         _ => (c, 0.0, x),
     };
     let m = l - c / 2.0;
-    [
-        ((r + m) * 255.0) as u8,
-        ((g + m) * 255.0) as u8,
-        ((b + m) * 255.0) as u8,
-    ]
+    [((r + m) * 255.0) as u8, ((g + m) * 255.0) as u8, ((b + m) * 255.0) as u8]
 }
 
 #[derive(Clone, Copy)]
@@ -101,72 +97,36 @@ fn scene(prompt: &str, variant: u64, drift: f32) -> Scene {
     let base_hue = rng.range(0.0, 360.0);
     let spread = rng.range(25.0, 160.0);
     let saturation = rng.range(0.45, 0.9);
-    let palette: Vec<[u8; 3]> = (0..5)
-        .map(|i| {
-            hsl(
-                base_hue + spread * i as f32 + drift * 40.0,
-                saturation,
-                rng.range(0.3, 0.75),
-            )
-        })
-        .collect();
+    let palette: Vec<[u8; 3]> =
+        (0..5).map(|i| hsl(base_hue + spread * i as f32 + drift * 40.0, saturation, rng.range(0.3, 0.75))).collect();
     let background = (
         hsl(base_hue + 180.0, saturation * 0.6, rng.range(0.12, 0.3)),
         hsl(base_hue + spread, saturation * 0.7, rng.range(0.45, 0.7)),
         rng.range(0.0, std::f32::consts::TAU),
     );
     let count = 7 + (rng.next() % 9) as usize;
-    let (dx, dy) = (
-        rng.range(-0.25, 0.25) * drift,
-        rng.range(-0.15, 0.15) * drift,
-    );
+    let (dx, dy) = (rng.range(-0.25, 0.25) * drift, rng.range(-0.15, 0.15) * drift);
     let strokes = (0..count)
         .map(|_| {
             let (cx, cy) = (rng.range(-0.1, 1.6) + dx, rng.range(-0.1, 1.1) + dy);
             let shape = match rng.next() % 4 {
-                0 => Shape::Disc {
-                    cx,
-                    cy,
-                    r: rng.range(0.05, 0.35),
-                },
-                1 => Shape::Ring {
-                    cx,
-                    cy,
-                    r: rng.range(0.1, 0.45),
-                    width: rng.range(0.01, 0.06),
-                },
+                0 => Shape::Disc { cx, cy, r: rng.range(0.05, 0.35) },
+                1 => Shape::Ring { cx, cy, r: rng.range(0.1, 0.45), width: rng.range(0.01, 0.06) },
                 2 => {
                     let (w, h) = (rng.range(0.05, 0.6), rng.range(0.05, 0.6));
-                    Shape::Rect {
-                        x0: cx - w / 2.0,
-                        y0: cy - h / 2.0,
-                        x1: cx + w / 2.0,
-                        y1: cy + h / 2.0,
-                    }
+                    Shape::Rect { x0: cx - w / 2.0, y0: cy - h / 2.0, x1: cx + w / 2.0, y1: cy + h / 2.0 }
                 }
                 _ => {
                     let angle = rng.range(0.0, std::f32::consts::PI);
                     let (nx, ny) = (angle.cos(), angle.sin());
-                    Shape::Band {
-                        nx,
-                        ny,
-                        offset: nx * cx + ny * cy,
-                        half: rng.range(0.01, 0.08),
-                    }
+                    Shape::Band { nx, ny, offset: nx * cx + ny * cy, half: rng.range(0.01, 0.08) }
                 }
             };
             let color = palette[(rng.next() % palette.len() as u64) as usize];
-            Stroke {
-                shape,
-                color,
-                alpha: rng.range(90.0, 230.0) as u32,
-            }
+            Stroke { shape, color, alpha: rng.range(90.0, 230.0) as u32 }
         })
         .collect();
-    Scene {
-        background,
-        strokes,
-    }
+    Scene { background, strokes }
 }
 
 #[inline]
@@ -223,17 +183,16 @@ fn paint_stroke(img: &mut RgbImage, stroke: &Stroke, unit: f32) {
     let clamp_y = |v: f32| (v as i64).clamp(0, h) as usize;
     let width = w as usize;
     let data: &mut [u8] = img;
-    let mut fill =
-        |x0: usize, x1: usize, y0: usize, y1: usize, inside: &dyn Fn(f32, f32) -> bool| {
-            for y in y0..y1 {
-                let row = &mut data[y * width * 3..(y + 1) * width * 3];
-                for x in x0..x1 {
-                    if inside(x as f32 / unit, y as f32 / unit) {
-                        blend(&mut row[x * 3..x * 3 + 3], stroke.color, stroke.alpha);
-                    }
+    let mut fill = |x0: usize, x1: usize, y0: usize, y1: usize, inside: &dyn Fn(f32, f32) -> bool| {
+        for y in y0..y1 {
+            let row = &mut data[y * width * 3..(y + 1) * width * 3];
+            for x in x0..x1 {
+                if inside(x as f32 / unit, y as f32 / unit) {
+                    blend(&mut row[x * 3..x * 3 + 3], stroke.color, stroke.alpha);
                 }
             }
-        };
+        }
+    };
     match stroke.shape {
         Shape::Disc { cx, cy, r } => fill(
             clamp_x((cx - r) * unit),
@@ -255,32 +214,19 @@ fn paint_stroke(img: &mut RgbImage, stroke: &Stroke, unit: f32) {
                 },
             )
         }
-        Shape::Rect { x0, y0, x1, y1 } => fill(
-            clamp_x(x0 * unit),
-            clamp_x(x1 * unit),
-            clamp_y(y0 * unit),
-            clamp_y(y1 * unit),
-            &|_, _| true,
-        ),
-        Shape::Band {
-            nx,
-            ny,
-            offset,
-            half,
-        } => fill(0, w as usize, 0, h as usize, &|x, y| {
-            (nx * x + ny * y - offset).abs() <= half
-        }),
+        Shape::Rect { x0, y0, x1, y1 } => {
+            fill(clamp_x(x0 * unit), clamp_x(x1 * unit), clamp_y(y0 * unit), clamp_y(y1 * unit), &|_, _| true)
+        }
+        Shape::Band { nx, ny, offset, half } => {
+            fill(0, w as usize, 0, h as usize, &|x, y| (nx * x + ny * y - offset).abs() <= half)
+        }
     }
 }
 
 /// Draws image `index` of a task. In a `series`, all images share one scene that drifts from
 /// frame to frame; otherwise each index gets its own composition from the same prompt.
 pub fn render(prompt: &str, size: Size, index: u32, series: bool, refs: &[RgbImage]) -> RgbImage {
-    let (variant, drift) = if series {
-        (0, index as f32)
-    } else {
-        (u64::from(index), 0.0)
-    };
+    let (variant, drift) = if series { (0, index as f32) } else { (u64::from(index), 0.0) };
     let scene = scene(prompt, variant, drift);
     let mut img = RgbImage::new(size.width, size.height);
     paint_background(&mut img, scene.background);
@@ -298,10 +244,7 @@ pub fn render(prompt: &str, size: Size, index: u32, series: bool, refs: &[RgbIma
     };
     let unit = size.width.min(size.height) as f32;
     for stroke in &scene.strokes {
-        let softened = Stroke {
-            alpha: (stroke.alpha as f32 * stroke_scale) as u32,
-            ..*stroke
-        };
+        let softened = Stroke { alpha: (stroke.alpha as f32 * stroke_scale) as u32, ..*stroke };
         paint_stroke(&mut img, &softened, unit);
     }
     img
@@ -323,12 +266,7 @@ pub fn encode(img: &RgbImage, format: OutputFormat) -> anyhow::Result<Vec<u8>> {
         OutputFormat::Jpeg => {
             let width = u16::try_from(img.width())?;
             let height = u16::try_from(img.height())?;
-            jpeg_encoder::Encoder::new(&mut out, 90).encode(
-                img,
-                width,
-                height,
-                jpeg_encoder::ColorType::Rgb,
-            )?;
+            jpeg_encoder::Encoder::new(&mut out, 90).encode(img, width, height, jpeg_encoder::ColorType::Rgb)?;
         }
         OutputFormat::Png => {
             image::codecs::png::PngEncoder::new_with_quality(
@@ -336,12 +274,7 @@ pub fn encode(img: &RgbImage, format: OutputFormat) -> anyhow::Result<Vec<u8>> {
                 image::codecs::png::CompressionType::Fast,
                 image::codecs::png::FilterType::Adaptive,
             )
-            .write_image(
-                img,
-                img.width(),
-                img.height(),
-                image::ExtendedColorType::Rgb8,
-            )?;
+            .write_image(img, img.width(), img.height(), image::ExtendedColorType::Rgb8)?;
         }
     }
     Ok(out)
@@ -364,14 +297,8 @@ mod tests {
     #[test]
     fn same_prompt_and_index_same_pixels() {
         let size = Size::new(320, 200);
-        assert_eq!(
-            render("a red fox", size, 0, false, &[]),
-            render("a red fox", size, 0, false, &[])
-        );
-        assert_ne!(
-            render("a red fox", size, 0, false, &[]),
-            render("a red fox", size, 1, false, &[])
-        );
+        assert_eq!(render("a red fox", size, 0, false, &[]), render("a red fox", size, 0, false, &[]));
+        assert_ne!(render("a red fox", size, 0, false, &[]), render("a red fox", size, 1, false, &[]));
     }
 
     #[test]
@@ -395,10 +322,7 @@ mod tests {
         let red = RgbImage::from_pixel(40, 30, image::Rgb([230, 10, 10]));
         let img = render("sunrise", Size::new(300, 300), 0, false, &[red]);
         let [r, g, b] = mean(&img);
-        assert!(
-            r > g + 60.0 && r > b + 60.0,
-            "mean colour {r} {g} {b} does not carry the red reference"
-        );
+        assert!(r > g + 60.0 && r > b + 60.0, "mean colour {r} {g} {b} does not carry the red reference");
     }
 
     #[test]
@@ -412,10 +336,7 @@ mod tests {
     fn encodes_requested_format() {
         let img = render("x", Size::new(64, 48), 0, false, &[]);
         let jpeg = encode(&img, OutputFormat::Jpeg).unwrap();
-        assert_eq!(
-            image::guess_format(&jpeg).unwrap(),
-            image::ImageFormat::Jpeg
-        );
+        assert_eq!(image::guess_format(&jpeg).unwrap(), image::ImageFormat::Jpeg);
         let png = encode(&img, OutputFormat::Png).unwrap();
         let back = image::load_from_memory(&png).unwrap();
         assert_eq!((back.width(), back.height()), (64, 48));

@@ -1,0 +1,223 @@
+//! Callbacks: a durable outbox of deliveries, sent by a dispatcher in three stages (prepare the
+//! signed request, send it through the egress guard, handle the result) on the seeds' schedule.
+
+pub mod signing;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::api::AppState;
+use crate::api::apixo::{Envelope, task_status};
+use crate::config::WebhookConfig;
+use crate::db::now_ms;
+use crate::egress::Egress;
+use crate::ids::{AccountId, TaskId};
+use crate::tasks::{Task, TaskState};
+use store::{Delivery, Next};
+
+/// When to try again: quick retries first, then doubling gaps up to a ceiling, all within a
+/// window that starts at the first attempt.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub quick: Vec<Duration>,
+    pub max_gap: Duration,
+    pub window: Duration,
+    pub timeout: Duration,
+}
+
+impl Schedule {
+    pub fn from_config(c: &WebhookConfig) -> Self {
+        Self {
+            quick: c.retry_delays_ms.iter().map(|ms| Duration::from_millis(*ms)).collect(),
+            max_gap: Duration::from_secs(c.max_gap_secs),
+            window: Duration::from_secs(c.retry_window_secs),
+            timeout: Duration::from_secs(c.attempt_timeout_secs),
+        }
+    }
+
+    /// The gap after the `done`-th failed attempt (1-based).
+    fn gap(&self, done: u32) -> Duration {
+        let i = done.max(1) as usize - 1;
+        if let Some(quick) = self.quick.get(i) {
+            return *quick;
+        }
+        let last = self.quick.last().copied().unwrap_or(Duration::from_secs(1));
+        let doublings = (i + 1 - self.quick.len()).min(30) as u32;
+        last.saturating_mul(2u32.saturating_pow(doublings)).min(self.max_gap)
+    }
+
+    /// What follows a failed attempt made at `now` by a delivery whose window began at `first`.
+    pub fn after_failure(&self, done: u32, first: i64, now: i64) -> Next {
+        let window_end = first + self.window.as_millis() as i64;
+        if now >= window_end {
+            return Next::Failed;
+        }
+        Next::RetryAt((now + self.gap(done).as_millis() as i64).min(window_end))
+    }
+}
+
+/// The APIXO callback body: the status object plus `model` and `param`, every key present.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ApixoCallback {
+    task_id: String,
+    model: String,
+    state: TaskState,
+    param: String,
+    result_json: Option<String>,
+    fail_code: Option<String>,
+    fail_msg: Option<String>,
+    cost_time: Option<i64>,
+    complete_time: Option<i64>,
+    create_time: i64,
+}
+
+pub fn payload(state: &AppState, task: &Task) -> Vec<u8> {
+    let status = task_status(state, task);
+    let data = ApixoCallback {
+        task_id: status.task_id,
+        model: task.model.clone(),
+        state: status.state,
+        param: task.param.clone(),
+        result_json: status.result_json,
+        fail_code: status.fail_code,
+        fail_msg: status.fail_msg,
+        cost_time: status.cost_time,
+        complete_time: status.complete_time,
+        create_time: status.create_time,
+    };
+    serde_json::to_vec(&Envelope { code: 200, message: "success".into(), data }).expect("callbacks serialize")
+}
+
+pub struct Dispatcher {
+    pub state: AppState,
+    pub egress: Egress,
+    pub schedule: Schedule,
+    pub wake: Arc<Notify>,
+}
+
+const LEASE_MS: i64 = 60_000;
+const IN_FLIGHT: usize = 32;
+const IDLE_POLL: Duration = Duration::from_millis(500);
+
+/// A delivery ready to go: everything the send stage needs.
+struct Prepared {
+    body: Vec<u8>,
+    headers: Vec<(String, String)>,
+}
+
+impl Dispatcher {
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+        loop {
+            let permit = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                p = slots.clone().acquire_owned() => p.expect("semaphore stays open"),
+            };
+            match store::claim(&self.state.db, LEASE_MS).await {
+                Ok(Some(delivery)) => {
+                    let this = self.clone();
+                    tokio::spawn(async move {
+                        this.deliver(delivery).await;
+                        drop(permit);
+                    });
+                }
+                Ok(None) => {
+                    drop(permit);
+                    let wait = self.until_next_due().await;
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = self.wake.notified() => {}
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+                Err(e) => {
+                    drop(permit);
+                    tracing::error!(error = %e, "claiming a callback failed");
+                    tokio::time::sleep(IDLE_POLL).await;
+                }
+            }
+        }
+    }
+
+    async fn until_next_due(&self) -> Duration {
+        match store::next_due(&self.state.db).await {
+            Ok(Some(at)) => Duration::from_millis((at - now_ms()).clamp(0, IDLE_POLL.as_millis() as i64) as u64),
+            _ => IDLE_POLL,
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(delivery = %delivery.id, task = %delivery.task_id, attempt = delivery.attempts + 1))]
+    async fn deliver(&self, delivery: Delivery) {
+        let started_at = now_ms();
+        let outcome = match self.prepare(&delivery, started_at).await {
+            Ok(prepared) => self.send(&delivery, prepared).await,
+            Err(e) => Err(e),
+        };
+        let latency_ms = now_ms() - started_at;
+        let next = match &outcome {
+            Ok(status) if (200..300).contains(status) => Next::Delivered,
+            Ok(410) => Next::Failed,
+            _ => self.schedule.after_failure(
+                delivery.attempts + 1,
+                delivery.first_attempt_at.unwrap_or(started_at),
+                now_ms(),
+            ),
+        };
+        tracing::info!(outcome = ?outcome, next = ?next, "callback attempt");
+        if let Err(e) = store::record(&self.state.db, &delivery, started_at, &outcome, latency_ms, next).await {
+            tracing::error!(error = %e, "recording a callback attempt failed; it will be retried when its lease ends");
+        }
+    }
+
+    /// Stage 1: the body (the same bytes on every attempt) and its signature for this attempt.
+    async fn prepare(&self, delivery: &Delivery, started_at: i64) -> Result<Prepared, String> {
+        let task_id = TaskId::parse(&delivery.task_id).ok_or("corrupt task id")?;
+        let account = AccountId::parse(&delivery.account_id).ok_or("corrupt account id")?;
+        let task = self.state.tasks.get_for_account(&task_id, &account).await.map_err(|e| e.to_string())?;
+        let task = task.ok_or("the task no longer exists")?;
+        let secret = self.state.accounts.get(&account).await.map_err(|e| e.to_string())?.webhook_secret;
+        let body = payload(&self.state, &task);
+        let mut headers = signing::headers(&secret, &delivery.id, started_at / 1000, &body);
+        headers.push(("content-type".into(), "application/json".into()));
+        Ok(Prepared { body, headers })
+    }
+
+    /// Stage 2: one POST through the egress guard, bounded by the attempt timeout.
+    async fn send(&self, delivery: &Delivery, prepared: Prepared) -> Result<u16, String> {
+        let started = Instant::now();
+        let result =
+            self.egress.post_json(&delivery.url, &prepared.headers, prepared.body, self.schedule.timeout).await;
+        tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "callback sent");
+        result.map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seeds_schedule() -> Schedule {
+        Schedule::from_config(&WebhookConfig::default())
+    }
+
+    #[test]
+    fn quick_retries_then_doubling_gaps_within_the_window() {
+        let s = seeds_schedule();
+        let t0 = 1_000_000;
+        assert_eq!(s.after_failure(1, t0, t0), Next::RetryAt(t0 + 1000));
+        assert_eq!(s.after_failure(2, t0, t0 + 1000), Next::RetryAt(t0 + 3000));
+        assert_eq!(s.after_failure(3, t0, t0 + 3000), Next::RetryAt(t0 + 7000));
+        assert_eq!(s.after_failure(4, t0, t0 + 7000), Next::RetryAt(t0 + 15_000));
+        assert_eq!(s.gap(20), Duration::from_secs(300), "gaps stop growing at max_gap");
+        // The last retry lands on the window's end, and nothing comes after it.
+        let end = t0 + 1_800_000;
+        assert_eq!(s.after_failure(12, t0, end - 10_000), Next::RetryAt(end));
+        assert_eq!(s.after_failure(13, t0, end), Next::Failed);
+    }
+}

@@ -1,0 +1,215 @@
+//! Durable deliveries and their attempts.
+
+use serde::Serialize;
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+
+use crate::db::{Db, now_ms};
+use crate::ids::{AccountId, TaskId};
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Delivery {
+    pub id: String,
+    pub task_id: String,
+    #[serde(skip)]
+    pub account_id: String,
+    pub url: String,
+    pub state: String,
+    pub attempts: u32,
+    pub next_attempt_at: Option<i64>,
+    pub first_attempt_at: Option<i64>,
+    pub completed_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attempt {
+    pub attempt: u32,
+    pub time: i64,
+    /// The receiver's HTTP status, when it answered.
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    pub latency_ms: i64,
+}
+
+/// What happens to a delivery after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    Delivered,
+    /// Stopped for good: the receiver said 410 Gone, or the retry window is over.
+    Failed,
+    RetryAt(i64),
+}
+
+const COLUMNS: &str = "id, task_id, account_id, url, state, attempts, next_attempt_at, first_attempt_at, completed_at";
+
+fn delivery_from_row(r: &AnyRow) -> Result<Delivery, sqlx::Error> {
+    let state: String = r.try_get("state")?;
+    Ok(Delivery {
+        id: r.try_get("id")?,
+        task_id: r.try_get("task_id")?,
+        account_id: r.try_get("account_id")?,
+        url: r.try_get("url")?,
+        attempts: r.try_get::<i64, _>("attempts")? as u32,
+        next_attempt_at: if state == "pending" { Some(r.try_get("next_attempt_at")?) } else { None },
+        first_attempt_at: r.try_get("first_attempt_at")?,
+        completed_at: r.try_get("completed_at")?,
+        state,
+    })
+}
+
+/// Queues the callback of a task that is ending, inside the transaction that ends it.
+pub async fn enqueue_in(
+    tx: &mut Transaction<'_, Any>,
+    task: &TaskId,
+    account: &AccountId,
+    url: &str,
+) -> Result<(), sqlx::Error> {
+    let now = now_ms();
+    sqlx::query(
+        "INSERT INTO webhook_deliveries (id, task_id, account_id, url, state, next_attempt_at, created_at) \
+         VALUES ($1, $2, $3, $4, 'pending', $5, $5)",
+    )
+    .bind(format!("msg_{}", uuid::Uuid::now_v7().simple()))
+    .bind(task.as_str())
+    .bind(account.as_str())
+    .bind(url)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Leases the delivery that has been due longest.
+pub async fn claim(db: &Db, lease_ms: i64) -> Result<Option<Delivery>, sqlx::Error> {
+    let now = now_ms();
+    let lock = match db.dialect {
+        crate::db::Dialect::Sqlite => "",
+        crate::db::Dialect::Postgres => "FOR UPDATE SKIP LOCKED",
+    };
+    let sql = format!(
+        "UPDATE webhook_deliveries SET lease_until = $1 WHERE id = ( \
+           SELECT id FROM webhook_deliveries WHERE state = 'pending' AND next_attempt_at <= $2 \
+           AND (lease_until IS NULL OR lease_until < $2) ORDER BY next_attempt_at LIMIT 1 {lock}) \
+         RETURNING {COLUMNS}"
+    );
+    let row = sqlx::query(&sql).bind(now + lease_ms).bind(now).fetch_optional(&db.write).await?;
+    row.as_ref().map(delivery_from_row).transpose()
+}
+
+/// When the earliest pending delivery is due, if any.
+pub async fn next_due(db: &Db) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM webhook_deliveries WHERE state = 'pending'")
+        .fetch_one(&db.read)
+        .await
+}
+
+/// Records an attempt and what follows from it, in one transaction.
+pub async fn record(
+    db: &Db,
+    delivery: &Delivery,
+    started_at: i64,
+    outcome: &Result<u16, String>,
+    latency_ms: i64,
+    next: Next,
+) -> Result<(), sqlx::Error> {
+    let attempt = delivery.attempts + 1;
+    let mut tx = db.write.begin().await?;
+    let (state, next_at, completed) = match next {
+        Next::Delivered => ("delivered", started_at, Some(now_ms())),
+        Next::Failed => ("failed", started_at, Some(now_ms())),
+        Next::RetryAt(at) => ("pending", at, None),
+    };
+    sqlx::query(
+        "UPDATE webhook_deliveries SET state = $1, attempts = $2, next_attempt_at = $3, completed_at = $4, \
+         first_attempt_at = COALESCE(first_attempt_at, $5), lease_until = NULL WHERE id = $6",
+    )
+    .bind(state)
+    .bind(i64::from(attempt))
+    .bind(next_at)
+    .bind(completed)
+    .bind(started_at)
+    .bind(&delivery.id)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO webhook_attempts (id, delivery_id, attempt, started_at, status, error, latency_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(uuid::Uuid::now_v7().simple().to_string())
+    .bind(&delivery.id)
+    .bind(i64::from(attempt))
+    .bind(started_at)
+    .bind(outcome.as_ref().ok().map(|s| i64::from(*s)))
+    .bind(outcome.as_ref().err())
+    .bind(latency_ms)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
+}
+
+/// A task's deliveries with their attempts, for its owner.
+pub async fn list_for_task(
+    db: &Db,
+    task: &TaskId,
+    account: &AccountId,
+) -> Result<Vec<(Delivery, Vec<Attempt>)>, sqlx::Error> {
+    let sql = format!("SELECT {COLUMNS} FROM webhook_deliveries WHERE task_id = $1 AND account_id = $2 ORDER BY id");
+    let rows = sqlx::query(&sql).bind(task.as_str()).bind(account.as_str()).fetch_all(&db.read).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let delivery = delivery_from_row(row)?;
+        let attempts = sqlx::query(
+            "SELECT attempt, started_at, status, error, latency_ms FROM webhook_attempts \
+             WHERE delivery_id = $1 ORDER BY attempt",
+        )
+        .bind(&delivery.id)
+        .fetch_all(&db.read)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(Attempt {
+                attempt: r.try_get::<i64, _>("attempt")? as u32,
+                time: r.try_get("started_at")?,
+                status: r.try_get::<Option<i64>, _>("status")?.map(|s| s as u16),
+                error: r.try_get("error")?,
+                latency_ms: r.try_get("latency_ms")?,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        out.push((delivery, attempts));
+    }
+    Ok(out)
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum RetryOutcome {
+    Queued,
+    NotFound,
+    AlreadyDelivered,
+}
+
+/// Sends a delivery again now, with a fresh retry window.
+pub async fn retry(db: &Db, id: &str, account: &AccountId) -> Result<RetryOutcome, sqlx::Error> {
+    let state: Option<String> =
+        sqlx::query_scalar("SELECT state FROM webhook_deliveries WHERE id = $1 AND account_id = $2")
+            .bind(id)
+            .bind(account.as_str())
+            .fetch_optional(&db.read)
+            .await?;
+    match state.as_deref() {
+        None => return Ok(RetryOutcome::NotFound),
+        Some("delivered") => return Ok(RetryOutcome::AlreadyDelivered),
+        Some(_) => {}
+    }
+    sqlx::query(
+        "UPDATE webhook_deliveries SET state = 'pending', next_attempt_at = $1, first_attempt_at = NULL, \
+         completed_at = NULL, lease_until = NULL WHERE id = $2 AND state <> 'delivered'",
+    )
+    .bind(now_ms())
+    .bind(id)
+    .execute(&db.write)
+    .await?;
+    Ok(RetryOutcome::Queued)
+}

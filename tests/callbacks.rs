@@ -1,0 +1,218 @@
+//! Callbacks: one signed POST when a task ends, retried on the seeds' schedule, durable across
+//! restarts, visible and re-sendable through the API.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use base64::Engine;
+use common::*;
+use easel::Config;
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+/// A loopback receiver that answers with `script` in turn (the last status repeats) and keeps
+/// every request it got.
+#[derive(Clone, Default)]
+struct Receiver {
+    script: Arc<Mutex<Vec<u16>>>,
+    got: Arc<Mutex<Vec<(Instant, HeaderMap, Bytes)>>>,
+}
+
+impl Receiver {
+    async fn spawn(script: &[u16]) -> (Self, String) {
+        let receiver = Receiver { script: Arc::new(Mutex::new(script.to_vec())), ..Default::default() };
+        let app = Router::new().route("/hook", post(record)).with_state(receiver.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (receiver, url)
+    }
+
+    fn requests(&self) -> Vec<(Instant, HeaderMap, Bytes)> {
+        self.got.lock().unwrap().clone()
+    }
+
+    async fn wait_for(&self, n: usize) -> Vec<(Instant, HeaderMap, Bytes)> {
+        wait_until(Duration::from_secs(30), || async { Some(self.requests()).filter(|r| r.len() >= n) }).await
+    }
+}
+
+async fn record(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    r.got.lock().unwrap().push((Instant::now(), headers, body));
+    let mut script = r.script.lock().unwrap();
+    let status = if script.len() > 1 { script.remove(0) } else { script[0] };
+    StatusCode::from_u16(status).unwrap()
+}
+
+fn local_network(c: &mut Config) {
+    c.server.allow_private_network = true;
+}
+
+fn with_callback(url: &str) -> Value {
+    json!({"request_type": "callback", "callback_url": url,
+        "input": {"mode": "gpt-image-1", "prompt": "a weather vane", "num_images": 2}})
+}
+
+async fn deliveries(app: &TestApp, task: &str) -> Vec<Value> {
+    let (status, body) = app.get_json(&format!("/api/v1/callbacks?taskId={task}")).await;
+    assert_eq!(status, 200, "{body}");
+    body["data"].as_array().unwrap().clone()
+}
+
+fn verify(secret: &str, headers: &HeaderMap, body: &[u8]) -> bool {
+    let key = base64::engine::general_purpose::STANDARD.decode(secret.trim_start_matches("whsec_")).unwrap();
+    let signed =
+        format!("{}.{}.", headers["webhook-id"].to_str().unwrap(), headers["webhook-timestamp"].to_str().unwrap());
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+    mac.update(signed.as_bytes());
+    mac.update(body);
+    let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    headers["webhook-signature"].to_str().unwrap() == format!("v1,{expected}")
+}
+
+#[tokio::test]
+async fn failing_twice_then_ok_gets_three_signed_requests_at_0_1_3_seconds() {
+    let app = spawn_app_with(local_network).await;
+    let (receiver, url) = Receiver::spawn(&[500, 500, 200]).await;
+    let task = app.submit_ok("gpt-image-1", &with_callback(&url)).await;
+    let got = receiver.wait_for(3).await;
+    let done = wait_until(Duration::from_secs(10), || async {
+        deliveries(&app, &task).await.into_iter().find(|d| d["state"] == "delivered")
+    })
+    .await;
+    assert_eq!(receiver.requests().len(), 3, "nothing is sent after a 2xx");
+    assert_eq!(done["attempts"], 3);
+    let log = done["attemptLog"].as_array().unwrap();
+    assert_eq!(log.iter().map(|a| a["status"].as_u64().unwrap()).collect::<Vec<_>>(), [500, 500, 200]);
+
+    let ids: Vec<&str> = got.iter().map(|(_, h, _)| h["webhook-id"].to_str().unwrap()).collect();
+    assert!(ids.iter().all(|id| *id == ids[0] && id.starts_with("msg_")), "{ids:?}");
+    let (gap1, gap2) = (got[1].0 - got[0].0, got[2].0 - got[1].0);
+    assert!(gap1 >= Duration::from_millis(900) && gap1 < Duration::from_millis(1900), "{gap1:?}");
+    assert!(gap2 >= Duration::from_millis(1900) && gap2 < Duration::from_millis(2900), "{gap2:?}");
+
+    let secret = app.state.accounts.find("default").await.unwrap().webhook_secret;
+    for (_, headers, body) in &got {
+        assert_eq!(headers["content-type"], "application/json");
+        assert!(verify(&secret, headers, body), "signature must verify with the account secret");
+        assert!(!verify("whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", headers, body));
+    }
+    let payload: Value = serde_json::from_slice(&got[2].2).unwrap();
+    assert_eq!((payload["code"].as_u64(), payload["message"].as_str()), (Some(200), Some("success")));
+    let data = &payload["data"];
+    assert_eq!(data["taskId"], task.as_str());
+    assert_eq!(data["model"], "gpt-image-1");
+    assert_eq!(data["state"], "success");
+    assert!(data["failCode"].is_null() && data["failMsg"].is_null());
+    let param: Value = serde_json::from_str(data["param"].as_str().unwrap()).unwrap();
+    assert_eq!(param, with_callback(&url), "param is the original request");
+    let result: Value = serde_json::from_str(data["resultJson"].as_str().unwrap()).unwrap();
+    assert_eq!(result["resultUrls"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        data["costTime"].as_i64().unwrap(),
+        data["completeTime"].as_i64().unwrap() - data["createTime"].as_i64().unwrap()
+    );
+}
+
+fn fast_schedule(c: &mut Config) {
+    local_network(c);
+    c.webhooks.retry_delays_ms = vec![50, 100, 200];
+    c.webhooks.max_gap_secs = 1;
+    c.webhooks.retry_window_secs = 3;
+}
+
+#[tokio::test]
+async fn a_receiver_that_never_succeeds_is_retried_until_the_window_ends() {
+    let app = spawn_app_with(fast_schedule).await;
+    let (receiver, url) = Receiver::spawn(&[503]).await;
+    let body = json!({"callback_url": url, "input": {"mode": "image-to-image", "prompt": "p", "max_images": 1,
+        "image_urls": ["https://ref.invalid/a.png"]}});
+    let task = app.submit_ok("seedream-5-0", &body).await;
+    let failed = wait_until(Duration::from_secs(20), || async {
+        deliveries(&app, &task).await.into_iter().find(|d| d["state"] == "failed")
+    })
+    .await;
+    let got = receiver.requests();
+    let span = got.last().unwrap().0 - got[0].0;
+    // 0, .05, .15, .35, then gaps of .4, .8, 1 s up to the 3 s window, the last one on its end.
+    assert!(got.len() >= 7, "{} attempts", got.len());
+    assert!(span >= Duration::from_millis(2900) && span < Duration::from_millis(4000), "{span:?}");
+    assert_eq!(failed["attempts"].as_u64().unwrap() as usize, got.len());
+    // A failed task's callback says so.
+    let payload: Value = serde_json::from_slice(&got[0].2).unwrap();
+    assert_eq!(payload["data"]["state"], "failed");
+    assert_eq!(payload["data"]["failCode"], "INVALID_IMAGE_URL");
+    assert!(payload["data"]["resultJson"].is_null());
+    // Nothing more arrives once it has given up.
+    let before = receiver.requests().len();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(receiver.requests().len(), before);
+}
+
+#[tokio::test]
+async fn gone_stops_retrying_and_a_manual_retry_resends() {
+    let app = spawn_app_with(fast_schedule).await;
+    let (receiver, url) = Receiver::spawn(&[410, 200]).await;
+    let task = app.submit_ok("gpt-image-1", &with_callback(&url)).await;
+    let failed = wait_until(Duration::from_secs(20), || async {
+        deliveries(&app, &task).await.into_iter().find(|d| d["state"] == "failed")
+    })
+    .await;
+    assert_eq!(failed["attempts"], 1, "410 Gone stops at once");
+    let id = failed["id"].as_str().unwrap();
+    let res =
+        app.client.post(app.url(&format!("/api/v1/callbacks/{id}/retry"))).bearer_auth(&app.key).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let got = receiver.wait_for(2).await;
+    assert_eq!(got[0].1["webhook-id"], got[1].1["webhook-id"]);
+    wait_until(Duration::from_secs(10), || async {
+        deliveries(&app, &task).await.into_iter().find(|d| d["state"] == "delivered")
+    })
+    .await;
+    let again =
+        app.client.post(app.url(&format!("/api/v1/callbacks/{id}/retry"))).bearer_auth(&app.key).send().await.unwrap();
+    assert_eq!(again.status(), 409);
+    let unknown =
+        app.client.post(app.url("/api/v1/callbacks/msg_nope/retry")).bearer_auth(&app.key).send().await.unwrap();
+    assert_eq!(unknown.status(), 404);
+}
+
+#[tokio::test]
+async fn retries_resume_after_a_restart() {
+    let slow = |c: &mut Config| {
+        local_network(c);
+        c.webhooks.retry_delays_ms = vec![300; 10];
+    };
+    let app = spawn_app_with(slow).await;
+    let (receiver, url) = Receiver::spawn(&[500]).await;
+    let task = app.submit_ok("gpt-image-1", &with_callback(&url)).await;
+    receiver.wait_for(2).await;
+    let app = app.restart(slow).await;
+    let got = receiver.wait_for(4).await;
+    let ids: std::collections::HashSet<_> = got.iter().map(|(_, h, _)| h["webhook-id"].clone()).collect();
+    assert_eq!(ids.len(), 1, "the same delivery continues");
+    let listed = deliveries(&app, &task).await;
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0]["attempts"].as_u64().unwrap() >= 3);
+    assert_eq!(listed[0]["state"], "pending");
+}
+
+#[tokio::test]
+async fn tasks_without_a_callback_send_nothing_and_others_tasks_stay_hidden() {
+    let app = spawn_app_with(local_network).await;
+    let task = app.submit_ok("gpt-image-1", &gpt_t2i(1)).await;
+    app.wait_done("gpt-image-1", &task).await;
+    assert!(deliveries(&app, &task).await.is_empty());
+    let (status, _) = app.get_json("/api/v1/callbacks?taskId=task_missing").await;
+    assert_eq!(status, 404);
+    let (status, _) = app.get_json("/api/v1/callbacks").await;
+    assert_eq!(status, 400);
+}
