@@ -15,7 +15,7 @@ use crate::api::{self, AppState, Services};
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::db::{Db, Dialect};
-use crate::egress::Egress;
+use crate::egress::{Egress, Policy};
 use crate::money::Micros;
 use crate::routing::Router;
 use crate::storage::Storage;
@@ -85,10 +85,11 @@ impl Application {
             &catalog,
         )?);
         let wake = Arc::new(Notify::new());
+        let egress = Egress::new(Policy::new(config.server.allow_private_network))?;
         let workers = Arc::new(WorkerPool {
             store: tasks.clone(),
             router,
-            egress: Egress::new()?,
+            egress,
             storage: storage.clone(),
             workers: config.server.workers.max(1),
             lease: Duration::from_secs(config.server.lease_secs.max(3)),
