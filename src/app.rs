@@ -15,7 +15,7 @@ use crate::api::{self, AppState, Services};
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::db::{Db, Dialect};
-use crate::egress::Egress;
+use crate::egress::{Egress, Policy};
 use crate::money::Micros;
 use crate::routing::Router;
 use crate::storage::Storage;
@@ -79,7 +79,7 @@ impl Application {
         let router = Arc::new(Router::from_config(&config.channels, &config.local, &catalog)?);
         let wake = Arc::new(Notify::new());
         let callbacks = Arc::new(Notify::new());
-        let egress = Egress::new()?;
+        let egress = Egress::new(Policy::new(config.server.allow_private_network))?;
         let workers = Arc::new(WorkerPool {
             store: tasks.clone(),
             router,
@@ -95,6 +95,7 @@ impl Application {
             db: db.clone(),
             limiter: Default::default(),
             callbacks: callbacks.clone(),
+            egress: egress.clone(),
             catalog,
             accounts,
             tasks,

@@ -216,3 +216,26 @@ async fn tasks_without_a_callback_send_nothing_and_others_tasks_stay_hidden() {
     let (status, _) = app.get_json("/api/v1/callbacks").await;
     assert_eq!(status, 400);
 }
+
+#[tokio::test]
+async fn with_the_guard_on_callback_urls_must_be_https_and_public() {
+    let app = spawn_app().await;
+    let refused = [
+        ("http://hooks.invalid/cb", "must be an https URL"),
+        ("https://127.0.0.1/cb", "loopback"),
+        ("https://10.0.0.1/cb", "private"),
+        ("https://169.254.169.254/latest/meta-data", "link-local"),
+        ("https://[::1]/cb", "loopback"),
+        ("https://[::ffff:127.0.0.1]/cb", "loopback"),
+        ("https://localhost/cb", "callback_url"),
+    ];
+    for (url, why) in refused {
+        let (status, body) = app.submit("gpt-image-1", &with_callback(url)).await;
+        assert_eq!(status, 400, "{url}: {body}");
+        assert!(body["message"].as_str().unwrap().contains(why), "{url}: {body}");
+    }
+    // A public-looking https URL is accepted; its address is checked when it is called.
+    assert_eq!(app.submit("gpt-image-1", &with_callback("https://hooks.invalid/cb")).await.0, 200);
+    let account = app.state.accounts.find("default").await.unwrap();
+    assert_eq!(account.held.0, 80_000, "only the accepted submit holds (2 images)");
+}

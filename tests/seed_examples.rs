@@ -43,7 +43,8 @@ async fn expect_invalid_refs(app: &TestApp, model: &str, body: Value) {
 }
 
 /// An image-to-image example twice: with the seed's unreachable references (fails with
-/// INVALID_IMAGE_URL) and with references from a loopback server (succeeds).
+/// INVALID_IMAGE_URL) and with references from a loopback server (succeeds; the private
+/// network is allowed for it).
 async fn expect_refs_both_ways(
     model: &str,
     body: fn([String; 2]) -> Value,
@@ -51,7 +52,8 @@ async fn expect_refs_both_ways(
     size: (u32, u32),
     format: ImageFormat,
 ) {
-    let app = spawn_app().await;
+    // The reference server is on loopback, which the egress guard refuses by default.
+    let app = spawn_app_with(|c| c.server.allow_private_network = true).await;
     let unreachable = ["https://ref.invalid/ref1.jpg".to_owned(), "https://ref.invalid/ref2.jpg".to_owned()];
     expect_invalid_refs(&app, model, body(unreachable)).await;
     let refs = spawn_reference_server().await;

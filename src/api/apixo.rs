@@ -95,6 +95,9 @@ pub async fn generate(
 ) -> Result<Response, ApiError> {
     let model = known_model(&state, &model)?;
     let request = parse_request(model, &body)?;
+    if let Some(url) = &request.callback_url {
+        state.check_callback_url(url)?;
+    }
     let idem = idempotency_key(&headers, &format!("apixo/{}", model.id), &body)?;
     let new = NewTask {
         account_id: caller.0.account_id.clone(),

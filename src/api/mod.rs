@@ -23,6 +23,7 @@ use crate::accounts::{Accounts, ApiKey};
 use crate::catalog::{Catalog, Model};
 use crate::config::Config;
 use crate::db::Db;
+use crate::egress::Egress;
 use crate::ids::TaskId;
 use crate::storage::Storage;
 use crate::tasks::idempotency::{self, Claim, Idempotency};
@@ -44,6 +45,8 @@ pub struct Services {
     pub wake: Arc<Notify>,
     /// Wakes the callback dispatcher.
     pub callbacks: Arc<Notify>,
+    /// The guarded client for user-supplied URLs.
+    pub egress: Egress,
     /// Task creations per account and model, status polls per key.
     pub limiter: Gcra,
 }
@@ -117,6 +120,16 @@ impl AppState {
         let id = self.tasks.create(new, &admission).await?;
         self.wake.notify_one();
         Ok(id)
+    }
+
+    /// A callback URL must be one the dispatcher may call: https (http only where private
+    /// networks are allowed, i.e. local development) and not a refused address.
+    pub fn check_callback_url(&self, url: &str) -> Result<(), ApiError> {
+        let policy = self.egress.policy();
+        if !policy.allow_private_network && !url.starts_with("https://") {
+            return Err(ApiError::BadRequest("callback_url must be an https URL".into()));
+        }
+        self.egress.check_url(url).map_err(|why| ApiError::BadRequest(format!("callback_url {why}")))
     }
 
     /// Status polls have their own, generous, per-key limit.
