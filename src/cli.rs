@@ -70,6 +70,12 @@ enum AccountsCommand {
         #[command(flatten)]
         out: JsonFlag,
     },
+    /// Replace the account's webhook signing secret and print the new one.
+    RotateWebhookSecret {
+        id: String,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
     /// Set an account's limits for one model (omitted ones return to the model's default).
     SetLimits {
         id: String,
@@ -211,6 +217,15 @@ async fn accounts_command(config: &Config, cmd: AccountsCommand) -> anyhow::Resu
             }
         }
         AccountsCommand::Show { id, out } => print_account(&accounts.find(&id).await?, out.json),
+        AccountsCommand::RotateWebhookSecret { id, out } => {
+            let account = accounts.find(&id).await?;
+            let secret = accounts.rotate_webhook_secret(&account.id).await?;
+            if out.json {
+                println!("{}", json!({"account_id": account.id, "webhook_secret": secret}));
+            } else {
+                println!("{secret}");
+            }
+        }
         AccountsCommand::SetLimits { id, model, rpm, concurrency } => {
             let catalog = Catalog::new(&config.models)?;
             let model = catalog.get(&model).ok_or_else(|| anyhow::anyhow!("no model {model:?} in the catalog"))?;

@@ -239,3 +239,18 @@ async fn with_the_guard_on_callback_urls_must_be_https_and_public() {
     let account = app.state.accounts.find("default").await.unwrap();
     assert_eq!(account.held.0, 80_000, "only the accepted submit holds (2 images)");
 }
+
+#[tokio::test]
+async fn a_rotated_secret_signs_the_next_deliveries() {
+    let app = spawn_app_with(local_network).await;
+    let account = app.state.accounts.find("default").await.unwrap();
+    let old = account.webhook_secret.clone();
+    let new = app.state.accounts.rotate_webhook_secret(&account.id).await.unwrap();
+    assert_ne!(old, new);
+    assert!(new.starts_with("whsec_"));
+    let (receiver, url) = Receiver::spawn(&[200]).await;
+    app.submit_ok("gpt-image-1", &with_callback(&url)).await;
+    let got = receiver.wait_for(1).await;
+    assert!(verify(&new, &got[0].1, &got[0].2));
+    assert!(!verify(&old, &got[0].1, &got[0].2));
+}

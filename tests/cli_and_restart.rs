@@ -82,6 +82,9 @@ async fn operator_cli_manages_accounts_keys_and_credits() {
     let unknown =
         easel(dir.path()).args(["accounts", "set-limits", account, "--model", "nope"]).output().await.unwrap();
     assert!(!unknown.status.success());
+    let rotated = cli_json(dir.path(), &["accounts", "rotate-webhook-secret", account, "--json"]).await;
+    assert!(rotated["webhook_secret"].as_str().unwrap().starts_with("whsec_"));
+    assert_ne!(rotated["webhook_secret"], created["webhook_secret"]);
 
     let revoke = easel(dir.path()).args(["keys", "revoke", key["key_id"].as_str().unwrap()]).output().await.unwrap();
     assert!(revoke.status.success());

@@ -165,6 +165,20 @@ impl Accounts {
         Ok(key)
     }
 
+    /// Replaces the account's callback signing secret; deliveries signed from now on use it.
+    pub async fn rotate_webhook_secret(&self, id: &AccountId) -> Result<String, AccountError> {
+        let secret = new_webhook_secret();
+        let done = sqlx::query("UPDATE accounts SET webhook_secret = $1 WHERE id = $2")
+            .bind(&secret)
+            .bind(id.as_str())
+            .execute(&self.db.write)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(AccountError::NotFound(id.to_string()));
+        }
+        Ok(secret)
+    }
+
     /// Revokes a key; returns false if no such key was active.
     pub async fn revoke_key(&self, key_id: &str) -> Result<bool, AccountError> {
         let done = sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")

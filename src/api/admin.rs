@@ -27,6 +27,7 @@ pub fn router() -> Router<AppState> {
         .route("/accounts/{id}/credits", post(add_credits))
         .route("/accounts/{id}/limits", put(set_limits))
         .route("/accounts/{id}/tasks", get(list_tasks))
+        .route("/accounts/{id}/webhook-secret", post(rotate_webhook_secret))
         .route("/keys/{key_id}", delete(revoke_key))
 }
 
@@ -169,6 +170,16 @@ async fn add_credits(
     let amount = amount.ok_or_else(|| ApiError::BadRequest("amount must be a positive amount of USD".into()))?;
     let account = state.accounts.add_credits(&account.id, amount).await?;
     Ok(success(account_view(&state, &account).await?))
+}
+
+async fn rotate_webhook_secret(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<Envelope<serde_json::Value>>, ApiError> {
+    let account = find(&state, &id).await?;
+    let secret = state.accounts.rotate_webhook_secret(&account.id).await?;
+    Ok(success(serde_json::json!({ "accountId": account.id, "webhookSecret": secret })))
 }
 
 async fn set_limits(
