@@ -7,6 +7,7 @@ pub mod accounts;
 pub mod api;
 pub mod app;
 pub mod catalog;
+pub mod claim_loop;
 pub mod cli;
 pub mod config;
 pub mod db;

@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::store::{Outcome, TaskStore};
+use super::store::{Outcome, StoreError, TaskStore};
 use super::{FailCode, Task};
+use crate::claim_loop;
 use crate::db::now_ms;
 use crate::egress::Egress;
 use crate::ids::random_hex;
@@ -38,39 +39,19 @@ const IDLE_POLL: Duration = Duration::from_millis(500);
 impl WorkerPool {
     /// Claims and runs tasks until `shutdown`, then waits for the tasks in hand.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        let slots = Arc::new(Semaphore::new(self.workers));
-        loop {
-            let permit = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                permit = slots.clone().acquire_owned() => permit.expect("semaphore stays open"),
-            };
+        let lease_ms = self.lease.as_millis() as i64;
+        let store = &self.store;
+        let claim = || async move {
             let token = random_hex::<16>();
-            match self.store.claim(&token, self.lease.as_millis() as i64).await {
-                Ok(Some(task)) => {
-                    let pool = self.clone();
-                    let shutdown = shutdown.clone();
-                    tokio::spawn(async move {
-                        pool.process(task, token, shutdown).await;
-                        drop(permit);
-                    });
-                }
-                Ok(None) => {
-                    drop(permit);
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = self.wake.notified() => {}
-                        _ = tokio::time::sleep(IDLE_POLL) => {}
-                    }
-                }
-                Err(e) => {
-                    drop(permit);
-                    tracing::error!(error = %e, "claiming a task failed");
-                    tokio::time::sleep(IDLE_POLL).await;
-                }
-            }
-        }
-        // Wait for the tasks in hand: each either finishes or hands its lease back.
-        let _ = slots.acquire_many(self.workers as u32).await;
+            Ok::<_, StoreError>(store.claim(&token, lease_ms).await?.map(|task| (task, token)))
+        };
+        let work = |(task, token)| {
+            let (pool, shutdown) = (self.clone(), shutdown.clone());
+            // Each task either finishes or hands its lease back before its slot frees.
+            async move { pool.process(task, token, shutdown).await }
+        };
+        let idle = || async { IDLE_POLL };
+        claim_loop::run("a task", self.workers, shutdown.clone(), self.wake.clone(), claim, work, idle).await;
     }
 
     #[tracing::instrument(skip_all, fields(task = %task.id, model = %task.model, attempt = task.attempts))]

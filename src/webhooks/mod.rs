@@ -8,11 +8,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::AppState;
 use crate::api::apixo::{Envelope, task_status};
+use crate::claim_loop;
 use crate::config::WebhookConfig;
 use crate::db::now_ms;
 use crate::egress::Egress;
@@ -113,36 +114,13 @@ struct Prepared {
 
 impl Dispatcher {
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        let slots = Arc::new(Semaphore::new(IN_FLIGHT));
-        loop {
-            let permit = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                p = slots.clone().acquire_owned() => p.expect("semaphore stays open"),
-            };
-            match store::claim(&self.state.db, LEASE_MS).await {
-                Ok(Some(delivery)) => {
-                    let this = self.clone();
-                    tokio::spawn(async move {
-                        this.deliver(delivery).await;
-                        drop(permit);
-                    });
-                }
-                Ok(None) => {
-                    drop(permit);
-                    let wait = self.until_next_due().await;
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = self.wake.notified() => {}
-                        _ = tokio::time::sleep(wait) => {}
-                    }
-                }
-                Err(e) => {
-                    drop(permit);
-                    tracing::error!(error = %e, "claiming a callback failed");
-                    tokio::time::sleep(IDLE_POLL).await;
-                }
-            }
-        }
+        let claim = || store::claim(&self.state.db, LEASE_MS);
+        let work = |delivery| {
+            let this = self.clone();
+            async move { this.deliver(delivery).await }
+        };
+        let idle = || self.until_next_due();
+        claim_loop::run("a callback", IN_FLIGHT, shutdown, self.wake.clone(), claim, work, idle).await;
     }
 
     async fn until_next_due(&self) -> Duration {
