@@ -76,7 +76,7 @@ impl Application {
             TcpListener::bind(config.listen).await.with_context(|| format!("listening on {}", config.listen))?;
         let public_url = config.public_url(listener.local_addr()?);
         let storage = Storage::open(&config.storage_url(), public_url, &db).await?;
-        let router = Arc::new(Router::from_config(&config.channels, &config.local, &catalog)?);
+        let router = Arc::new(Router::from_config(&config.channels, &config.local, &config.server, &catalog)?);
         let wake = Arc::new(Notify::new());
         let callbacks = Arc::new(Notify::new());
         let egress = Egress::new(Policy::new(config.server.allow_private_network))?;

@@ -46,6 +46,10 @@ pub struct ServerConfig {
     pub bootstrap_credits_usd: f64,
     /// Status polls per minute per API key.
     pub status_rpm: u32,
+    /// Consecutive retryable failures that open a channel's circuit breaker.
+    pub breaker_failures: u32,
+    /// How long an open breaker waits before letting one probe through.
+    pub breaker_cooldown_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -58,6 +62,8 @@ impl Default for ServerConfig {
             lease_secs: 30,
             bootstrap_credits_usd: 10.0,
             status_rpm: 1200,
+            breaker_failures: 5,
+            breaker_cooldown_secs: 30,
         }
     }
 }

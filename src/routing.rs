@@ -1,11 +1,22 @@
-//! Channels (configured upstream accounts) and the choice of one for a task.
+//! Channels (configured upstream accounts), their health, and the order in which a task tries
+//! them: priority first, weighted random within a priority, skipping channels whose circuit
+//! breaker is open or that are at their concurrency limit.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
 
 use crate::catalog::{Catalog, Routing};
-use crate::config::{ChannelConfig, LocalOptions, ProviderKind, Tier};
+use crate::config::{ChannelConfig, LocalOptions, ProviderKind, ServerConfig, Tier};
 use crate::providers::Provider;
 use crate::providers::local::LocalProvider;
+
+/// How many channels one execution of a task may try.
+pub const MAX_CHANNELS_PER_TASK: usize = 3;
+const LATENCY_SAMPLES: usize = 256;
 
 pub struct Channel {
     pub id: String,
@@ -14,7 +25,10 @@ pub struct Channel {
     /// Public model id -> upstream model id.
     pub models: Vec<(String, String)>,
     pub priority: i32,
+    pub weight: u32,
+    pub max_concurrency: Option<u32>,
     pub provider: Arc<dyn Provider>,
+    pub health: Health,
 }
 
 impl Channel {
@@ -26,48 +40,308 @@ impl Channel {
         };
         tier_ok && self.models.iter().any(|(public, _)| public == model)
     }
+
+    /// The upstream's id for a public model id.
+    pub fn upstream_model(&self, model: &str) -> Option<&str> {
+        self.models.iter().find(|(public, _)| public == model).map(|(_, upstream)| upstream.as_str())
+    }
+
+    /// Takes one of the channel's slots if its breaker and concurrency limit allow.
+    pub fn try_acquire(self: &Arc<Self>) -> Option<Slot> {
+        let in_flight = self.health.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.max_concurrency.is_some_and(|max| in_flight > max) || !self.health.breaker.admit() {
+            self.health.in_flight.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(Slot { channel: self.clone(), started: Instant::now() })
+    }
+}
+
+/// A task's hold on a channel; reports how the try went and frees the slot when dropped.
+pub struct Slot {
+    pub channel: Arc<Channel>,
+    started: Instant,
+}
+
+impl Slot {
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// The upstream answered (with images, or with a verdict that is not its fault).
+    pub fn succeeded(&self) {
+        let h = &self.channel.health;
+        h.successes.fetch_add(1, Ordering::Relaxed);
+        h.breaker.success();
+        let mut samples = h.latencies_ms.lock().expect("latency lock");
+        if samples.len() == LATENCY_SAMPLES {
+            samples.pop_front();
+        }
+        samples.push_back(self.started.elapsed().as_millis() as u64);
+    }
+
+    /// The upstream failed in a way worth retrying elsewhere (429, 5xx, timeout).
+    pub fn failed(&self) {
+        self.channel.health.failures.fetch_add(1, Ordering::Relaxed);
+        self.channel.health.breaker.failure();
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.channel.health.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+pub struct Health {
+    pub breaker: Breaker,
+    in_flight: AtomicU32,
+    successes: AtomicU64,
+    failures: AtomicU64,
+    latencies_ms: Mutex<VecDeque<u64>>,
+}
+
+impl Health {
+    fn new(breaker: Breaker) -> Self {
+        Self {
+            breaker,
+            in_flight: AtomicU32::new(0),
+            successes: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            latencies_ms: Mutex::new(VecDeque::new()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BreakerState {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+#[derive(Debug)]
+enum Inner {
+    Closed {
+        consecutive_failures: u32,
+    },
+    Open {
+        until: Instant,
+    },
+    /// After the cooldown one probe goes through; its result closes or reopens the breaker.
+    HalfOpen {
+        probing: bool,
+    },
+}
+
+/// A circuit breaker: opens after `threshold` consecutive retryable failures, lets one probe
+/// through after `cooldown`, and closes on the probe's success.
+#[derive(Debug)]
+pub struct Breaker {
+    threshold: u32,
+    cooldown: Duration,
+    inner: Mutex<Inner>,
+}
+
+impl Breaker {
+    pub fn new(threshold: u32, cooldown: Duration) -> Self {
+        Self { threshold: threshold.max(1), cooldown, inner: Mutex::new(Inner::Closed { consecutive_failures: 0 }) }
+    }
+
+    fn admit(&self) -> bool {
+        let mut inner = self.inner.lock().expect("breaker lock");
+        match *inner {
+            Inner::Closed { .. } => true,
+            Inner::Open { until } if Instant::now() >= until => {
+                *inner = Inner::HalfOpen { probing: true };
+                true
+            }
+            Inner::Open { .. } | Inner::HalfOpen { probing: true } => false,
+            Inner::HalfOpen { probing: false } => {
+                *inner = Inner::HalfOpen { probing: true };
+                true
+            }
+        }
+    }
+
+    fn success(&self) {
+        *self.inner.lock().expect("breaker lock") = Inner::Closed { consecutive_failures: 0 };
+    }
+
+    fn failure(&self) {
+        let mut inner = self.inner.lock().expect("breaker lock");
+        *inner = match *inner {
+            Inner::Closed { consecutive_failures } if consecutive_failures + 1 < self.threshold => {
+                Inner::Closed { consecutive_failures: consecutive_failures + 1 }
+            }
+            _ => Inner::Open { until: Instant::now() + self.cooldown },
+        };
+    }
+
+    pub fn state(&self) -> BreakerState {
+        match *self.inner.lock().expect("breaker lock") {
+            Inner::Closed { .. } => BreakerState::Closed,
+            Inner::Open { until } if Instant::now() >= until => BreakerState::HalfOpen,
+            Inner::Open { .. } => BreakerState::Open,
+            Inner::HalfOpen { .. } => BreakerState::HalfOpen,
+        }
+    }
+}
+
+/// What `GET /admin/v1/channels` shows of a channel.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChannelStatus {
+    pub id: String,
+    pub tier: Option<Tier>,
+    pub priority: i32,
+    pub weight: u32,
+    pub models: Vec<String>,
+    pub breaker: BreakerState,
+    pub in_flight: u32,
+    pub max_concurrency: Option<u32>,
+    pub successes: u64,
+    pub failures: u64,
+    /// Successes over all tries, when there were any.
+    pub success_rate: Option<f64>,
+    pub p50_latency_ms: Option<u64>,
 }
 
 pub struct Router {
-    channels: Vec<Channel>,
+    channels: Vec<Arc<Channel>>,
+}
+
+fn all_models(catalog: &Catalog) -> Vec<(String, String)> {
+    catalog.models().iter().map(|m| (m.id.to_owned(), m.id.to_owned())).collect()
+}
+
+/// Builds the provider a channel names.
+fn provider_for(c: &ChannelConfig) -> anyhow::Result<Arc<dyn Provider>> {
+    match c.provider {
+        ProviderKind::Local => Ok(Arc::new(LocalProvider::new(c.local.clone().unwrap_or_default()))),
+        other => anyhow::bail!("channel {:?}: provider {other:?} is not available in this build yet", c.id),
+    }
 }
 
 impl Router {
     pub fn from_config(
         channels: &[ChannelConfig],
         default_local: &LocalOptions,
+        server: &ServerConfig,
         catalog: &Catalog,
     ) -> anyhow::Result<Self> {
+        let breaker = || Breaker::new(server.breaker_failures, Duration::from_secs(server.breaker_cooldown_secs));
         if channels.is_empty() {
             // A fresh install generates real images with no upstream account.
-            let models = catalog.models().iter().map(|m| (m.id.to_owned(), m.id.to_owned())).collect();
-            let provider = Arc::new(LocalProvider::new(default_local.clone()));
-            return Ok(Self {
-                channels: vec![Channel { id: "local".into(), tier: None, models, priority: 0, provider }],
-            });
+            let local = Channel {
+                id: "local".into(),
+                tier: None,
+                models: all_models(catalog),
+                priority: 0,
+                weight: 1,
+                max_concurrency: None,
+                provider: Arc::new(LocalProvider::new(default_local.clone())),
+                health: Health::new(breaker()),
+            };
+            return Ok(Self { channels: vec![Arc::new(local)] });
         }
         let mut built = Vec::with_capacity(channels.len());
         for c in channels {
-            let provider: Arc<dyn Provider> = match c.provider {
-                ProviderKind::Local => Arc::new(LocalProvider::new(c.local.clone().unwrap_or_default())),
-                other => anyhow::bail!("channel {:?}: provider {other:?} is not available in this build yet", c.id),
-            };
-            let models: Vec<(String, String)> = if c.models.is_empty() {
-                catalog.models().iter().map(|m| (m.id.to_owned(), m.id.to_owned())).collect()
+            let models = if c.models.is_empty() {
+                all_models(catalog)
             } else {
                 c.models.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
             };
             for (public, _) in &models {
                 anyhow::ensure!(catalog.get(public).is_some(), "channel {:?} maps unknown model {public:?}", c.id);
             }
-            built.push(Channel { id: c.id.clone(), tier: Some(c.tier), models, priority: c.priority, provider });
+            built.push(Arc::new(Channel {
+                id: c.id.clone(),
+                tier: Some(c.tier),
+                models,
+                priority: c.priority,
+                weight: c.weight.max(1),
+                max_concurrency: c.max_concurrency,
+                provider: provider_for(c)?,
+                health: Health::new(breaker()),
+            }));
         }
-        built.sort_by_key(|c| std::cmp::Reverse(c.priority));
         Ok(Self { channels: built })
     }
 
-    /// The channel to serve `model` under `routing`, highest priority first.
-    pub fn pick(&self, model: &str, routing: Routing) -> Option<&Channel> {
-        self.channels.iter().find(|c| c.serves(model, routing))
+    /// The channels that may serve `model` under `routing`, in the order to try them:
+    /// `first` (the channel holding an upstream task to resume) ahead of all, then by priority,
+    /// and by weighted random order within a priority.
+    pub fn candidates(&self, model: &str, routing: Routing, first: Option<&str>) -> Vec<Arc<Channel>> {
+        let mut eligible: Vec<(bool, i32, f64, Arc<Channel>)> = self
+            .channels
+            .iter()
+            .filter(|c| c.serves(model, routing))
+            .map(|c| {
+                // Weighted order without replacement: sort by u^(1/w), largest first.
+                let u = (u64::from_le_bytes(crate::ids::random_bytes::<8>()) >> 11) as f64 / (1u64 << 53) as f64;
+                let key = u.max(f64::MIN_POSITIVE).powf(1.0 / f64::from(c.weight));
+                (first == Some(c.id.as_str()), c.priority, key, c.clone())
+            })
+            .collect();
+        eligible.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)).then(b.2.total_cmp(&a.2)));
+        eligible.into_iter().map(|(.., c)| c).collect()
+    }
+
+    pub fn status(&self) -> Vec<ChannelStatus> {
+        self.channels
+            .iter()
+            .map(|c| {
+                let h = &c.health;
+                let (successes, failures) = (h.successes.load(Ordering::Relaxed), h.failures.load(Ordering::Relaxed));
+                let mut samples: Vec<u64> = h.latencies_ms.lock().expect("latency lock").iter().copied().collect();
+                samples.sort_unstable();
+                ChannelStatus {
+                    id: c.id.clone(),
+                    tier: c.tier,
+                    priority: c.priority,
+                    weight: c.weight,
+                    models: c.models.iter().map(|(public, _)| public.clone()).collect(),
+                    breaker: h.breaker.state(),
+                    in_flight: h.in_flight.load(Ordering::SeqCst),
+                    max_concurrency: c.max_concurrency,
+                    successes,
+                    failures,
+                    success_rate: (successes + failures > 0).then(|| successes as f64 / (successes + failures) as f64),
+                    p50_latency_ms: samples.get(samples.len() / 2).copied(),
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn breaker_opens_after_consecutive_failures_and_recovers_through_one_probe() {
+        let b = Breaker::new(3, Duration::from_millis(30));
+        assert!(b.admit());
+        b.failure();
+        b.failure();
+        b.success();
+        b.failure();
+        b.failure();
+        assert_eq!(b.state(), BreakerState::Closed, "a success resets the count");
+        b.failure();
+        assert_eq!(b.state(), BreakerState::Open);
+        assert!(!b.admit());
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(b.admit(), "one probe after the cooldown");
+        assert!(!b.admit(), "only one");
+        b.failure();
+        assert_eq!(b.state(), BreakerState::Open, "a failed probe reopens");
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(b.admit());
+        b.success();
+        assert_eq!(b.state(), BreakerState::Closed);
+        assert!(b.admit() && b.admit());
     }
 }

@@ -3,6 +3,8 @@
 
 pub mod local;
 
+use std::time::Duration;
+
 use futures::future::BoxFuture;
 use image::RgbImage;
 
@@ -29,22 +31,46 @@ pub struct GeneratedImage {
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ProviderError {
+    /// The prompt, a reference or an output broke the upstream's content rules.
     #[error("{0}")]
     ContentViolation(String),
     #[error("reference image {index}: {reason}")]
     InvalidReference { index: usize, reason: String },
-    /// Worth trying again, here or on another channel.
-    #[error("{0}")]
-    Retryable(String),
+    /// Worth trying again, here or on another channel (429, 5xx, timeouts, connection errors).
+    #[error("{message}")]
+    Retryable { message: String, retry_after: Option<Duration> },
+    /// The upstream refused the request itself (bad parameters, auth, model not found).
     #[error("{0}")]
     Permanent(String),
 }
 
+impl ProviderError {
+    pub fn retryable(message: impl Into<String>) -> Self {
+        ProviderError::Retryable { message: message.into(), retry_after: None }
+    }
+}
+
+/// Durable notes a provider keeps about its work on a task, so that a retry after a crash
+/// resumes instead of starting over (an asynchronous upstream's task id).
+pub trait Checkpoint: Send + Sync {
+    fn record_upstream_id<'a>(&'a self, upstream_id: &'a str) -> BoxFuture<'a, anyhow::Result<()>>;
+}
+
+/// One attempt at a task on one channel.
+pub struct Job<'a> {
+    pub task_id: &'a str,
+    pub spec: &'a TaskSpec,
+    /// The references, already fetched and checked by the egress guard.
+    pub references: &'a [Reference],
+    /// The channel's id for the model (`seedream-5-0-260128`, `doubao-…`, an endpoint id…).
+    pub upstream_model: &'a str,
+    /// The upstream task id an earlier attempt on this channel recorded, if any.
+    pub upstream_task_id: Option<&'a str>,
+    pub checkpoint: &'a dyn Checkpoint,
+}
+
 pub trait Provider: Send + Sync {
-    /// Generates the task's images. Fewer than requested is a partial success.
-    fn generate<'a>(
-        &'a self,
-        spec: &'a TaskSpec,
-        references: &'a [Reference],
-    ) -> BoxFuture<'a, Result<Vec<GeneratedImage>, ProviderError>>;
+    /// Generates the job's images. Fewer than requested is a partial success; the worker
+    /// converts images to the requested format when the upstream could not.
+    fn generate<'a>(&'a self, job: Job<'a>) -> BoxFuture<'a, Result<Vec<GeneratedImage>, ProviderError>>;
 }

@@ -102,6 +102,23 @@ pub struct Task {
     pub created_at: i64,
     pub completed_at: Option<i64>,
     pub deadline_at: i64,
+    /// An asynchronous upstream's id for this task, and the channel it belongs to.
+    pub upstream_task_id: Option<String>,
+    pub upstream_channel: Option<String>,
+    /// The channels this task was tried on, in order.
+    pub channel_log: Vec<ChannelAttempt>,
+}
+
+/// One try of a task on one channel.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ChannelAttempt {
+    pub channel: String,
+    /// `success`, `retryable`, `content_violation`, `invalid_reference` or `permanent`.
+    pub outcome: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    pub latency_ms: i64,
 }
 
 impl Task {

@@ -5,7 +5,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
 use super::idempotency::{self, Idempotency};
-use super::{FailCode, NewTask, Task, TaskState};
+use super::{ChannelAttempt, FailCode, NewTask, Task, TaskState};
 use crate::accounts::ledger;
 use crate::catalog::Routing;
 use crate::db::{Db, Dialect, now_ms};
@@ -46,7 +46,8 @@ pub struct TaskStore {
 }
 
 const COLUMNS: &str = "id, account_id, model, state, spec, param, routing, callback_url, requested_images, \
-     delivered_images, price_micros, result_keys, fail_code, fail_msg, attempts, created_at, completed_at, deadline_at";
+     delivered_images, price_micros, result_keys, fail_code, fail_msg, attempts, created_at, completed_at, deadline_at, \
+     upstream_task_id, upstream_channel, channel_log";
 
 fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(e.to_string())
@@ -76,6 +77,14 @@ fn task_from_row(row: &AnyRow) -> Result<Task, StoreError> {
         created_at: row.try_get("created_at")?,
         completed_at: row.try_get("completed_at")?,
         deadline_at: row.try_get("deadline_at")?,
+        upstream_task_id: row.try_get("upstream_task_id")?,
+        upstream_channel: row.try_get("upstream_channel")?,
+        channel_log: row
+            .try_get::<Option<String>, _>("channel_log")?
+            .map(|log| serde_json::from_str(&log))
+            .transpose()
+            .map_err(corrupt)?
+            .unwrap_or_default(),
     })
 }
 
@@ -197,6 +206,46 @@ impl TaskStore {
         .execute(&self.db.write)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// Records, while `token` owns the task, the id an asynchronous upstream gave it.
+    pub async fn record_upstream(
+        &self,
+        id: &TaskId,
+        token: &str,
+        channel: &str,
+        upstream_id: &str,
+    ) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "UPDATE tasks SET upstream_channel = $1, upstream_task_id = $2 \
+             WHERE id = $3 AND lease_token = $4 AND state = 'processing'",
+        )
+        .bind(channel)
+        .bind(upstream_id)
+        .bind(id.as_str())
+        .bind(token)
+        .execute(&self.db.write)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Corrupt("the task's lease was lost".into()));
+        }
+        Ok(())
+    }
+
+    /// Appends a channel attempt to the task's log, while `token` owns the task.
+    pub async fn log_channel_attempt(
+        &self,
+        task: &TaskId,
+        token: &str,
+        log: &[ChannelAttempt],
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE tasks SET channel_log = $1 WHERE id = $2 AND lease_token = $3")
+            .bind(serde_json::to_string(log).map_err(corrupt)?)
+            .bind(task.as_str())
+            .bind(token)
+            .execute(&self.db.write)
+            .await?;
+        Ok(())
     }
 
     /// Gives a lease back so the task is taken again at once (used on shutdown).

@@ -7,16 +7,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
+use futures::future::BoxFuture;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::store::{Outcome, StoreError, TaskStore};
-use super::{FailCode, Task};
+use super::{ChannelAttempt, FailCode, Task};
+use crate::catalog::OutputFormat;
 use crate::claim_loop;
 use crate::db::now_ms;
 use crate::egress::Egress;
+use crate::ids::TaskId;
 use crate::ids::random_hex;
-use crate::providers::{ProviderError, Reference};
+use crate::providers::local::render;
+use crate::providers::{Checkpoint, GeneratedImage, Job, ProviderError, Reference};
+use crate::routing::MAX_CHANNELS_PER_TASK;
 use crate::routing::Router;
 use crate::storage::Storage;
 
@@ -61,7 +66,7 @@ impl WorkerPool {
             if remaining <= 0 {
                 return Outcome::Failed { code: FailCode::Timeout, message: timeout_message(&task) };
             }
-            let work = AssertUnwindSafe(self.execute(&task)).catch_unwind();
+            let work = AssertUnwindSafe(self.execute(&task, &token)).catch_unwind();
             match tokio::time::timeout(Duration::from_millis(remaining as u64), work).await {
                 Ok(Ok(outcome)) => outcome,
                 Ok(Err(_panic)) => {
@@ -110,34 +115,24 @@ impl WorkerPool {
         }
     }
 
-    async fn execute(&self, task: &Task) -> Outcome {
+    async fn execute(&self, task: &Task, token: &str) -> Outcome {
         let references = match self.fetch_references(task).await {
             Ok(refs) => refs,
-            Err(message) => {
-                return Outcome::Failed { code: FailCode::InvalidImageUrl, message };
-            }
+            Err(message) => return Outcome::Failed { code: FailCode::InvalidImageUrl, message },
         };
-        let Some(channel) = self.router.pick(&task.model, task.routing) else {
-            return Outcome::Failed {
-                code: FailCode::GenerationFailed,
-                message: format!("no channel serves {} with provider {}", task.model, task.routing.as_str()),
-            };
-        };
-        let images = match channel.provider.generate(&task.spec, &references).await {
-            Ok(images) if !images.is_empty() => images,
-            Ok(_) => {
-                return Outcome::Failed {
-                    code: FailCode::GenerationFailed,
-                    message: "the model returned no image".into(),
-                };
-            }
-            Err(e) => return failure(e),
+        let images = match self.generate(task, token, &references).await {
+            Ok(images) => images,
+            Err(outcome) => return outcome,
         };
         let mut result_keys = Vec::with_capacity(images.len());
         for (i, image) in images.into_iter().take(task.requested_images as usize).enumerate() {
-            let key = format!("results/{}/{i}.{}", task.id, image.format.extension());
-            if let Err(e) = self.storage.put(&key, image.bytes).await {
-                tracing::error!(error = %e, "storing a result failed");
+            let key = format!("results/{}/{i}.{}", task.id, task.spec.output_format.extension());
+            let stored = match in_format(image, task.spec.output_format).await {
+                Ok(bytes) => self.storage.put(&key, bytes).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = stored {
+                tracing::error!(error = format!("{e:#}"), "storing a result failed");
                 return Outcome::Failed {
                     code: FailCode::GenerationFailed,
                     message: "could not store the result".into(),
@@ -146,6 +141,76 @@ impl WorkerPool {
             result_keys.push(key);
         }
         Outcome::Success { result_keys }
+    }
+
+    /// Tries the task's channels in routing order, at most [`MAX_CHANNELS_PER_TASK`], moving on
+    /// only after a retryable failure. Every try is logged on the task.
+    async fn generate(
+        &self,
+        task: &Task,
+        token: &str,
+        references: &[Reference],
+    ) -> Result<Vec<GeneratedImage>, Outcome> {
+        let mut log = task.channel_log.clone();
+        let mut last_error = None;
+        let mut tried = 0;
+        for channel in self.router.candidates(&task.model, task.routing, task.upstream_channel.as_deref()) {
+            if tried == MAX_CHANNELS_PER_TASK {
+                break;
+            }
+            let Some(slot) = channel.try_acquire() else { continue };
+            tried += 1;
+            let resume = task.upstream_channel.as_deref() == Some(channel.id.as_str());
+            let checkpoint = TaskCheckpoint { store: &self.store, task: &task.id, token, channel: &channel.id };
+            let job = Job {
+                task_id: task.id.as_str(),
+                spec: &task.spec,
+                references,
+                upstream_model: channel.upstream_model(&task.model).unwrap_or(&task.model),
+                upstream_task_id: task.upstream_task_id.as_deref().filter(|_| resume),
+                checkpoint: &checkpoint,
+            };
+            let result = channel.provider.generate(job).await;
+            let (outcome, message) = match &result {
+                Ok(images) if images.is_empty() => ("permanent", Some("the model returned no image".to_owned())),
+                Ok(_) => ("success", None),
+                Err(ProviderError::Retryable { message, .. }) => ("retryable", Some(message.clone())),
+                Err(ProviderError::ContentViolation(m)) => ("content_violation", Some(m.clone())),
+                Err(ProviderError::InvalidReference { reason, .. }) => ("invalid_reference", Some(reason.clone())),
+                Err(ProviderError::Permanent(m)) => ("permanent", Some(m.clone())),
+            };
+            if outcome == "retryable" {
+                slot.failed()
+            } else {
+                slot.succeeded()
+            }
+            log.push(ChannelAttempt {
+                channel: channel.id.clone(),
+                outcome: outcome.into(),
+                message,
+                latency_ms: slot.elapsed().as_millis() as i64,
+            });
+            if let Err(e) = self.store.log_channel_attempt(&task.id, token, &log).await {
+                tracing::warn!(error = %e, "could not log the channel attempt");
+            }
+            match result {
+                Ok(images) if !images.is_empty() => return Ok(images),
+                Ok(_) => {
+                    let message = "the model returned no image".into();
+                    return Err(Outcome::Failed { code: FailCode::GenerationFailed, message });
+                }
+                Err(e @ ProviderError::Retryable { .. }) => {
+                    tracing::warn!(channel = %channel.id, error = %e, "retryable failure; trying the next channel");
+                    last_error = Some(e);
+                }
+                Err(e) => return Err(failure(e)),
+            }
+        }
+        let message = match last_error {
+            Some(e) => format!("no channel could serve the task; last error: {e}"),
+            None => format!("no channel is available for {} with provider {}", task.model, task.routing.as_str()),
+        };
+        Err(Outcome::Failed { code: FailCode::GenerationFailed, message })
     }
 
     /// Fetches every reference; the first that fails names itself in the message.
@@ -162,7 +227,9 @@ fn failure(error: ProviderError) -> Outcome {
         ProviderError::InvalidReference { index, reason } => {
             (FailCode::InvalidImageUrl, format!("image_urls[{index}] {reason}"))
         }
-        ProviderError::Retryable(m) | ProviderError::Permanent(m) => (FailCode::GenerationFailed, m),
+        ProviderError::Retryable { message, .. } | ProviderError::Permanent(message) => {
+            (FailCode::GenerationFailed, message)
+        }
     };
     Outcome::Failed { code, message }
 }
@@ -176,5 +243,32 @@ fn outcome_state(outcome: &Outcome) -> &'static str {
     match outcome {
         Outcome::Success { .. } => "success",
         Outcome::Failed { code, .. } => code.as_str(),
+    }
+}
+
+/// Re-encodes an image the upstream returned in another format than the task asked for
+/// (older Seedream models always answer JPEG).
+async fn in_format(image: GeneratedImage, wanted: OutputFormat) -> anyhow::Result<Vec<u8>> {
+    if image.format == wanted {
+        return Ok(image.bytes);
+    }
+    tokio::task::spawn_blocking(move || {
+        let decoded = image::load_from_memory(&image.bytes)?.to_rgb8();
+        render::encode(&decoded, wanted)
+    })
+    .await?
+}
+
+/// Records an asynchronous upstream's task id on the task, under the worker's lease.
+struct TaskCheckpoint<'a> {
+    store: &'a TaskStore,
+    task: &'a TaskId,
+    token: &'a str,
+    channel: &'a str,
+}
+
+impl Checkpoint for TaskCheckpoint<'_> {
+    fn record_upstream_id<'a>(&'a self, upstream_id: &'a str) -> BoxFuture<'a, anyhow::Result<()>> {
+        async move { Ok(self.store.record_upstream(self.task, self.token, self.channel, upstream_id).await?) }.boxed()
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use super::{GeneratedImage, Provider, ProviderError, Reference};
+use super::{GeneratedImage, Job, Provider, ProviderError, Reference};
 use crate::catalog::TaskSpec;
 use crate::config::LocalOptions;
 
@@ -57,11 +57,7 @@ impl LocalProvider {
 }
 
 impl Provider for LocalProvider {
-    fn generate<'a>(
-        &'a self,
-        spec: &'a TaskSpec,
-        references: &'a [Reference],
-    ) -> BoxFuture<'a, Result<Vec<GeneratedImage>, ProviderError>> {
-        self.run(spec, references).boxed()
+    fn generate<'a>(&'a self, job: Job<'a>) -> BoxFuture<'a, Result<Vec<GeneratedImage>, ProviderError>> {
+        self.run(job.spec, job.references).boxed()
     }
 }
