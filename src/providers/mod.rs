@@ -2,6 +2,7 @@
 //! a typed failure; fetching references, storing results and billing happen around it.
 
 pub mod local;
+pub mod upstream;
 
 use std::time::Duration;
 

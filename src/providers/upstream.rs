@@ -1,0 +1,150 @@
+//! What the HTTP providers share: the channel's endpoint and secret key, one client, result
+//! downloads, and the mapping of transport failures and HTTP statuses to [`ProviderError`].
+
+use std::fmt;
+use std::time::Duration;
+
+use anyhow::Context;
+use futures::StreamExt;
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+
+use super::ProviderError;
+use crate::config::ChannelConfig;
+
+/// An upstream API key: never printed, never logged.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
+/// Largest result image accepted from an upstream.
+pub const MAX_RESULT_BYTES: usize = 50 * 1024 * 1024;
+
+/// A channel's endpoint: base URL, key and the HTTP client to reach it.
+#[derive(Clone, Debug)]
+pub struct Upstream {
+    pub base_url: String,
+    pub api_key: Secret,
+    pub http: reqwest::Client,
+}
+
+impl Upstream {
+    /// Reads the channel's `base_url` and the key from the environment variable it names.
+    pub fn from_channel(c: &ChannelConfig, default_base: Option<&str>) -> anyhow::Result<Self> {
+        let base_url = c
+            .base_url
+            .clone()
+            .or_else(|| default_base.map(str::to_owned))
+            .with_context(|| format!("channel {:?} needs a base_url", c.id))?;
+        let var = c.api_key_env.as_deref().with_context(|| format!("channel {:?} needs api_key_env", c.id))?;
+        let key = std::env::var(var)
+            .with_context(|| format!("channel {:?}: the environment variable {var} is not set", c.id))?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(300))
+            .user_agent(concat!("easel/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self { base_url: base_url.trim_end_matches('/').to_owned(), api_key: Secret::new(key), http })
+    }
+
+    /// `{base_url}/{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/{}", self.base_url, path.trim_start_matches('/'))
+    }
+
+    /// Downloads a result image the upstream hosts, up to [`MAX_RESULT_BYTES`].
+    pub async fn download(&self, url: &str) -> Result<Vec<u8>, ProviderError> {
+        let response = self.http.get(url).send().await.map_err(transport_error)?;
+        if !response.status().is_success() {
+            return Err(ProviderError::retryable(format!("downloading a result answered HTTP {}", response.status())));
+        }
+        let mut body = Vec::new();
+        let mut stream = response.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(transport_error)?;
+            if body.len() + chunk.len() > MAX_RESULT_BYTES {
+                return Err(ProviderError::Permanent("a result image is larger than 50 MB".into()));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+}
+
+/// Connection failures and timeouts are worth another try, here or elsewhere.
+pub fn transport_error(e: reqwest::Error) -> ProviderError {
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else {
+        "failed"
+    };
+    ProviderError::retryable(format!("the upstream request {what}"))
+}
+
+/// The `Retry-After` an upstream sent, in seconds.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?;
+    value.trim().parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0).map(Duration::from_secs_f64)
+}
+
+/// The generic reading of an HTTP status: 408, 409, 429 and 5xx are retryable, other 4xx are
+/// permanent. Providers map their content-policy codes before falling back to this.
+pub fn status_error(status: StatusCode, headers: &HeaderMap, message: String) -> ProviderError {
+    if status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::REQUEST_TIMEOUT
+        || status == StatusCode::CONFLICT
+        || status.is_server_error()
+    {
+        ProviderError::Retryable { message: format!("HTTP {status}: {message}"), retry_after: retry_after(headers) }
+    } else {
+        ProviderError::Permanent(format!("HTTP {status}: {message}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s = Secret::new("sk-live-123".into());
+        assert_eq!(format!("{s:?}"), "Secret(…)");
+        let up = Upstream { base_url: "http://u".into(), api_key: s, http: reqwest::Client::new() };
+        assert!(!format!("{up:?}").contains("sk-live"));
+    }
+
+    #[test]
+    fn statuses_map_to_retryable_or_permanent() {
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, "2".parse().unwrap());
+        match status_error(StatusCode::TOO_MANY_REQUESTS, &h, "slow down".into()) {
+            ProviderError::Retryable { retry_after, .. } => assert_eq!(retry_after, Some(Duration::from_secs(2))),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            status_error(StatusCode::BAD_GATEWAY, &HeaderMap::new(), "x".into()),
+            ProviderError::Retryable { .. }
+        ));
+        assert!(matches!(
+            status_error(StatusCode::BAD_REQUEST, &HeaderMap::new(), "x".into()),
+            ProviderError::Permanent(_)
+        ));
+    }
+}
