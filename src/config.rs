@@ -98,8 +98,12 @@ pub struct ChannelConfig {
     pub tier: Tier,
     #[serde(default)]
     pub base_url: Option<String>,
+    /// Name of the environment variable holding the upstream key (preferred).
     #[serde(default)]
     pub api_key_env: Option<String>,
+    /// The key itself, for tests and local setups; `api_key_env` wins when both are set.
+    #[serde(default, skip_serializing)]
+    pub api_key: Option<String>,
     /// Public model id -> upstream model id. Empty means every catalog model, same id.
     #[serde(default)]
     pub models: BTreeMap<String, String>,

@@ -51,9 +51,12 @@ impl Upstream {
             .clone()
             .or_else(|| default_base.map(str::to_owned))
             .with_context(|| format!("channel {:?} needs a base_url", c.id))?;
-        let var = c.api_key_env.as_deref().with_context(|| format!("channel {:?} needs api_key_env", c.id))?;
-        let key = std::env::var(var)
-            .with_context(|| format!("channel {:?}: the environment variable {var} is not set", c.id))?;
+        let key = match (&c.api_key_env, &c.api_key) {
+            (Some(var), _) => std::env::var(var)
+                .with_context(|| format!("channel {:?}: the environment variable {var} is not set", c.id))?,
+            (None, Some(key)) => key.clone(),
+            (None, None) => anyhow::bail!("channel {:?} needs api_key_env", c.id),
+        };
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(300))
