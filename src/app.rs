@@ -82,7 +82,7 @@ impl Application {
         let egress = Egress::new(Policy::new(config.server.allow_private_network))?;
         let workers = Arc::new(WorkerPool {
             store: tasks.clone(),
-            router,
+            router: router.clone(),
             egress: egress.clone(),
             storage: storage.clone(),
             workers: config.server.workers.max(1),
@@ -96,6 +96,7 @@ impl Application {
             limiter: Default::default(),
             callbacks: callbacks.clone(),
             egress: egress.clone(),
+            router: router.clone(),
             catalog,
             accounts,
             tasks,

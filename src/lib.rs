@@ -13,6 +13,7 @@ pub mod config;
 pub mod db;
 pub mod egress;
 pub mod ids;
+pub mod metrics;
 pub mod money;
 pub mod providers;
 pub mod retention;

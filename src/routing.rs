@@ -72,6 +72,7 @@ impl Slot {
     pub fn succeeded(&self) {
         let h = &self.channel.health;
         h.successes.fetch_add(1, Ordering::Relaxed);
+        h.latency.observe(self.started.elapsed());
         h.breaker.success();
         let mut samples = h.latencies_ms.lock().expect("latency lock");
         if samples.len() == LATENCY_SAMPLES {
@@ -83,6 +84,7 @@ impl Slot {
     /// The upstream failed in a way worth retrying elsewhere (429, 5xx, timeout).
     pub fn failed(&self) {
         self.channel.health.failures.fetch_add(1, Ordering::Relaxed);
+        self.channel.health.latency.observe(self.started.elapsed());
         self.channel.health.breaker.failure();
     }
 }
@@ -99,6 +101,7 @@ pub struct Health {
     successes: AtomicU64,
     failures: AtomicU64,
     latencies_ms: Mutex<VecDeque<u64>>,
+    pub latency: Histogram,
 }
 
 impl Health {
@@ -109,7 +112,44 @@ impl Health {
             successes: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             latencies_ms: Mutex::new(VecDeque::new()),
+            latency: Histogram::default(),
         }
+    }
+}
+
+/// Upper bounds, in seconds, of the upstream latency histogram's buckets.
+pub const LATENCY_BUCKETS: [f64; 11] = [0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
+
+/// A cumulative-on-read latency histogram, in the shape Prometheus expects.
+#[derive(Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    count: AtomicU64,
+    sum_ms: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, elapsed: Duration) {
+        let secs = elapsed.as_secs_f64();
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|bound| secs <= *bound) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_ms.fetch_add(elapsed.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Cumulative counts per bucket bound, the total count and the sum in seconds.
+    pub fn snapshot(&self) -> (Vec<(f64, u64)>, u64, f64) {
+        let mut running = 0;
+        let buckets = LATENCY_BUCKETS
+            .iter()
+            .zip(&self.buckets)
+            .map(|(bound, n)| {
+                running += n.load(Ordering::Relaxed);
+                (*bound, running)
+            })
+            .collect();
+        (buckets, self.count.load(Ordering::Relaxed), self.sum_ms.load(Ordering::Relaxed) as f64 / 1000.0)
     }
 }
 
@@ -209,7 +249,7 @@ pub struct ChannelStatus {
 }
 
 pub struct Router {
-    channels: Vec<Arc<Channel>>,
+    pub channels: Vec<Arc<Channel>>,
 }
 
 fn all_models(catalog: &Catalog) -> Vec<(String, String)> {

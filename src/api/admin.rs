@@ -18,6 +18,10 @@ use crate::catalog::ValidationError;
 use crate::catalog::fields::{Fields, invalid};
 use crate::ids::TaskId;
 use crate::money::Micros;
+use crate::routing::ChannelStatus;
+use crate::tasks::ChannelAttempt;
+use axum::http::header;
+use axum::response::IntoResponse;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -29,6 +33,7 @@ pub fn router() -> Router<AppState> {
         .route("/accounts/{id}/tasks", get(list_tasks))
         .route("/accounts/{id}/webhook-secret", post(rotate_webhook_secret))
         .route("/keys/{key_id}", delete(revoke_key))
+        .route("/channels", get(channels))
 }
 
 /// The operator, authenticated by `Authorization: Bearer <EASEL_ADMIN_TOKEN>`.
@@ -200,10 +205,22 @@ async fn set_limits(
     Ok(success(account_view(&state, &account).await?))
 }
 
+async fn channels(State(state): State<AppState>, _: Admin) -> Json<Envelope<Vec<ChannelStatus>>> {
+    success(state.router.status())
+}
+
+/// Prometheus metrics, behind the admin token like the rest of the operator's surface.
+pub async fn metrics(State(state): State<AppState>, _: Admin) -> Result<impl IntoResponse, ApiError> {
+    let body = crate::metrics::render(&state).await.map_err(ApiError::internal)?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body))
+}
+
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct AdminTask {
     model: String,
+    /// The channels the task was tried on, in order.
+    channels: Vec<ChannelAttempt>,
     #[serde(flatten)]
     status: TaskStatus,
     requested_images: u32,
@@ -238,6 +255,7 @@ async fn list_tasks(
         .iter()
         .map(|t| AdminTask {
             model: t.model.clone(),
+            channels: t.channel_log.clone(),
             status: task_status(&state, t),
             requested_images: t.requested_images,
             delivered_images: t.delivered_images,

@@ -25,6 +25,7 @@ use crate::config::Config;
 use crate::db::Db;
 use crate::egress::Egress;
 use crate::ids::TaskId;
+use crate::routing::Router as Channels;
 use crate::storage::Storage;
 use crate::tasks::idempotency::{self, Claim, Idempotency};
 use crate::tasks::store::Admission;
@@ -47,6 +48,8 @@ pub struct Services {
     pub callbacks: Arc<Notify>,
     /// The guarded client for user-supplied URLs.
     pub egress: Egress,
+    /// The channels and their health.
+    pub router: Arc<Channels>,
     /// Task creations per account and model, status polls per key.
     pub limiter: Gcra,
 }
@@ -172,7 +175,7 @@ pub fn router(state: AppState) -> Router {
         .merge(unified);
     // Without an admin token the admin routes do not exist (404).
     if state.config.admin_token.as_deref().is_some_and(|t| !t.is_empty()) {
-        app = app.nest("/admin/v1", admin::router());
+        app = app.nest("/admin/v1", admin::router()).route("/metrics", get(admin::metrics));
     }
     app.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

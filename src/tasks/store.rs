@@ -239,13 +239,26 @@ impl TaskStore {
         token: &str,
         log: &[ChannelAttempt],
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE tasks SET channel_log = $1 WHERE id = $2 AND lease_token = $3")
+        sqlx::query("UPDATE tasks SET channel_log = $1, served_by = $2 WHERE id = $3 AND lease_token = $4")
             .bind(serde_json::to_string(log).map_err(corrupt)?)
+            .bind(log.last().map(|a| a.channel.as_str()))
             .bind(task.as_str())
             .bind(token)
             .execute(&self.db.write)
             .await?;
         Ok(())
+    }
+
+    /// Task counts by model, state and serving channel, for metrics.
+    pub async fn counts(&self) -> Result<Vec<(String, String, Option<String>, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT model, state, served_by, COUNT(*) AS n FROM tasks GROUP BY model, state, served_by ORDER BY 1, 2, 3",
+        )
+        .fetch_all(&self.db.read)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("model")?, r.try_get("state")?, r.try_get("served_by")?, r.try_get("n")?)))
+            .collect()
     }
 
     /// Gives a lease back so the task is taken again at once (used on shutdown).
