@@ -79,6 +79,7 @@ impl Application {
         let router = Arc::new(Router::from_config(&config.channels, &config.local, &config.server, &catalog)?);
         let wake = Arc::new(Notify::new());
         let callbacks = Arc::new(Notify::new());
+        let (finished, _) = tokio::sync::broadcast::channel(1024);
         let egress = Egress::new(Policy::new(config.server.allow_private_network))?;
         let workers = Arc::new(WorkerPool {
             store: tasks.clone(),
@@ -89,6 +90,7 @@ impl Application {
             lease: Duration::from_secs(config.server.lease_secs.max(3)),
             wake: wake.clone(),
             callbacks: callbacks.clone(),
+            finished: finished.clone(),
         });
         let state = AppState::new(Services {
             config,
@@ -97,6 +99,7 @@ impl Application {
             callbacks: callbacks.clone(),
             egress: egress.clone(),
             router: router.clone(),
+            finished: finished.clone(),
             catalog,
             accounts,
             tasks,

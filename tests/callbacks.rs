@@ -254,3 +254,28 @@ async fn a_rotated_secret_signs_the_next_deliveries() {
     assert!(verify(&new, &got[0].1, &got[0].2));
     assert!(!verify(&old, &got[0].1, &got[0].2));
 }
+
+#[tokio::test]
+async fn unified_tasks_call_back_with_seed_003_body() {
+    let app = spawn_app_with(local_network).await;
+    let (receiver, url) = Receiver::spawn(&[200]).await;
+    let body = json!({"model": "doubao-seedream-5-0-260128", "prompt": "dawn", "callback_url": url});
+    let res =
+        app.client.post(app.url("/api/v1/images/generations")).bearer_auth(&app.key).json(&body).send().await.unwrap();
+    let created: Value = res.json().await.unwrap();
+    let got = receiver.wait_for(1).await;
+    let payload: Value = serde_json::from_slice(&got[0].2).unwrap();
+    assert_eq!((payload["code"].as_u64(), payload["msg"].as_str()), (Some(200), Some("success")), "{payload}");
+    assert!(payload.get("message").is_none());
+    let data = &payload["data"];
+    assert_eq!(data["taskId"], created["data"]["taskId"]);
+    assert_eq!(data["model"], "bytedance/doubao-seedream-5-0-260128");
+    assert_eq!(data["state"], "completed");
+    let param: Value = serde_json::from_str(data["param"].as_str().unwrap()).unwrap();
+    assert_eq!(param, body);
+    let result: Value = serde_json::from_str(data["resultJson"].as_str().unwrap()).unwrap();
+    assert_eq!(result["resultUrls"].as_array().unwrap().len(), 1);
+    for key in ["failCode", "failMsg"] {
+        assert!(data.get(key).is_some_and(Value::is_null), "{key} must be present and null");
+    }
+}

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::error::{ApiError, render_error};
 use super::extract::{Caller, JsonBody, Query};
-use super::{AppState, Submitted};
+use super::{AppState, Submitted, prefer};
 use crate::catalog::fields::{Checked, Fields, http_url, invalid};
 use crate::catalog::{Model, Routing, TaskSpec, ValidationError};
 use crate::ids::TaskId;
@@ -110,6 +110,10 @@ pub async fn generate(
     };
     let submitted = state.submit(&new, model, idem.as_ref()).await?;
     let (Submitted::Created(id) | Submitted::Replayed(id)) = &submitted;
+    if let Some(wait) = prefer::wait(&headers) {
+        let task = state.wait_for_end(id, &caller.0.account_id, wait).await?;
+        return Ok(prefer::applied(replayed(&submitted, success(task_status(&state, &task))), wait));
+    }
     Ok(replayed(&submitted, success(TaskCreated { task_id: id.to_string() })))
 }
 

@@ -7,15 +7,17 @@ pub mod callbacks;
 pub mod error;
 pub mod extract;
 pub mod files;
+pub mod prefer;
 pub mod unified;
 
 use std::ops::Deref;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, broadcast};
 use tower_http::trace::TraceLayer;
 
 use crate::accounts::limits::{self, Gcra};
@@ -24,7 +26,7 @@ use crate::catalog::{Catalog, Model};
 use crate::config::Config;
 use crate::db::Db;
 use crate::egress::Egress;
-use crate::ids::TaskId;
+use crate::ids::{AccountId, TaskId};
 use crate::routing::Router as Channels;
 use crate::storage::Storage;
 use crate::tasks::idempotency::{self, Claim, Idempotency};
@@ -50,6 +52,8 @@ pub struct Services {
     pub egress: Egress,
     /// The channels and their health.
     pub router: Arc<Channels>,
+    /// Ids of tasks as they end, for requests that wait for a result.
+    pub finished: tokio::sync::broadcast::Sender<TaskId>,
     /// Task creations per account and model, status polls per key.
     pub limiter: Gcra,
 }
@@ -144,6 +148,35 @@ impl AppState {
         })
     }
 
+    /// Waits until the caller's task ends or `limit` passes, and returns it as it then is.
+    /// Ends announced by this process wake the wait at once; polling every second covers tasks
+    /// that another node finishes.
+    pub async fn wait_for_end(&self, id: &TaskId, account: &AccountId, limit: Duration) -> Result<Task, ApiError> {
+        let mut ended = self.finished.subscribe();
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let task = self.tasks.get_for_account(id, account).await?;
+            let task = task.ok_or_else(|| ApiError::NotFound(format!("task {id} not found")))?;
+            let now = tokio::time::Instant::now();
+            if task.state.is_terminal() || now >= deadline {
+                return Ok(task);
+            }
+            let pause = tokio::time::sleep((deadline - now).min(Duration::from_secs(1)));
+            tokio::pin!(pause);
+            loop {
+                tokio::select! {
+                    event = ended.recv() => match event {
+                        Ok(done) if &done != id => continue,
+                        Err(broadcast::error::RecvError::Closed) => (&mut pause).await,
+                        _ => {}
+                    },
+                    _ = &mut pause => {}
+                }
+                break;
+            }
+        }
+    }
+
     /// Signed links to a finished task's images, valid for the retention period.
     pub fn result_urls(&self, task: &Task) -> Vec<String> {
         let expires = task.completed_at.unwrap_or(task.created_at) + self.config.retention_ms();
@@ -162,6 +195,7 @@ async fn method_not_allowed() -> ApiError {
 pub fn router(state: AppState) -> Router {
     let unified = Router::new()
         .route("/api/v1/balance", get(unified::balance))
+        .route("/api/v1/images/generations", post(unified::create).get(unified::query))
         .layer(axum::middleware::map_response(unified::envelope));
     let mut app = Router::new()
         .route("/api/v1/generateTask/{model}", post(apixo::generate))

@@ -2,15 +2,19 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::AppState;
+use super::apixo::{idempotency_key, replayed};
 use super::error::{ApiError, render_error};
-use super::extract::Caller;
+use super::extract::{Caller, JsonBody, Query};
+use super::{AppState, Submitted, prefer};
+use crate::catalog::{Routing, unified};
+use crate::ids::TaskId;
 use crate::money::Micros;
+use crate::tasks::{Dialect, NewTask, Task, TaskState};
 
 #[derive(Serialize)]
 pub struct Envelope<T> {
@@ -57,4 +61,137 @@ pub async fn balance(State(state): State<AppState>, caller: Caller) -> Result<Js
         frozen: account.held.to_usd(),
         currency: "USD",
     }))
+}
+
+/// Seed 003's task states: `success` is called `completed` there.
+fn unified_state(state: TaskState) -> &'static str {
+    match state {
+        TaskState::Success => "completed",
+        other => other.as_str(),
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Created {
+    pub task_id: String,
+    pub state: &'static str,
+}
+
+/// The query answer of seed 003; fields that do not apply are left out.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    pub task_id: String,
+    pub state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result_urls: Option<Vec<String>>,
+    pub create_time: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub complete_time: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fail_msg: Option<String>,
+}
+
+pub fn status(state: &AppState, task: &Task) -> Status {
+    Status {
+        task_id: task.id.to_string(),
+        state: unified_state(task.state),
+        result_urls: (task.state == TaskState::Success).then(|| state.result_urls(task)),
+        create_time: task.created_at,
+        complete_time: task.completed_at,
+        fail_msg: task.fail_msg.clone(),
+    }
+}
+
+/// `POST /api/v1/images/generations`.
+#[tracing::instrument(skip_all, fields(account = %caller.0.account_id))]
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let request = unified::parse(&state.catalog, &body)?;
+    if let Some(url) = &request.callback_url {
+        state.check_callback_url(url)?;
+    }
+    let idem = idempotency_key(&headers, "unified/images/generations", &body)?;
+    let new = NewTask {
+        account_id: caller.0.account_id.clone(),
+        dialect: Dialect::Unified,
+        spec: request.spec,
+        param: body.to_string(),
+        routing: Routing::Auto,
+        callback_url: request.callback_url,
+        price: request.model.price,
+    };
+    let submitted = state.submit(&new, request.model, idem.as_ref()).await?;
+    let (Submitted::Created(id) | Submitted::Replayed(id)) = &submitted;
+    if let Some(wait) = prefer::wait(&headers) {
+        let task = state.wait_for_end(id, &caller.0.account_id, wait).await?;
+        return Ok(prefer::applied(replayed(&submitted, success(status(&state, &task))), wait));
+    }
+    Ok(replayed(&submitted, success(Created { task_id: id.to_string(), state: "pending" })))
+}
+
+#[derive(Deserialize)]
+pub struct QueryParams {
+    task_id: Option<String>,
+}
+
+/// `GET /api/v1/images/generations?task_id=…`.
+#[tracing::instrument(skip_all)]
+pub async fn query(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(params): Query<QueryParams>,
+) -> Result<Json<Envelope<Status>>, ApiError> {
+    state.admit_poll(&caller.0)?;
+    let raw =
+        params.task_id.filter(|t| !t.is_empty()).ok_or_else(|| ApiError::BadRequest("task_id is required".into()))?;
+    let not_found = || ApiError::NotFound(format!("task {raw} not found"));
+    let id = TaskId::parse(&raw).ok_or_else(not_found)?;
+    let task = state.tasks.get_for_account(&id, &caller.0.account_id).await?.ok_or_else(not_found)?;
+    Ok(success(status(&state, &task)))
+}
+
+/// Seed 003's `"<provider>/<model_name>"`.
+pub fn vendor_model(model: &str) -> String {
+    let vendor = if model.starts_with("gpt-") { "openai" } else { "bytedance" };
+    format!("{vendor}/{model}")
+}
+
+/// The callback body of seed 003, every key present.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Callback {
+    task_id: String,
+    model: String,
+    state: &'static str,
+    param: String,
+    result_json: Option<String>,
+    fail_code: Option<String>,
+    fail_msg: Option<String>,
+    cost_time: Option<i64>,
+    complete_time: Option<i64>,
+    create_time: i64,
+}
+
+pub fn callback_payload(state: &AppState, task: &Task) -> Vec<u8> {
+    let result_json = (task.state == TaskState::Success)
+        .then(|| serde_json::json!({ "resultUrls": state.result_urls(task) }).to_string());
+    let data = Callback {
+        task_id: task.id.to_string(),
+        model: vendor_model(&task.model),
+        state: unified_state(task.state),
+        param: task.param.clone(),
+        result_json,
+        fail_code: task.fail_code.clone(),
+        fail_msg: task.fail_msg.clone(),
+        cost_time: task.completed_at.map(|done| done - task.created_at),
+        complete_time: task.completed_at,
+        create_time: task.created_at,
+    };
+    serde_json::to_vec(&Envelope { code: 200, msg: "success".into(), data }).expect("callbacks serialize")
 }

@@ -37,6 +37,7 @@ pub fn parse_input(model: &str, input: &Value) -> Checked<TaskSpec> {
         references,
         sequential: false,
         web_search: false,
+        mask: None,
     })
 }
 

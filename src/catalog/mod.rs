@@ -5,6 +5,7 @@ pub mod fields;
 pub mod gpt_image;
 pub mod seedream;
 pub mod size;
+pub mod unified;
 
 use std::collections::BTreeMap;
 
@@ -84,12 +85,21 @@ pub struct TaskSpec {
     pub sequential: bool,
     #[serde(default)]
     pub web_search: bool,
+    /// Inpainting mask (a PNG URL) applying to the first reference, where the model has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mask: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ModelKind {
+    /// APIXO's `seedream-5-0` (seeds 000 and 001).
     Seedream50,
+    /// APIXO's and apimodels' `gpt-image-1` (seeds 002 and 003).
     GptImage1,
+    /// apimodels' `doubao-seedream-5-0-260128`, Seedream 5.0 Lite (seed 003).
+    DoubaoSeedream50Lite,
+    /// apimodels' `doubao-seedream-4-5-251128` (seed 003).
+    DoubaoSeedream45,
 }
 
 #[derive(Debug, Clone)]
@@ -109,6 +119,10 @@ impl Model {
         match self.kind {
             ModelKind::Seedream50 => seedream::parse_input(self.id, input),
             ModelKind::GptImage1 => gpt_image::parse_input(self.id, input),
+            ModelKind::DoubaoSeedream50Lite | ModelKind::DoubaoSeedream45 => Err(ValidationError(format!(
+                "model {} is offered through POST /api/v1/images/generations, not generateTask",
+                self.id
+            ))),
         }
     }
 }
@@ -130,6 +144,21 @@ fn builtin() -> Vec<Model> {
             price: Micros(40_000),
             rpm: 10_000,
             max_concurrent: 1000,
+        },
+        // Seed 003's Seedream models, at the vendors' public list prices.
+        Model {
+            id: "doubao-seedream-5-0-260128",
+            kind: ModelKind::DoubaoSeedream50Lite,
+            price: Micros(35_000),
+            rpm: 60,
+            max_concurrent: 10,
+        },
+        Model {
+            id: "doubao-seedream-4-5-251128",
+            kind: ModelKind::DoubaoSeedream45,
+            price: Micros(40_000),
+            rpm: 60,
+            max_concurrent: 10,
         },
     ]
 }

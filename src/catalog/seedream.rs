@@ -54,7 +54,17 @@ pub fn parse_input(model: &str, input: &Value) -> Checked<TaskSpec> {
             references.len()
         ));
     }
-    Ok(TaskSpec { model: model.to_owned(), prompt, images, size, output_format, references, sequential, web_search })
+    Ok(TaskSpec {
+        model: model.to_owned(),
+        prompt,
+        images,
+        size,
+        output_format,
+        references,
+        sequential,
+        web_search,
+        mask: None,
+    })
 }
 
 #[cfg(test)]

@@ -64,6 +64,17 @@ pub fn seedream_preset(resolution: Resolution, aspect_ratio: &str) -> Option<Siz
     })
 }
 
+/// The 4K size for an aspect ratio: the largest multiple-of-16 size at that ratio with at most
+/// 4096×4096 pixels, the upstream's limit (1:1 gives 4096×4096).
+pub fn four_k(aspect_ratio: &str) -> Option<Size> {
+    let (a, b) = aspect_ratio.split_once(':')?;
+    let (a, b): (f64, f64) = (a.parse().ok()?, b.parse().ok()?);
+    let budget = MAX_PIXELS as f64;
+    let floor16 = |v: f64| ((v / 16.0).floor() * 16.0) as u32;
+    let size = Size::new(floor16((budget * a / b).sqrt()), floor16((budget * b / a).sqrt()));
+    (size.pixels() <= MAX_PIXELS).then_some(size)
+}
+
 const MIN_PIXELS: u64 = 1280 * 720;
 const MAX_PIXELS: u64 = 4096 * 4096;
 
@@ -95,6 +106,16 @@ mod tests {
         assert_eq!(seedream_preset(Resolution::TwoK, "16:9"), Some(Size::new(2848, 1600)));
         assert_eq!(seedream_preset(Resolution::ThreeK, "21:9"), Some(Size::new(4704, 2016)));
         assert_eq!(seedream_preset(Resolution::TwoK, "5:4"), None);
+    }
+
+    #[test]
+    fn four_k_sizes_stay_within_the_pixel_limit() {
+        assert_eq!(four_k("1:1"), Some(Size::new(4096, 4096)));
+        assert_eq!(four_k("16:9"), Some(Size::new(5456, 3072)));
+        for ratio in ASPECT_RATIOS {
+            let size = four_k(ratio).unwrap();
+            assert!(size.pixels() <= 4096 * 4096 && size.pixels() > 4000 * 4000, "{ratio}: {size}");
+        }
     }
 
     #[test]

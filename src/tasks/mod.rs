@@ -69,14 +69,30 @@ impl FailCode {
 /// Which public API a task was created through; decides how it is rendered back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
+    /// APIXO's per-model task API (seeds 000-002).
     Apixo,
+    /// apimodels' unified API (seed 003).
+    Unified,
+    /// The OpenAI-compatible Images API.
+    OpenAi,
 }
 
 impl Dialect {
     pub fn as_str(self) -> &'static str {
         match self {
             Dialect::Apixo => "apixo",
+            Dialect::Unified => "unified",
+            Dialect::OpenAi => "openai",
         }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "apixo" => Dialect::Apixo,
+            "unified" => Dialect::Unified,
+            "openai" => Dialect::OpenAi,
+            _ => return None,
+        })
     }
 }
 
@@ -85,6 +101,7 @@ pub struct Task {
     pub id: TaskId,
     pub account_id: AccountId,
     pub model: String,
+    pub dialect: Dialect,
     pub state: TaskState,
     pub spec: TaskSpec,
     /// The request as the client sent it (JSON).

@@ -5,10 +5,10 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
 use super::idempotency::{self, Idempotency};
-use super::{ChannelAttempt, FailCode, NewTask, Task, TaskState};
+use super::{ChannelAttempt, Dialect, FailCode, NewTask, Task, TaskState};
 use crate::accounts::ledger;
 use crate::catalog::Routing;
-use crate::db::{Db, Dialect, now_ms};
+use crate::db::{self, Db, now_ms};
 use crate::ids::{AccountId, TaskId};
 use crate::money::Micros;
 use crate::webhooks;
@@ -45,7 +45,7 @@ pub struct TaskStore {
     db: Db,
 }
 
-const COLUMNS: &str = "id, account_id, model, state, spec, param, routing, callback_url, requested_images, \
+const COLUMNS: &str = "id, account_id, model, dialect, state, spec, param, routing, callback_url, requested_images, \
      delivered_images, price_micros, result_keys, fail_code, fail_msg, attempts, created_at, completed_at, deadline_at, \
      upstream_task_id, upstream_channel, channel_log";
 
@@ -62,6 +62,10 @@ fn task_from_row(row: &AnyRow) -> Result<Task, StoreError> {
         id: TaskId::from_db(row.try_get("id")?),
         account_id: AccountId::from_db(row.try_get("account_id")?),
         model: row.try_get("model")?,
+        dialect: {
+            let d: String = row.try_get("dialect")?;
+            Dialect::parse(&d).ok_or_else(|| corrupt(format!("dialect {d:?}")))?
+        },
         state: TaskState::parse(&state).ok_or_else(|| corrupt(format!("state {state:?}")))?,
         spec: serde_json::from_str(&spec).map_err(corrupt)?,
         param: row.try_get("param")?,
@@ -182,8 +186,8 @@ impl TaskStore {
         // SQLite runs the whole statement under its single write lock; PostgreSQL needs
         // SKIP LOCKED so that concurrent claimers pass over each other's rows.
         let lock = match self.db.dialect {
-            Dialect::Sqlite => "",
-            Dialect::Postgres => "FOR UPDATE SKIP LOCKED",
+            db::Dialect::Sqlite => "",
+            db::Dialect::Postgres => "FOR UPDATE SKIP LOCKED",
         };
         let sql = format!(
             "UPDATE tasks SET state = 'processing', lease_token = $1, lease_until = $2, attempts = attempts + 1 \

@@ -36,6 +36,8 @@ pub struct WorkerPool {
     pub wake: Arc<Notify>,
     /// Poked when a task with a callback ends.
     pub callbacks: Arc<Notify>,
+    /// Told the id of every task that ends, for requests waiting on it.
+    pub finished: tokio::sync::broadcast::Sender<TaskId>,
 }
 
 /// How often idle workers look for work without being woken (other processes may add tasks).
@@ -85,6 +87,8 @@ impl WorkerPool {
                 match self.store.finish(&task, &token, &outcome).await {
                     Ok(true) => {
                         tracing::info!(state = ?outcome_state(&outcome), "task finished");
+                        // Nobody may be waiting; that is fine.
+                        let _ = self.finished.send(task.id.clone());
                         if task.callback_url.is_some() {
                             self.callbacks.notify_one();
                         }

@@ -18,7 +18,7 @@ use crate::config::WebhookConfig;
 use crate::db::now_ms;
 use crate::egress::Egress;
 use crate::ids::{AccountId, TaskId};
-use crate::tasks::{Task, TaskState};
+use crate::tasks::{Dialect, Task, TaskState};
 use store::{Delivery, Next};
 
 /// When to try again: quick retries first, then doubling gaps up to a ceiling, all within a
@@ -78,7 +78,15 @@ struct ApixoCallback {
     create_time: i64,
 }
 
+/// The callback body in the dialect the task was created in.
 pub fn payload(state: &AppState, task: &Task) -> Vec<u8> {
+    match task.dialect {
+        Dialect::Unified => crate::api::unified::callback_payload(state, task),
+        Dialect::Apixo | Dialect::OpenAi => apixo_payload(state, task),
+    }
+}
+
+fn apixo_payload(state: &AppState, task: &Task) -> Vec<u8> {
     let status = task_status(state, task);
     let data = ApixoCallback {
         task_id: status.task_id,
