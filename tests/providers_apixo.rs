@@ -113,3 +113,29 @@ async fn a_refused_submit_fails_over_to_the_next_apixo_channel() {
     assert_eq!(good.submits(), 1);
     assert_ledger_invariant(&app.state, &app.account_id).await;
 }
+
+#[tokio::test]
+async fn insufficient_credits_fail_over_but_a_refused_key_does_not() {
+    let broke = apixo_fake::spawn(MODEL, 0).await;
+    *broke.state.refuse_submit.lock().unwrap() = Some((400, "Insufficient credits"));
+    let good = apixo_fake::spawn(MODEL, 0).await;
+    let channels = vec![broke.channel("apixo-broke", 10), good.channel("apixo-good", 0)];
+    let app = spawn_app_with(|c| c.channels = channels).await;
+    let task = app.submit_ok(MODEL, &body(1)).await;
+    let data = app.wait_done(MODEL, &task).await;
+    assert_hosted_results(&app, &data, 1).await;
+    assert_eq!((broke.submits(), good.submits()), (1, 1));
+
+    let locked = apixo_fake::spawn(MODEL, 0).await;
+    *locked.state.refuse_submit.lock().unwrap() = Some((401, "Invalid API key"));
+    let spare = apixo_fake::spawn(MODEL, 0).await;
+    let channels = vec![locked.channel("apixo-locked", 10), spare.channel("apixo-spare", 0)];
+    let app = spawn_app_with(|c| c.channels = channels).await;
+    let before = balance(&app).await;
+    let task = app.submit_ok(MODEL, &body(1)).await;
+    let data = app.wait_done(MODEL, &task).await;
+    assert_eq!((data["state"].as_str(), data["failCode"].as_str()), (Some("failed"), Some("GENERATION_FAILED")));
+    assert_eq!((locked.submits(), spare.submits()), (1, 0), "a permanent refusal is not retried elsewhere");
+    assert_eq!(balance(&app).await, before);
+    assert_ledger_invariant(&app.state, &app.account_id).await;
+}

@@ -290,7 +290,9 @@ fn envelope_error(
 /// channel may have some); other refusals are permanent.
 fn submit_error(e: ProviderError) -> ProviderError {
     match e {
-        ProviderError::Permanent(message) if message.to_ascii_lowercase().contains("insufficient credit") => {
+        ProviderError::Permanent(message)
+            if message.to_ascii_lowercase().contains("insufficient credit") || message.starts_with("HTTP 402") =>
+        {
             ProviderError::Retryable { message, retry_after: None }
         }
         other => other,
