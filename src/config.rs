@@ -115,6 +115,9 @@ pub struct ChannelConfig {
     pub max_concurrency: Option<u32>,
     #[serde(default)]
     pub local: Option<LocalOptions>,
+    /// `[channels.apixo]`: polling of an APIXO-compatible upstream.
+    #[serde(default)]
+    pub apixo: Option<ApixoOptions>,
 }
 
 fn default_tier() -> Tier {
@@ -151,6 +154,22 @@ pub struct LocalOptions {
 impl Default for LocalOptions {
     fn default() -> Self {
         Self { latency_ms: 1500 }
+    }
+}
+
+/// How an `apixo` channel polls its upstream's tasks.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ApixoOptions {
+    /// Wait before the first status poll (the seeds advise 20 s).
+    pub first_poll_ms: u64,
+    /// Gap between later polls (the seeds advise 3 s), with ±20% jitter.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for ApixoOptions {
+    fn default() -> Self {
+        Self { first_poll_ms: 20_000, poll_interval_ms: 3_000 }
     }
 }
 

@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::catalog::{Catalog, Routing};
 use crate::config::{ChannelConfig, LocalOptions, ProviderKind, ServerConfig, Tier};
 use crate::providers::Provider;
+use crate::providers::apixo::ApixoProvider;
 use crate::providers::local::LocalProvider;
 
 /// How many channels one execution of a task may try.
@@ -260,6 +261,7 @@ fn all_models(catalog: &Catalog) -> Vec<(String, String)> {
 fn provider_for(c: &ChannelConfig) -> anyhow::Result<Arc<dyn Provider>> {
     match c.provider {
         ProviderKind::Local => Ok(Arc::new(LocalProvider::new(c.local.clone().unwrap_or_default()))),
+        ProviderKind::Apixo => Ok(Arc::new(ApixoProvider::from_channel(c)?)),
         other => anyhow::bail!("channel {:?}: provider {other:?} is not available in this build yet", c.id),
     }
 }

@@ -1,0 +1,441 @@
+//! An APIXO-compatible upstream (APIXO itself, or another Easel): submit with
+//! `POST {base}/generateTask/{model}`, record the upstream task id, then poll
+//! `GET {base}/statusTask/{model}?taskId=…` until `success` or `failed` and download the results.
+//!
+//! Once the upstream has accepted a task this provider never answers `Retryable`: the worker
+//! would fail over and the task would be generated (and billed) twice. Transport errors while
+//! polling are retried in place instead.
+
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+use serde_json::{Value, json};
+
+use super::upstream::{Upstream, status_error, transport_error};
+use super::{GeneratedImage, Job, Provider, ProviderError};
+use crate::catalog::gpt_image::SIZES as GPT_SIZES;
+use crate::catalog::{OutputFormat, TaskSpec};
+use crate::config::{ApixoOptions, ChannelConfig};
+use crate::providers::local::render;
+
+pub const DEFAULT_BASE_URL: &str = "https://api.apixo.ai/api/v1";
+
+/// Consecutive failed polls (transport errors, 429, 5xx) tolerated before giving up on a task.
+const MAX_POLL_FAILURES: u32 = 5;
+/// Tries per result download.
+const MAX_DOWNLOAD_TRIES: u32 = 3;
+/// Tries at recording the upstream task id on the task.
+const MAX_CHECKPOINT_TRIES: u32 = 3;
+/// Longest wait between polls after failures.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+pub struct ApixoProvider {
+    upstream: Upstream,
+    options: ApixoOptions,
+}
+
+/// Where a poll left the upstream task.
+#[derive(Debug, PartialEq)]
+enum Poll {
+    Running,
+    Succeeded(Vec<String>),
+    Failed { code: String, message: String },
+}
+
+/// Why a poll gave no answer.
+enum PollError {
+    /// Worth polling again (transport errors, 429, 5xx).
+    Transient { message: String, retry_after: Option<Duration> },
+    /// The upstream will not tell us (auth, unknown task, unreadable answer).
+    Fatal(ProviderError),
+}
+
+impl ApixoProvider {
+    pub fn from_channel(c: &ChannelConfig) -> anyhow::Result<Self> {
+        let upstream = Upstream::from_channel(c, Some(DEFAULT_BASE_URL))?;
+        Ok(Self { upstream, options: c.apixo.clone().unwrap_or_default() })
+    }
+
+    async fn run(&self, job: Job<'_>) -> Result<Vec<GeneratedImage>, ProviderError> {
+        let model = job.upstream_model;
+        let task_id = match job.upstream_task_id {
+            Some(id) => {
+                tracing::info!(upstream_task = id, "resuming the upstream task");
+                id.to_owned()
+            }
+            None => {
+                let id = self.submit(model, job.spec).await?;
+                self.checkpoint(&job, &id).await?;
+                tokio::time::sleep(Duration::from_millis(self.options.first_poll_ms)).await;
+                id
+            }
+        };
+        let urls = self.wait(model, &task_id).await?;
+        self.download_all(&urls, job.spec.output_format).await
+    }
+
+    /// Submits the task; any error here means the upstream accepted nothing.
+    async fn submit(&self, model: &str, spec: &TaskSpec) -> Result<String, ProviderError> {
+        let response = self
+            .upstream
+            .http
+            .post(self.upstream.url(&format!("generateTask/{model}")))
+            .bearer_auth(self.upstream.api_key.expose())
+            .json(&request_body(spec))
+            .send()
+            .await
+            .map_err(transport_error)?;
+        let (status, headers) = (response.status(), response.headers().clone());
+        let body = response.text().await.map_err(transport_error)?;
+        let envelope: Option<Value> = serde_json::from_str(&body).ok();
+        if let Some(e) = envelope_error(status, &headers, envelope.as_ref(), &body) {
+            return Err(submit_error(e));
+        }
+        envelope
+            .as_ref()
+            .and_then(|v| v["data"]["taskId"].as_str())
+            .filter(|id| !id.is_empty())
+            .map(str::to_owned)
+            // Something may have been accepted: no other channel is tried.
+            .ok_or_else(|| ProviderError::Permanent("the upstream accepted the task without a taskId".into()))
+    }
+
+    async fn checkpoint(&self, job: &Job<'_>, id: &str) -> Result<(), ProviderError> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match job.checkpoint.record_upstream_id(id).await {
+                Ok(()) => return Ok(()),
+                Err(e) if tries >= MAX_CHECKPOINT_TRIES => {
+                    tracing::error!(error = format!("{e:#}"), upstream_task = id, "could not record the upstream task");
+                    return Err(ProviderError::Permanent("could not record the upstream task".into()));
+                }
+                Err(e) => {
+                    tracing::warn!(error = format!("{e:#}"), "recording the upstream task failed; trying again");
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(tries))).await;
+                }
+            }
+        }
+    }
+
+    /// Polls until the upstream task ends; returns its result URLs.
+    async fn wait(&self, model: &str, task_id: &str) -> Result<Vec<String>, ProviderError> {
+        let interval = Duration::from_millis(self.options.poll_interval_ms);
+        let mut failures = 0u32;
+        loop {
+            let pause = match self.poll(model, task_id).await {
+                Ok(Poll::Running) => {
+                    failures = 0;
+                    jitter(interval)
+                }
+                Ok(Poll::Succeeded(urls)) => return Ok(urls),
+                Ok(Poll::Failed { code, message }) => return Err(failure(&code, message)),
+                Err(PollError::Fatal(e)) => return Err(e),
+                Err(PollError::Transient { message, retry_after }) => {
+                    failures += 1;
+                    if failures > MAX_POLL_FAILURES {
+                        return Err(ProviderError::Permanent(format!(
+                            "lost track of the upstream task after {MAX_POLL_FAILURES} failed polls: {message}"
+                        )));
+                    }
+                    tracing::warn!(upstream_task = task_id, %message, "polling the upstream failed; polling again");
+                    let backoff = interval.max(Duration::from_millis(100)) * 2u32.pow(failures.min(8));
+                    retry_after.unwrap_or(backoff).min(MAX_BACKOFF)
+                }
+            };
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    async fn poll(&self, model: &str, task_id: &str) -> Result<Poll, PollError> {
+        let transient = |e: reqwest::Error| match transport_error(e) {
+            ProviderError::Retryable { message, retry_after } => PollError::Transient { message, retry_after },
+            other => PollError::Fatal(other),
+        };
+        let response = self
+            .upstream
+            .http
+            .get(self.upstream.url(&format!("statusTask/{model}")))
+            .query(&[("taskId", task_id)])
+            .bearer_auth(self.upstream.api_key.expose())
+            .send()
+            .await
+            .map_err(transient)?;
+        let (status, headers) = (response.status(), response.headers().clone());
+        let body = response.text().await.map_err(transient)?;
+        let envelope: Option<Value> = serde_json::from_str(&body).ok();
+        if let Some(e) = envelope_error(status, &headers, envelope.as_ref(), &body) {
+            return Err(match e {
+                ProviderError::Retryable { message, retry_after } => PollError::Transient { message, retry_after },
+                other => PollError::Fatal(other),
+            });
+        }
+        let data = envelope.as_ref().map(|v| &v["data"]).unwrap_or(&Value::Null);
+        read_status(data).map_err(|m| PollError::Fatal(ProviderError::Permanent(m)))
+    }
+
+    /// Downloads every result; a result that cannot be fetched is left out (a partial success).
+    async fn download_all(&self, urls: &[String], wanted: OutputFormat) -> Result<Vec<GeneratedImage>, ProviderError> {
+        let mut images = Vec::with_capacity(urls.len());
+        let mut last_error = None;
+        for url in urls {
+            match self.download(url, wanted).await {
+                Ok(image) => images.push(image),
+                Err(e) => {
+                    tracing::warn!(error = %e, "a result could not be downloaded");
+                    last_error = Some(e);
+                }
+            }
+        }
+        match (images.is_empty(), last_error) {
+            // After the upstream finished, no other channel is tried.
+            (true, Some(e)) => Err(ProviderError::Permanent(format!("downloading the results failed: {e}"))),
+            _ => Ok(images),
+        }
+    }
+
+    async fn download(&self, url: &str, wanted: OutputFormat) -> Result<GeneratedImage, ProviderError> {
+        let mut tries = 0;
+        let bytes = loop {
+            tries += 1;
+            match self.upstream.download(url).await {
+                Ok(bytes) => break bytes,
+                Err(ProviderError::Retryable { .. }) if tries < MAX_DOWNLOAD_TRIES => {
+                    tokio::time::sleep(Duration::from_millis(250 * u64::from(tries))).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        sniffed(bytes, wanted).await
+    }
+}
+
+impl Provider for ApixoProvider {
+    fn generate<'a>(&'a self, job: Job<'a>) -> BoxFuture<'a, Result<Vec<GeneratedImage>, ProviderError>> {
+        self.run(job).boxed()
+    }
+}
+
+fn is_gpt_image(model: &str) -> bool {
+    model.starts_with("gpt-image")
+}
+
+/// The seeds' request body for a canonical task.
+fn request_body(spec: &TaskSpec) -> Value {
+    let mut input = if is_gpt_image(&spec.model) {
+        json!({
+            "mode": "gpt-image-1",
+            "prompt": spec.prompt,
+            "num_images": spec.images,
+            "aspect_ratio": gpt_aspect_ratio(spec),
+        })
+    } else {
+        json!({
+            "mode": if spec.references.is_empty() { "text-to-image" } else { "image-to-image" },
+            "prompt": spec.prompt,
+            "max_images": spec.images,
+            "size": spec.size.to_string(),
+            "sequential_image_generation": if spec.sequential { "auto" } else { "disabled" },
+            "web_search": spec.web_search,
+            "output_format": spec.output_format.extension(),
+        })
+    };
+    if !spec.references.is_empty() {
+        // The upstream fetches them itself; Easel's egress guard already checked them.
+        input["image_urls"] = json!(spec.references);
+    }
+    json!({"request_type": "async", "input": input})
+}
+
+fn gpt_aspect_ratio(spec: &TaskSpec) -> &'static str {
+    if let Some((ratio, _)) = GPT_SIZES.iter().find(|(_, size)| *size == spec.size) {
+        return ratio;
+    }
+    match spec.size.width.cmp(&spec.size.height) {
+        std::cmp::Ordering::Greater => "3:2",
+        std::cmp::Ordering::Less => "2:3",
+        std::cmp::Ordering::Equal => "1:1",
+    }
+}
+
+/// The error an answer carries, by its HTTP status or, when that is 2xx, by the envelope's
+/// `code` (APIXO-style services may answer HTTP 200 with `{"code":400,…}`).
+fn envelope_error(
+    status: StatusCode,
+    headers: &HeaderMap,
+    envelope: Option<&Value>,
+    body: &str,
+) -> Option<ProviderError> {
+    let message = envelope
+        .and_then(|v| v["message"].as_str())
+        .map(str::to_owned)
+        .unwrap_or_else(|| body.chars().take(200).collect());
+    if !status.is_success() {
+        return Some(status_error(status, headers, message));
+    }
+    let code = envelope?.get("code")?.as_u64()?;
+    if code == 200 {
+        return None;
+    }
+    Some(match u16::try_from(code).ok().and_then(|c| StatusCode::from_u16(c).ok()) {
+        Some(code) => status_error(code, headers, message),
+        None => ProviderError::Permanent(format!("code {code}: {message}")),
+    })
+}
+
+/// A refused submit: 429/5xx/transport stay retryable, and so does a lack of credit (another
+/// channel may have some); other refusals are permanent.
+fn submit_error(e: ProviderError) -> ProviderError {
+    match e {
+        ProviderError::Permanent(message)
+            if message.to_ascii_lowercase().contains("insufficient credit") || message.starts_with("HTTP 402") =>
+        {
+            ProviderError::Retryable { message, retry_after: None }
+        }
+        other => other,
+    }
+}
+
+/// Reads a status answer's `data`.
+fn read_status(data: &Value) -> Result<Poll, String> {
+    let text = |key: &str| data[key].as_str().unwrap_or_default().to_owned();
+    match data["state"].as_str() {
+        Some("success") => {
+            let result = match &data["resultJson"] {
+                Value::String(s) => serde_json::from_str::<Value>(s)
+                    .map_err(|e| format!("the upstream's resultJson is not JSON: {e}"))?,
+                other => other.clone(),
+            };
+            let urls = result["resultUrls"]
+                .as_array()
+                .ok_or("the upstream's resultJson has no resultUrls")?
+                .iter()
+                .filter_map(|u| u.as_str().map(str::to_owned))
+                .collect();
+            Ok(Poll::Succeeded(urls))
+        }
+        Some("failed") => Ok(Poll::Failed { code: text("failCode"), message: text("failMsg") }),
+        Some("pending" | "processing") => Ok(Poll::Running),
+        Some(other) => {
+            tracing::warn!(state = other, "the upstream answered an unknown task state; polling on");
+            Ok(Poll::Running)
+        }
+        None => Err("the upstream's status answer has no state".into()),
+    }
+}
+
+/// An upstream `failed` task; none is worth another channel (the upstream already took it).
+fn failure(code: &str, message: String) -> ProviderError {
+    match code {
+        "CONTENT_VIOLATION" => ProviderError::ContentViolation(if message.is_empty() {
+            "the content does not meet the upstream's safety guidelines".into()
+        } else {
+            message
+        }),
+        "INVALID_IMAGE_URL" => ProviderError::InvalidReference { index: 0, reason: message },
+        _ => ProviderError::Permanent(format!("the upstream task failed: {code}: {message}")),
+    }
+}
+
+/// ±20% around `interval`, so that many tasks do not poll in step.
+fn jitter(interval: Duration) -> Duration {
+    let r = u16::from_le_bytes(crate::ids::random_bytes::<2>()) as f64 / f64::from(u16::MAX);
+    interval.mul_f64(0.8 + 0.4 * r)
+}
+
+/// The image's real format, whatever the URL or headers said; WebP and GIF are re-encoded.
+async fn sniffed(bytes: Vec<u8>, wanted: OutputFormat) -> Result<GeneratedImage, ProviderError> {
+    match image::guess_format(&bytes) {
+        Ok(image::ImageFormat::Png) => Ok(GeneratedImage { bytes, format: OutputFormat::Png }),
+        Ok(image::ImageFormat::Jpeg) => Ok(GeneratedImage { bytes, format: OutputFormat::Jpeg }),
+        Ok(format @ (image::ImageFormat::WebP | image::ImageFormat::Gif)) => tokio::task::spawn_blocking(move || {
+            let decoded = image::load_from_memory_with_format(&bytes, format)?.to_rgb8();
+            render::encode(&decoded, wanted)
+        })
+        .await
+        .map_err(|e| ProviderError::Permanent(format!("converting a result crashed: {e}")))?
+        .map(|bytes| GeneratedImage { bytes, format: wanted })
+        .map_err(|e| ProviderError::Permanent(format!("a result could not be decoded: {e}"))),
+        _ => Err(ProviderError::Permanent("a result is not a JPEG, PNG, WebP or GIF image".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Size;
+
+    fn spec(model: &str, size: Size, references: Vec<String>) -> TaskSpec {
+        TaskSpec {
+            model: model.into(),
+            prompt: "p".into(),
+            images: 2,
+            size,
+            output_format: OutputFormat::Png,
+            references,
+            sequential: true,
+            web_search: true,
+        }
+    }
+
+    #[test]
+    fn seedream_bodies_follow_the_seeds() {
+        let body = request_body(&spec("seedream-5-0", Size::new(2848, 1600), vec![]));
+        assert_eq!(
+            body,
+            json!({"request_type": "async", "input": {"mode": "text-to-image", "prompt": "p", "max_images": 2,
+                "size": "2848x1600", "sequential_image_generation": "auto", "web_search": true,
+                "output_format": "png"}})
+        );
+        let body = request_body(&spec("seedream-5-0", Size::new(2048, 2048), vec!["https://r/a.png".into()]));
+        assert_eq!(body["input"]["mode"], "image-to-image");
+        assert_eq!(body["input"]["image_urls"], json!(["https://r/a.png"]));
+    }
+
+    #[test]
+    fn gpt_image_bodies_carry_an_aspect_ratio() {
+        let body = request_body(&spec("gpt-image-1", Size::new(1024, 1536), vec!["https://r/a.png".into()]));
+        assert_eq!(
+            body,
+            json!({"request_type": "async", "input": {"mode": "gpt-image-1", "prompt": "p", "num_images": 2,
+                "aspect_ratio": "2:3", "image_urls": ["https://r/a.png"]}})
+        );
+    }
+
+    #[test]
+    fn envelope_codes_count_even_under_http_200() {
+        let h = HeaderMap::new();
+        let credits = json!({"code": 400, "message": "Insufficient credits", "data": null});
+        let e = envelope_error(StatusCode::OK, &h, Some(&credits), "").map(submit_error);
+        assert!(matches!(e, Some(ProviderError::Retryable { .. })), "{e:?}");
+        let e = envelope_error(StatusCode::BAD_REQUEST, &h, Some(&credits), "").map(submit_error);
+        assert!(matches!(e, Some(ProviderError::Retryable { .. })), "{e:?}");
+        let auth = json!({"code": 401, "message": "Invalid API key", "data": null});
+        let e = envelope_error(StatusCode::OK, &h, Some(&auth), "").map(submit_error);
+        assert!(matches!(e, Some(ProviderError::Permanent(_))), "{e:?}");
+        let busy = json!({"code": 429, "message": "slow down", "data": null});
+        let e = envelope_error(StatusCode::OK, &h, Some(&busy), "").map(submit_error);
+        assert!(matches!(e, Some(ProviderError::Retryable { .. })), "{e:?}");
+        let e = envelope_error(StatusCode::SERVICE_UNAVAILABLE, &h, None, "<html>").map(submit_error);
+        assert!(matches!(e, Some(ProviderError::Retryable { .. })), "{e:?}");
+        let ok = json!({"code": 200, "message": "success", "data": {"taskId": "t"}});
+        assert!(envelope_error(StatusCode::OK, &h, Some(&ok), "").is_none());
+    }
+
+    #[test]
+    fn statuses_and_fail_codes_map() {
+        let data = json!({"state": "success", "resultJson": "{\"resultUrls\":[\"http://u/1.png\"]}"});
+        assert_eq!(read_status(&data), Ok(Poll::Succeeded(vec!["http://u/1.png".into()])));
+        assert_eq!(read_status(&json!({"state": "processing"})), Ok(Poll::Running));
+        assert!(read_status(&json!({"state": "success", "resultJson": "nope"})).is_err());
+        assert!(matches!(failure("CONTENT_VIOLATION", "no".into()), ProviderError::ContentViolation(_)));
+        assert!(matches!(
+            failure("INVALID_IMAGE_URL", "cannot fetch".into()),
+            ProviderError::InvalidReference { index: 0, .. }
+        ));
+        assert!(matches!(failure("GENERATION_FAILED", "x".into()), ProviderError::Permanent(_)));
+    }
+}
