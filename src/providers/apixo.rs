@@ -378,6 +378,7 @@ mod tests {
             references,
             sequential: true,
             web_search: true,
+            mask: None,
         }
     }
 
