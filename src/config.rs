@@ -120,6 +120,26 @@ pub struct ChannelConfig {
     pub apixo: Option<ApixoOptions>,
 }
 
+impl ChannelConfig {
+    /// A channel with every optional setting at its default.
+    pub fn new(id: &str, provider: ProviderKind, tier: Tier) -> Self {
+        Self {
+            id: id.to_owned(),
+            provider,
+            tier,
+            base_url: None,
+            api_key_env: None,
+            api_key: None,
+            models: BTreeMap::new(),
+            priority: 0,
+            weight: default_weight(),
+            max_concurrency: None,
+            local: None,
+            apixo: None,
+        }
+    }
+}
+
 fn default_tier() -> Tier {
     Tier::Official
 }

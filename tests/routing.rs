@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-
 use common::*;
 use easel::Config;
 use easel::config::{ChannelConfig, LocalOptions, ProviderKind, Tier};
@@ -14,17 +12,10 @@ const TOKEN: &str = "ops-token";
 
 fn local(id: &str, tier: Tier, priority: i32, weight: u32, latency_ms: u64) -> ChannelConfig {
     ChannelConfig {
-        id: id.into(),
-        provider: ProviderKind::Local,
-        tier,
-        base_url: None,
-        api_key_env: None,
-        api_key: None,
-        models: BTreeMap::new(),
         priority,
         weight,
-        max_concurrency: None,
         local: Some(LocalOptions { latency_ms }),
+        ..ChannelConfig::new(id, ProviderKind::Local, tier)
     }
 }
 

@@ -66,18 +66,12 @@ impl FakeApixo {
     /// A channel of this fake serving `seedream-5-0` under the same upstream id.
     pub fn channel(&self, id: &str, priority: i32) -> ChannelConfig {
         ChannelConfig {
-            id: id.into(),
-            provider: ProviderKind::Apixo,
-            tier: Tier::Official,
             base_url: Some(self.base_url.clone()),
-            api_key_env: None,
             api_key: Some(UPSTREAM_KEY.into()),
             models: BTreeMap::from([("seedream-5-0".to_owned(), self.state.model.clone())]),
             priority,
-            weight: 1,
-            max_concurrency: None,
-            local: None,
             apixo: Some(ApixoOptions { first_poll_ms: 50, poll_interval_ms: 50 }),
+            ..ChannelConfig::new(id, ProviderKind::Apixo, Tier::Official)
         }
     }
 }
