@@ -12,7 +12,10 @@ use serde::Serialize;
 use crate::catalog::{Catalog, Routing};
 use crate::config::{ChannelConfig, LocalOptions, ProviderKind, ServerConfig, Tier};
 use crate::providers::Provider;
+use crate::providers::ark::{self, ArkProvider};
 use crate::providers::local::LocalProvider;
+use crate::providers::openai::{self, OpenAiProvider};
+use crate::providers::upstream::Upstream;
 
 /// How many channels one execution of a task may try.
 pub const MAX_CHANNELS_PER_TASK: usize = 3;
@@ -220,6 +223,10 @@ fn all_models(catalog: &Catalog) -> Vec<(String, String)> {
 fn provider_for(c: &ChannelConfig) -> anyhow::Result<Arc<dyn Provider>> {
     match c.provider {
         ProviderKind::Local => Ok(Arc::new(LocalProvider::new(c.local.clone().unwrap_or_default()))),
+        ProviderKind::Ark => Ok(Arc::new(ArkProvider::new(Upstream::from_channel(c, Some(ark::DEFAULT_BASE_URL))?))),
+        ProviderKind::Openai => {
+            Ok(Arc::new(OpenAiProvider::new(Upstream::from_channel(c, Some(openai::DEFAULT_BASE_URL))?)))
+        }
         other => anyhow::bail!("channel {:?}: provider {other:?} is not available in this build yet", c.id),
     }
 }

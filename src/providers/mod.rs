@@ -1,7 +1,9 @@
 //! Upstream providers behind one trait. A provider turns a canonical task into encoded images or
 //! a typed failure; fetching references, storing results and billing happen around it.
 
+pub mod ark;
 pub mod local;
+pub mod openai;
 pub mod upstream;
 
 use std::time::Duration;

@@ -2,6 +2,8 @@
 //! and waiting for task states without fixed sleeps.
 #![allow(dead_code)]
 
+pub mod fakes;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
