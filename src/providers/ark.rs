@@ -241,12 +241,10 @@ impl ArkProvider {
                 }
             }
         }
-        if images.is_empty() {
-            if let Some(e) = first_item_error.or(first_error) {
-                return Err(e);
-            }
+        match first_item_error.or(first_error) {
+            Some(e) if images.is_empty() => Err(e),
+            _ => Ok(images),
         }
-        Ok(images)
     }
 }
 

@@ -166,17 +166,16 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if method == Method::GET {
-        if let Some(name) = uri.path().strip_prefix("/files/") {
-            return match inner.files.lock().unwrap().get(name) {
-                Some(bytes) => {
-                    let mime =
-                        image::guess_format(bytes).map(|f| f.to_mime_type()).unwrap_or("application/octet-stream");
-                    ([(header::CONTENT_TYPE, mime)], bytes.clone()).into_response()
-                }
-                None => StatusCode::NOT_FOUND.into_response(),
-            };
-        }
+    if method == Method::GET
+        && let Some(name) = uri.path().strip_prefix("/files/")
+    {
+        return match inner.files.lock().unwrap().get(name) {
+            Some(bytes) => {
+                let mime = image::guess_format(bytes).map(|f| f.to_mime_type()).unwrap_or("application/octet-stream");
+                ([(header::CONTENT_TYPE, mime)], bytes.clone()).into_response()
+            }
+            None => StatusCode::NOT_FOUND.into_response(),
+        };
     }
     let header_str = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let mut seen = Seen {
@@ -374,7 +373,7 @@ fn check_openai(seen: &mut Seen) {
                     p.push(format!("Unknown parameter: '{k}'"));
                 }
             }
-            if !body.get("model").and_then(Value::as_str).is_some_and(|m| !m.is_empty()) {
+            if body.get("model").and_then(Value::as_str).is_none_or(|m| m.is_empty()) {
                 p.push("model must be a non-empty string".into());
             }
             if !body.get("prompt").is_some_and(Value::is_string) {
