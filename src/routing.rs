@@ -13,7 +13,10 @@ use crate::catalog::{Catalog, Routing};
 use crate::config::{ChannelConfig, LocalOptions, ProviderKind, ServerConfig, Tier};
 use crate::providers::Provider;
 use crate::providers::apixo::ApixoProvider;
+use crate::providers::ark::{self, ArkProvider};
 use crate::providers::local::LocalProvider;
+use crate::providers::openai::{self, OpenAiProvider};
+use crate::providers::upstream::Upstream;
 
 /// How many channels one execution of a task may try.
 pub const MAX_CHANNELS_PER_TASK: usize = 3;
@@ -262,7 +265,10 @@ fn provider_for(c: &ChannelConfig) -> anyhow::Result<Arc<dyn Provider>> {
     match c.provider {
         ProviderKind::Local => Ok(Arc::new(LocalProvider::new(c.local.clone().unwrap_or_default()))),
         ProviderKind::Apixo => Ok(Arc::new(ApixoProvider::from_channel(c)?)),
-        other => anyhow::bail!("channel {:?}: provider {other:?} is not available in this build yet", c.id),
+        ProviderKind::Ark => Ok(Arc::new(ArkProvider::new(Upstream::from_channel(c, Some(ark::DEFAULT_BASE_URL))?))),
+        ProviderKind::Openai => {
+            Ok(Arc::new(OpenAiProvider::new(Upstream::from_channel(c, Some(openai::DEFAULT_BASE_URL))?)))
+        }
     }
 }
 

@@ -2,7 +2,9 @@
 //! a typed failure; fetching references, storing results and billing happen around it.
 
 pub mod apixo;
+pub mod ark;
 pub mod local;
+pub mod openai;
 pub mod upstream;
 
 use std::time::Duration;

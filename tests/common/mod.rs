@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod apixo_fake;
+pub mod fakes;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -1,0 +1,338 @@
+//! Seedream on BytePlus ModelArk / Volcengine Ark: `POST {base}/images/generations`, synchronous,
+//! result URLs downloaded at once. References travel as data URIs of the bytes Easel already
+//! fetched, so the upstream never reaches out to user URLs.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::upstream::{Upstream, retry_after, status_error, transport_error};
+use super::{GeneratedImage, Job, Provider, ProviderError, Reference};
+use crate::catalog::OutputFormat;
+
+pub const DEFAULT_BASE_URL: &str = "https://ark.ap-southeast.bytepluses.com/api/v3";
+
+/// Longest piece of an upstream message kept in a task's error.
+const MAX_MESSAGE: usize = 300;
+
+pub struct ArkProvider {
+    upstream: Upstream,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ArkResponse {
+    #[serde(default)]
+    data: Vec<ArkItem>,
+    #[serde(default)]
+    error: Option<ArkError>,
+    #[serde(default)]
+    created: Option<i64>,
+    #[serde(default)]
+    created_at: Option<i64>,
+    #[serde(default)]
+    usage: Option<ArkUsage>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ArkItem {
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    b64_json: Option<String>,
+    #[serde(default)]
+    size: Option<String>,
+    #[serde(default)]
+    error: Option<ArkError>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+struct ArkError {
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ArkUsage {
+    #[serde(default)]
+    generated_images: Option<u64>,
+}
+
+/// Seedream 5.0 takes `output_format` and `tools`; 4.x answers JPEG and has no tools.
+fn is_v5(upstream_model: &str) -> bool {
+    upstream_model.contains("5-0")
+}
+
+fn data_uri(r: &Reference) -> String {
+    let mime = match r.format {
+        image::ImageFormat::Png => "image/png",
+        image::ImageFormat::WebP => "image/webp",
+        image::ImageFormat::Gif => "image/gif",
+        _ => "image/jpeg",
+    };
+    format!("data:{mime};base64,{}", BASE64.encode(&r.bytes))
+}
+
+/// The JSON body of one request; `sequential` asks for a series of up to `spec.images`.
+fn request_body(job: &Job<'_>, sequential: bool) -> Value {
+    let spec = job.spec;
+    let v5 = is_v5(job.upstream_model);
+    let mut body = json!({
+        "model": job.upstream_model,
+        "prompt": spec.prompt,
+        "size": spec.size.to_string(),
+        "response_format": "url",
+        "watermark": false,
+        "sequential_image_generation": if sequential { "auto" } else { "disabled" },
+    });
+    if sequential {
+        body["sequential_image_generation_options"] = json!({ "max_images": spec.images });
+    }
+    match job.references {
+        [] => {}
+        [one] => body["image"] = Value::String(data_uri(one)),
+        many => body["image"] = Value::Array(many.iter().map(|r| Value::String(data_uri(r))).collect()),
+    }
+    if v5 {
+        body["output_format"] = Value::String(spec.output_format.extension().to_owned());
+        if spec.web_search {
+            body["tools"] = json!([{ "type": "web_search" }]);
+        }
+    }
+    body
+}
+
+fn clip(s: &str) -> String {
+    if s.chars().count() <= MAX_MESSAGE {
+        s.to_owned()
+    } else {
+        s.chars().take(MAX_MESSAGE).collect::<String>() + "…"
+    }
+}
+
+/// Maps an Ark error object (request-level, in an HTTP 200 body, or per image) to a verdict.
+fn map_error(status: StatusCode, headers: &HeaderMap, error: &ArkError) -> ProviderError {
+    let code = error.code.as_deref().unwrap_or("");
+    let message = clip(&format!("{code}: {}", error.message.as_deref().unwrap_or("no message")));
+    if code.contains("SensitiveContentDetected") {
+        return ProviderError::ContentViolation(message);
+    }
+    if code.starts_with("RateLimitExceeded")
+        || code.starts_with("ServerOverloaded")
+        || code.starts_with("QuotaExceeded")
+        || code.starts_with("InternalServiceError")
+        || code.starts_with("ServiceUnavailable")
+    {
+        return ProviderError::Retryable { message: format!("Ark: {message}"), retry_after: retry_after(headers) };
+    }
+    if code.starts_with("InvalidParameter")
+        || code.starts_with("MissingParameter")
+        || code.starts_with("AuthenticationError")
+        || code.starts_with("AccountOverdueError")
+        || code.starts_with("AccessDenied")
+        || code.starts_with("InvalidEndpoint")
+        || code.starts_with("ModelNotOpen")
+    {
+        return ProviderError::Permanent(format!("Ark: {message}"));
+    }
+    if status.is_success() {
+        // An unknown error code inside a 200: the request itself was answered with a refusal.
+        ProviderError::Permanent(format!("Ark: {message}"))
+    } else {
+        status_error(status, headers, format!("Ark: {message}"))
+    }
+}
+
+fn output_format_of(bytes: &[u8]) -> Option<image::ImageFormat> {
+    crate::egress::sniff(bytes)
+}
+
+/// Reports the true format of the bytes; WebP/GIF (never asked for) are re-encoded.
+async fn to_generated(bytes: Vec<u8>, wanted: OutputFormat) -> Result<GeneratedImage, ProviderError> {
+    match output_format_of(&bytes) {
+        Some(image::ImageFormat::Png) => Ok(GeneratedImage { bytes, format: OutputFormat::Png }),
+        Some(image::ImageFormat::Jpeg) => Ok(GeneratedImage { bytes, format: OutputFormat::Jpeg }),
+        Some(_) => tokio::task::spawn_blocking(move || {
+            let decoded = image::load_from_memory(&bytes)?.to_rgb8();
+            super::local::render::encode(&decoded, wanted)
+        })
+        .await
+        .map_err(|e| ProviderError::Permanent(format!("re-encoding a result failed: {e}")))?
+        .map(|bytes| GeneratedImage { bytes, format: wanted })
+        .map_err(|e| ProviderError::Permanent(format!("a result image could not be decoded: {e}"))),
+        None => Err(ProviderError::Permanent("Ark returned a result that is not an image".into())),
+    }
+}
+
+impl ArkProvider {
+    pub fn new(upstream: Upstream) -> Self {
+        Self { upstream }
+    }
+
+    /// One `images/generations` call: the images it delivered (a partial batch is fine) or
+    /// the reason it delivered none.
+    async fn request(&self, body: &Value, wanted: OutputFormat) -> Result<Vec<GeneratedImage>, ProviderError> {
+        let response = self
+            .upstream
+            .http
+            .post(self.upstream.url("images/generations"))
+            .bearer_auth(self.upstream.api_key.expose())
+            .json(body)
+            .send()
+            .await
+            .map_err(transport_error)?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.map_err(transport_error)?;
+        let parsed: Option<ArkResponse> = serde_json::from_str(&text).ok();
+        if let Some(error) = parsed.as_ref().and_then(|p| p.error.as_ref()) {
+            return Err(map_error(status, &headers, error));
+        }
+        if !status.is_success() {
+            return Err(status_error(status, &headers, format!("Ark: {}", clip(text.trim()))));
+        }
+        let Some(parsed) = parsed else {
+            return Err(ProviderError::retryable("Ark answered with a body that is not JSON"));
+        };
+        tracing::debug!(
+            created = parsed.created.or(parsed.created_at),
+            generated = parsed.usage.as_ref().and_then(|u| u.generated_images),
+            items = parsed.data.len(),
+            "Ark answered"
+        );
+        let mut first_item_error = None;
+        let mut fetches = Vec::new();
+        for (i, item) in parsed.data.iter().enumerate() {
+            if let Some(error) = &item.error {
+                tracing::warn!(index = i, code = error.code.as_deref(), "Ark left one image of the batch out");
+                first_item_error.get_or_insert_with(|| map_error(status, &headers, error));
+                continue;
+            }
+            let fetch = match (&item.url, &item.b64_json) {
+                (Some(url), _) => {
+                    let url = url.clone();
+                    async move { self.upstream.download(&url).await }.boxed()
+                }
+                (None, Some(b64)) => {
+                    let decoded = BASE64
+                        .decode(b64.trim())
+                        .map_err(|_| ProviderError::Permanent("Ark returned invalid base64".into()));
+                    async move { decoded }.boxed()
+                }
+                (None, None) => continue,
+            };
+            tracing::debug!(index = i, size = item.size.as_deref(), "Ark delivered an image");
+            fetches.push(async move { to_generated(fetch.await?, wanted).await });
+        }
+        let mut images = Vec::new();
+        let mut first_error = None;
+        for result in futures::future::join_all(fetches).await {
+            match result {
+                Ok(image) => images.push(image),
+                Err(e) => {
+                    tracing::warn!(error = %e, "an Ark result could not be fetched");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_item_error.or(first_error) {
+            Some(e) if images.is_empty() => Err(e),
+            _ => Ok(images),
+        }
+    }
+}
+
+impl Provider for ArkProvider {
+    fn generate<'a>(&'a self, job: Job<'a>) -> BoxFuture<'a, Result<Vec<GeneratedImage>, ProviderError>> {
+        async move {
+            let wanted = job.spec.output_format;
+            if job.spec.sequential || job.spec.images <= 1 {
+                let body = request_body(&job, job.spec.sequential);
+                return self.request(&body, wanted).await;
+            }
+            // Sequential generation off: Ark makes one image per request, so ask N times at once.
+            let body = request_body(&job, false);
+            let calls = (0..job.spec.images).map(|_| self.request(&body, wanted));
+            let mut images = Vec::new();
+            let mut first_error = None;
+            for result in futures::future::join_all(calls).await {
+                match result {
+                    Ok(mut got) => images.append(&mut got),
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            match first_error {
+                Some(e) if images.is_empty() => Err(e),
+                _ => Ok(images),
+            }
+        }
+        .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(code: &str) -> ArkError {
+        ArkError { code: Some(code.into()), message: Some("m".into()) }
+    }
+
+    #[test]
+    fn error_codes_map_to_verdicts() {
+        let h = HeaderMap::new();
+        let bad = StatusCode::BAD_REQUEST;
+        for code in [
+            "SensitiveContentDetected",
+            "SensitiveContentDetected.SevereViolation",
+            "InputTextSensitiveContentDetected",
+            "InputImageSensitiveContentDetected",
+            "OutputImageSensitiveContentDetected",
+        ] {
+            assert!(matches!(map_error(bad, &h, &err(code)), ProviderError::ContentViolation(_)), "{code}");
+        }
+        for code in ["InvalidParameter", "MissingParameter"] {
+            assert!(matches!(map_error(bad, &h, &err(code)), ProviderError::Permanent(_)), "{code}");
+        }
+        let nf = map_error(StatusCode::NOT_FOUND, &h, &err("InvalidEndpointOrModel.NotFound"));
+        assert!(matches!(nf, ProviderError::Permanent(_)));
+        assert!(matches!(
+            map_error(StatusCode::UNAUTHORIZED, &h, &err("AuthenticationError")),
+            ProviderError::Permanent(_)
+        ));
+        let mut h429 = HeaderMap::new();
+        h429.insert(reqwest::header::RETRY_AFTER, "3".parse().unwrap());
+        match map_error(StatusCode::TOO_MANY_REQUESTS, &h429, &err("RateLimitExceeded.EndpointRPMExceeded")) {
+            ProviderError::Retryable { retry_after, .. } => {
+                assert_eq!(retry_after, Some(std::time::Duration::from_secs(3)))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(map_error(StatusCode::OK, &h, &err("ServerOverloaded")), ProviderError::Retryable { .. }));
+        assert!(matches!(
+            map_error(StatusCode::BAD_GATEWAY, &h, &err("SomethingNew")),
+            ProviderError::Retryable { .. }
+        ));
+    }
+
+    #[test]
+    fn response_accepts_created_at_and_item_errors() {
+        let r: ArkResponse = serde_json::from_str(
+            r#"{"model":"m","created_at":1,"data":[{"url":"http://x/a.png","size":"2048x2048"},
+                {"error":{"code":"OutputImageSensitiveContentDetected","message":"no"}}],
+                "usage":{"generated_images":1,"output_tokens":16384,"total_tokens":16384}}"#,
+        )
+        .unwrap();
+        assert_eq!(r.created_at, Some(1));
+        assert_eq!(r.data.len(), 2);
+        assert!(r.data[1].error.is_some());
+    }
+}

@@ -1,0 +1,199 @@
+//! GPT image models on the OpenAI Images API: `images/generations` (JSON) without references,
+//! `images/edits` (multipart, one `image[]` part per reference) with them. Results come back
+//! base64-encoded; `response_format` is never sent (GPT image models reject it).
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use reqwest::multipart::{Form, Part};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::upstream::{Upstream, status_error, transport_error};
+use super::{GeneratedImage, Job, Provider, ProviderError, Reference};
+use crate::catalog::OutputFormat;
+
+pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
+
+const MAX_MESSAGE: usize = 300;
+
+pub struct OpenAiProvider {
+    upstream: Upstream,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ImagesResponse {
+    #[serde(default)]
+    data: Vec<ImageItem>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ImageItem {
+    #[serde(default)]
+    b64_json: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ErrorBody {
+    error: ApiError,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ApiError {
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+}
+
+fn clip(s: &str) -> String {
+    if s.chars().count() <= MAX_MESSAGE {
+        s.to_owned()
+    } else {
+        s.chars().take(MAX_MESSAGE).collect::<String>() + "…"
+    }
+}
+
+/// A reference as an `image[]` part: PNG, JPEG and WebP as they are, anything else as PNG.
+fn image_part(index: usize, r: &Reference) -> Result<Part, ProviderError> {
+    let (bytes, ext, mime) = match r.format {
+        image::ImageFormat::Png => (r.bytes.clone(), "png", "image/png"),
+        image::ImageFormat::Jpeg => (r.bytes.clone(), "jpg", "image/jpeg"),
+        image::ImageFormat::WebP => (r.bytes.clone(), "webp", "image/webp"),
+        _ => {
+            let decoded = r.decode().map_err(|e| ProviderError::InvalidReference { index, reason: e.to_string() })?;
+            let png = super::local::render::encode(&decoded, OutputFormat::Png)
+                .map_err(|e| ProviderError::InvalidReference { index, reason: e.to_string() })?;
+            (png, "png", "image/png")
+        }
+    };
+    Part::bytes(bytes)
+        .file_name(format!("reference-{index}.{ext}"))
+        .mime_str(mime)
+        .map_err(|e| ProviderError::Permanent(format!("building the upload failed: {e}")))
+}
+
+fn map_error(status: reqwest::StatusCode, headers: &reqwest::header::HeaderMap, text: &str) -> ProviderError {
+    let parsed: Option<ErrorBody> = serde_json::from_str(text).ok();
+    let (code, message) = match &parsed {
+        Some(b) => (
+            b.error.code.clone().unwrap_or_default(),
+            clip(&format!(
+                "{}{}",
+                b.error.code.as_deref().or(b.error.kind.as_deref()).map(|c| format!("{c}: ")).unwrap_or_default(),
+                b.error.message.as_deref().unwrap_or("no message")
+            )),
+        ),
+        None => (String::new(), clip(text.trim())),
+    };
+    if code == "moderation_blocked" || code == "content_policy_violation" {
+        return ProviderError::ContentViolation(message);
+    }
+    status_error(status, headers, format!("OpenAI: {message}"))
+}
+
+impl OpenAiProvider {
+    pub fn new(upstream: Upstream) -> Self {
+        Self { upstream }
+    }
+
+    async fn call(&self, job: &Job<'_>) -> Result<Vec<GeneratedImage>, ProviderError> {
+        let spec = job.spec;
+        let n = spec.images.clamp(1, 10);
+        let size = spec.size.to_string();
+        let format = spec.output_format.extension();
+        let request = if job.references.is_empty() {
+            let body = json!({
+                "model": job.upstream_model,
+                "prompt": spec.prompt,
+                "n": n,
+                "size": size,
+                "quality": "auto",
+                "output_format": format,
+            });
+            self.upstream.http.post(self.upstream.url("images/generations")).json(&body)
+        } else {
+            let mut form = Form::new()
+                .text("model", job.upstream_model.to_owned())
+                .text("prompt", spec.prompt.clone())
+                .text("n", n.to_string())
+                .text("size", size)
+                .text("quality", "auto")
+                .text("output_format", format);
+            for (i, r) in job.references.iter().enumerate() {
+                form = form.part("image[]", image_part(i, r)?);
+            }
+            self.upstream.http.post(self.upstream.url("images/edits")).multipart(form)
+        };
+        let response = request.bearer_auth(self.upstream.api_key.expose()).send().await.map_err(transport_error)?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.map_err(transport_error)?;
+        if !status.is_success() {
+            return Err(map_error(status, &headers, &text));
+        }
+        let parsed: ImagesResponse = serde_json::from_str(&text)
+            .map_err(|_| ProviderError::retryable("OpenAI answered with a body that is not the expected JSON"))?;
+        let mut images = Vec::with_capacity(parsed.data.len());
+        for item in parsed.data {
+            let Some(b64) = item.b64_json else { continue };
+            let bytes = BASE64
+                .decode(b64.trim())
+                .map_err(|_| ProviderError::Permanent("OpenAI returned invalid base64".into()))?;
+            let format = match crate::egress::sniff(&bytes) {
+                Some(image::ImageFormat::Png) => OutputFormat::Png,
+                Some(image::ImageFormat::Jpeg) => OutputFormat::Jpeg,
+                // WebP is never asked for; the worker decodes whatever it gets when the
+                // format differs from the task's, so report it as "not the wanted one".
+                Some(_) => match spec.output_format {
+                    OutputFormat::Png => OutputFormat::Jpeg,
+                    OutputFormat::Jpeg => OutputFormat::Png,
+                },
+                None => return Err(ProviderError::Permanent("OpenAI returned a result that is not an image".into())),
+            };
+            images.push(GeneratedImage { bytes, format });
+        }
+        Ok(images)
+    }
+}
+
+impl Provider for OpenAiProvider {
+    fn generate<'a>(&'a self, job: Job<'a>) -> BoxFuture<'a, Result<Vec<GeneratedImage>, ProviderError>> {
+        async move { self.call(&job).await }.boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::StatusCode;
+    use reqwest::header::HeaderMap;
+
+    #[test]
+    fn errors_map_to_verdicts() {
+        let h = HeaderMap::new();
+        let blocked = r#"{"error":{"message":"Your request was rejected by the safety system.","type":"image_generation_user_error","param":null,"code":"moderation_blocked"}}"#;
+        assert!(matches!(map_error(StatusCode::BAD_REQUEST, &h, blocked), ProviderError::ContentViolation(_)));
+        let old = r#"{"error":{"message":"x","type":"invalid_request_error","param":null,"code":"content_policy_violation"}}"#;
+        assert!(matches!(map_error(StatusCode::BAD_REQUEST, &h, old), ProviderError::ContentViolation(_)));
+        let bad = r#"{"error":{"message":"Unknown parameter: 'response_format'.","type":"invalid_request_error","param":"response_format","code":"unknown_parameter"}}"#;
+        assert!(matches!(map_error(StatusCode::BAD_REQUEST, &h, bad), ProviderError::Permanent(_)));
+        assert!(matches!(map_error(StatusCode::UNAUTHORIZED, &h, "{}"), ProviderError::Permanent(_)));
+        let mut h429 = HeaderMap::new();
+        h429.insert(reqwest::header::RETRY_AFTER, "2".parse().unwrap());
+        match map_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            &h429,
+            r#"{"error":{"message":"slow","type":"requests","code":"rate_limit_exceeded"}}"#,
+        ) {
+            ProviderError::Retryable { retry_after, .. } => {
+                assert_eq!(retry_after, Some(std::time::Duration::from_secs(2)))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(map_error(StatusCode::SERVICE_UNAVAILABLE, &h, "oops"), ProviderError::Retryable { .. }));
+    }
+}

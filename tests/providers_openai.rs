@@ -1,0 +1,178 @@
+//! GPT image models through the OpenAI Images API, against a fake OpenAI on loopback that checks
+//! the wire format of every request (JSON generations, multipart edits).
+
+mod common;
+
+use common::fakes::*;
+use common::*;
+use easel::config::ProviderKind;
+use image::ImageFormat;
+use serde_json::{Value, json};
+
+const MODEL: &str = "gpt-image-1";
+const UPSTREAM: &str = "gpt-image-1.5";
+const START_MICROS: i64 = 10_000_000;
+
+/// An OpenAI success: `n` base64 PNGs at the requested size.
+fn openai_images(seen: &Seen) -> Value {
+    let (n, size) = match &seen.json {
+        Some(body) => (body["n"].as_u64().unwrap(), body["size"].as_str().unwrap().to_owned()),
+        None => (seen.part("n").unwrap().text().parse().unwrap(), seen.part("size").unwrap().text()),
+    };
+    let (w, h) = wxh(&size);
+    let data: Vec<Value> =
+        (0..n).map(|i| json!({"b64_json": b64(&encoded(w, h, [200, 40 * i as u8, 90], ImageFormat::Png))})).collect();
+    json!({
+        "created": 1_767_000_000,
+        "data": data,
+        "background": "opaque",
+        "output_format": "png",
+        "size": size,
+        "quality": "medium",
+        "usage": {"input_tokens": 50, "output_tokens": 1056 * n, "total_tokens": 50 + 1056 * n,
+            "input_tokens_details": {"image_tokens": 0, "text_tokens": 50},
+            "output_tokens_details": {"image_tokens": 1056 * n, "text_tokens": 0}}
+    })
+}
+
+async fn balance_and_held(app: &TestApp) -> (i64, i64) {
+    let account = app.state.accounts.find("default").await.unwrap();
+    (account.balance.0, account.held.0)
+}
+
+async fn expect_pngs(app: &TestApp, data: &Value, count: usize, size: (u32, u32)) {
+    let urls = result_urls(data);
+    assert_eq!(urls.len(), count, "{data}");
+    for url in urls {
+        let (format, img) = download(&app.client, &url).await;
+        assert_eq!(format, ImageFormat::Png);
+        assert_eq!((img.width(), img.height()), size);
+    }
+}
+
+#[tokio::test]
+async fn generations_return_the_requested_pngs() {
+    let fake = Fake::start(Wire::OpenAi, |seen, _, _| Reply::ok(openai_images(seen))).await;
+    let base = fake.base_url.clone();
+    let app =
+        spawn_app_with(|c| c.channels = vec![channel("openai", ProviderKind::Openai, &base, &[(MODEL, UPSTREAM)])])
+            .await;
+    let mut body = gpt_t2i(2);
+    body["input"]["aspect_ratio"] = json!("3:2");
+    let task = app.submit_ok(MODEL, &body).await;
+    let data = app.wait_done(MODEL, &task).await;
+    expect_pngs(&app, &data, 2, (1536, 1024)).await;
+
+    let seen = fake.seen_ok();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].path, "/v1/images/generations");
+    let req = seen[0].json.as_ref().unwrap();
+    assert_eq!(req["model"], UPSTREAM);
+    assert_eq!(req["prompt"], "a paper boat");
+    assert_eq!(req["n"], 2);
+    assert_eq!(req["size"], "1536x1024");
+    assert_eq!(req["quality"], "auto");
+    assert_eq!(req["output_format"], "png");
+    assert!(req.get("response_format").is_none(), "GPT image models reject response_format");
+    assert_ledger_invariant(&app.state, "default").await;
+}
+
+#[tokio::test]
+async fn references_go_to_edits_as_multipart_image_parts() {
+    let fake = Fake::start(Wire::OpenAi, |seen, _, _| Reply::ok(openai_images(seen))).await;
+    let base = fake.base_url.clone();
+    let app = spawn_app_with(|c| {
+        c.server.allow_private_network = true;
+        c.channels = vec![channel("openai", ProviderKind::Openai, &base, &[(MODEL, UPSTREAM)])];
+    })
+    .await;
+    let refs = spawn_reference_server().await;
+    let body = json!({"input": {"mode": "gpt-image-1", "prompt": "put the boat on a lake", "num_images": 1,
+        "image_urls": [format!("http://{refs}/red.png"), format!("http://{refs}/blue.jpg")]}});
+    let task = app.submit_ok(MODEL, &body).await;
+    let data = app.wait_done(MODEL, &task).await;
+    expect_pngs(&app, &data, 1, (1024, 1024)).await;
+
+    let seen = fake.seen_ok();
+    assert_eq!(seen.len(), 1);
+    let req = &seen[0];
+    assert_eq!(req.path, "/v1/images/edits");
+    let images: Vec<&MultipartPart> = req.parts.iter().filter(|p| p.name == "image[]").collect();
+    assert_eq!(images.len(), 2, "one image[] part per reference");
+    assert_eq!(images[0].content_type.as_deref(), Some("image/png"));
+    assert!(images[0].filename.as_deref().unwrap().ends_with(".png"));
+    assert_eq!(images[1].content_type.as_deref(), Some("image/jpeg"));
+    assert!(images[1].filename.as_deref().unwrap().ends_with(".jpg"));
+    assert_eq!(image::load_from_memory(&images[0].data).unwrap().to_rgb8().get_pixel(0, 0).0, [220, 20, 20]);
+    for (name, value) in [("model", UPSTREAM), ("prompt", "put the boat on a lake"), ("n", "1"), ("size", "1024x1024")]
+    {
+        assert_eq!(req.part(name).map(|p| p.text()).as_deref(), Some(value), "part {name}");
+    }
+    assert_eq!(req.part("quality").unwrap().text(), "auto");
+    assert_eq!(req.part("output_format").unwrap().text(), "png");
+    assert!(req.part("response_format").is_none());
+}
+
+#[tokio::test]
+async fn moderation_blocked_is_a_content_violation() {
+    let fake = Fake::start(Wire::OpenAi, |_, _, _| {
+        Reply::status(
+            400,
+            json!({"error": {"message": "Your request was rejected as a result of our safety system.",
+                "type": "image_generation_user_error", "param": null, "code": "moderation_blocked"}}),
+        )
+    })
+    .await;
+    let base = fake.base_url.clone();
+    let app =
+        spawn_app_with(|c| c.channels = vec![channel("openai", ProviderKind::Openai, &base, &[(MODEL, UPSTREAM)])])
+            .await;
+    let task = app.submit_ok(MODEL, &gpt_t2i(1)).await;
+    let data = app.wait_done(MODEL, &task).await;
+    assert_eq!(data["state"], "failed", "{data}");
+    assert_eq!(data["failCode"], "CONTENT_VIOLATION", "{data}");
+    assert_eq!(fake.seen_ok().len(), 1);
+    assert_eq!(balance_and_held(&app).await, (START_MICROS, 0), "nothing charged");
+    assert_ledger_invariant(&app.state, "default").await;
+}
+
+#[tokio::test]
+async fn retryable_failures_fail_over_to_the_next_channel() {
+    let unavailable = Fake::start(Wire::OpenAi, |_, _, _| {
+        Reply::status(
+            503,
+            json!({"error": {"message": "The engine is currently overloaded, please try again later.",
+                "type": "server_error", "param": null, "code": null}}),
+        )
+    })
+    .await;
+    let limited = Fake::start(Wire::OpenAi, |_, _, _| {
+        Reply::status(
+            429,
+            json!({"error": {"message": "Rate limit reached for gpt-image-1.5 on requests per min (RPM).",
+                "type": "requests", "param": null, "code": "rate_limit_exceeded"}}),
+        )
+        .header("retry-after", "1")
+        .header("x-ratelimit-reset-requests", "1s")
+    })
+    .await;
+    let working = Fake::start(Wire::OpenAi, |seen, _, _| Reply::ok(openai_images(seen))).await;
+    let (a, b, w) = (unavailable.base_url.clone(), limited.base_url.clone(), working.base_url.clone());
+    let app = spawn_app_with(|c| {
+        let mut first = channel("openai-a", ProviderKind::Openai, &a, &[(MODEL, UPSTREAM)]);
+        first.priority = 30;
+        let mut second = channel("openai-b", ProviderKind::Openai, &b, &[(MODEL, UPSTREAM)]);
+        second.priority = 20;
+        let mut third = channel("openai-c", ProviderKind::Openai, &w, &[(MODEL, UPSTREAM)]);
+        third.priority = 10;
+        c.channels = vec![third, first, second];
+    })
+    .await;
+    let task = app.submit_ok(MODEL, &gpt_t2i(1)).await;
+    let data = app.wait_done(MODEL, &task).await;
+    expect_pngs(&app, &data, 1, (1024, 1024)).await;
+    assert_eq!(unavailable.seen_ok().len(), 1);
+    assert_eq!(limited.seen_ok().len(), 1);
+    assert_eq!(working.seen_ok().len(), 1);
+    assert_ledger_invariant(&app.state, "default").await;
+}
