@@ -113,6 +113,9 @@ pub struct ChannelConfig {
     pub weight: u32,
     #[serde(default)]
     pub max_concurrency: Option<u32>,
+    /// How long one upstream request may take (default 300 s).
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
     #[serde(default)]
     pub local: Option<LocalOptions>,
     /// `[channels.apixo]`: polling of an APIXO-compatible upstream.
@@ -134,6 +137,7 @@ impl ChannelConfig {
             priority: 0,
             weight: default_weight(),
             max_concurrency: None,
+            timeout_secs: None,
             local: None,
             apixo: None,
         }

@@ -14,26 +14,6 @@ const UPSTREAM: &str = "gpt-image-1.5";
 const START_MICROS: i64 = 10_000_000;
 
 /// An OpenAI success: `n` base64 PNGs at the requested size.
-fn openai_images(seen: &Seen) -> Value {
-    let (n, size) = match &seen.json {
-        Some(body) => (body["n"].as_u64().unwrap(), body["size"].as_str().unwrap().to_owned()),
-        None => (seen.part("n").unwrap().text().parse().unwrap(), seen.part("size").unwrap().text()),
-    };
-    let (w, h) = wxh(&size);
-    let data: Vec<Value> =
-        (0..n).map(|i| json!({"b64_json": b64(&encoded(w, h, [200, 40 * i as u8, 90], ImageFormat::Png))})).collect();
-    json!({
-        "created": 1_767_000_000,
-        "data": data,
-        "background": "opaque",
-        "output_format": "png",
-        "size": size,
-        "quality": "medium",
-        "usage": {"input_tokens": 50, "output_tokens": 1056 * n, "total_tokens": 50 + 1056 * n,
-            "input_tokens_details": {"image_tokens": 0, "text_tokens": 50},
-            "output_tokens_details": {"image_tokens": 1056 * n, "text_tokens": 0}}
-    })
-}
 
 async fn balance_and_held(app: &TestApp) -> (i64, i64) {
     let account = app.state.accounts.find("default").await.unwrap();

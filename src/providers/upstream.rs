@@ -59,7 +59,7 @@ impl Upstream {
         };
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(300))
+            .timeout(Duration::from_secs(c.timeout_secs.unwrap_or(300)))
             .user_agent(concat!("easel/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Self { base_url: base_url.trim_end_matches('/').to_owned(), api_key: Secret::new(key), http })

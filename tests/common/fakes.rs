@@ -533,3 +533,26 @@ pub fn wxh(s: &str) -> (u32, u32) {
 pub fn b64(bytes: &[u8]) -> String {
     BASE64.encode(bytes)
 }
+
+/// A successful OpenAI Images answer with as many PNGs, at the size, as the request asked for.
+pub fn openai_images(seen: &Seen) -> Value {
+    let (n, size) = match &seen.json {
+        Some(body) => (body["n"].as_u64().unwrap(), body["size"].as_str().unwrap().to_owned()),
+        None => (seen.part("n").unwrap().text().parse().unwrap(), seen.part("size").unwrap().text()),
+    };
+    let (w, h) = wxh(&size);
+    let data: Vec<Value> = (0..n)
+        .map(|i| json!({"b64_json": b64(&encoded(w, h, [200, 40 * i as u8, 90], image::ImageFormat::Png))}))
+        .collect();
+    json!({
+        "created": 1_767_000_000,
+        "data": data,
+        "background": "opaque",
+        "output_format": "png",
+        "size": size,
+        "quality": "medium",
+        "usage": {"input_tokens": 50, "output_tokens": 1056 * n, "total_tokens": 50 + 1056 * n,
+            "input_tokens_details": {"image_tokens": 0, "text_tokens": 50},
+            "output_tokens_details": {"image_tokens": 1056 * n, "text_tokens": 0}}
+    })
+}
