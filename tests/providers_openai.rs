@@ -13,8 +13,6 @@ const MODEL: &str = "gpt-image-1";
 const UPSTREAM: &str = "gpt-image-1.5";
 const START_MICROS: i64 = 10_000_000;
 
-/// An OpenAI success: `n` base64 PNGs at the requested size.
-
 async fn balance_and_held(app: &TestApp) -> (i64, i64) {
     let account = app.state.accounts.find("default").await.unwrap();
     (account.balance.0, account.held.0)
