@@ -46,6 +46,8 @@ pub struct ServerConfig {
     pub bootstrap_credits_usd: f64,
     /// Status polls per minute per API key.
     pub status_rpm: u32,
+    /// How long the OpenAI-compatible routes wait for a task before answering 504.
+    pub openai_wait_secs: u64,
     /// Consecutive retryable failures that open a channel's circuit breaker.
     pub breaker_failures: u32,
     /// How long an open breaker waits before letting one probe through.
@@ -62,6 +64,7 @@ impl Default for ServerConfig {
             lease_secs: 30,
             bootstrap_credits_usd: 10.0,
             status_rpm: 1200,
+            openai_wait_secs: 300,
             breaker_failures: 5,
             breaker_cooldown_secs: 30,
         }

@@ -15,6 +15,10 @@ use sha2::Sha256;
 use crate::db::{Db, now_ms};
 use crate::ids::random_hex;
 
+/// References a client uploaded (OpenAI-style edits) are kept in the store and named in the
+/// task as `upload:<key>`, so the worker reads them back instead of fetching a URL.
+pub const UPLOAD_SCHEME: &str = "upload:";
+
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum LinkError {
     #[error("invalid signature")]
@@ -68,6 +72,11 @@ impl Storage {
     pub async fn get(&self, key: &str) -> Result<GetResult, object_store::Error> {
         let path = ObjectPath::parse(key).map_err(|e| object_store::Error::InvalidPath { source: e })?;
         self.store.get(&path).await
+    }
+
+    /// The whole object, for small files such as uploaded references.
+    pub async fn read(&self, key: &str) -> Result<Vec<u8>, object_store::Error> {
+        Ok(self.get(key).await?.bytes().await?.to_vec())
     }
 
     pub async fn delete(&self, key: &str) -> anyhow::Result<()> {

@@ -7,6 +7,7 @@ pub mod callbacks;
 pub mod error;
 pub mod extract;
 pub mod files;
+pub mod openai;
 pub mod prefer;
 pub mod unified;
 
@@ -197,6 +198,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/balance", get(unified::balance))
         .route("/api/v1/images/generations", post(unified::create).get(unified::query))
         .layer(axum::middleware::map_response(unified::envelope));
+    let openai = Router::new()
+        .route("/v1/images/generations", post(openai::generations))
+        .route("/v1/images/edits", post(openai::edits).layer(DefaultBodyLimit::max(openai::MAX_EDIT_BYTES)))
+        .route("/v1/models", get(openai::models))
+        .layer(axum::middleware::map_response(openai::envelope));
     let mut app = Router::new()
         .route("/api/v1/generateTask/{model}", post(apixo::generate))
         .route("/api/v1/statusTask/{model}", get(apixo::status))
@@ -206,7 +212,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/callbacks", get(callbacks::list))
         .route("/api/v1/callbacks/{id}/retry", post(callbacks::retry))
         .route("/files/{*key}", get(files::serve))
-        .merge(unified);
+        .merge(unified)
+        .merge(openai);
     // Without an admin token the admin routes do not exist (404).
     if state.config.admin_token.as_deref().is_some_and(|t| !t.is_empty()) {
         app = app.nest("/admin/v1", admin::router()).route("/metrics", get(admin::metrics));

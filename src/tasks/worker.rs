@@ -24,6 +24,7 @@ use crate::providers::{Checkpoint, GeneratedImage, Job, ProviderError, Reference
 use crate::routing::MAX_CHANNELS_PER_TASK;
 use crate::routing::Router;
 use crate::storage::Storage;
+use crate::storage::UPLOAD_SCHEME;
 
 pub struct WorkerPool {
     pub store: TaskStore,
@@ -219,9 +220,19 @@ impl WorkerPool {
 
     /// Fetches every reference; the first that fails names itself in the message.
     async fn fetch_references(&self, task: &Task) -> Result<Vec<Reference>, String> {
-        let fetches = task.spec.references.iter().map(|url| self.egress.fetch_image(url));
+        let fetches = task.spec.references.iter().map(|url| self.reference(url));
         let results = futures::future::join_all(fetches).await;
         results.into_iter().enumerate().map(|(i, r)| r.map_err(|e| format!("image_urls[{i}] {e}"))).collect()
+    }
+
+    /// A reference from the web (through the egress guard) or one the client uploaded.
+    async fn reference(&self, url: &str) -> Result<Reference, String> {
+        let Some(key) = url.strip_prefix(UPLOAD_SCHEME) else {
+            return self.egress.fetch_image(url).await.map_err(|e| e.to_string());
+        };
+        let bytes = self.storage.read(key).await.map_err(|_| "the uploaded image is gone".to_owned())?;
+        let format = crate::egress::sniff(&bytes).ok_or("is not a JPEG, PNG, WebP or GIF image")?;
+        Ok(Reference { bytes, format })
     }
 }
 

@@ -1,0 +1,288 @@
+//! An OpenAI-compatible Images API under `/v1`, so that OpenAI SDKs work by changing
+//! `base_url`. Each request becomes a normal task (billed and limited like any other) that the
+//! handler waits for, then answers in OpenAI's shape.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Multipart, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use base64::Engine;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::error::{ApiError, render_error};
+use super::extract::{Caller, JsonBody};
+use super::{AppState, Submitted};
+use crate::catalog::fields::{Checked, Fields, invalid, prompt};
+use crate::catalog::size::{Resolution, parse_explicit, seedream_preset};
+use crate::catalog::{Model, ModelKind, OutputFormat, Routing, Size, TaskSpec, ValidationError, gpt_image};
+use crate::db::now_ms;
+use crate::ids::random_hex;
+use crate::storage::UPLOAD_SCHEME;
+use crate::tasks::{Dialect, FailCode, NewTask, Task, TaskState};
+
+/// Largest multipart body of an edit: up to 16 images of 10 MB would be more than any client
+/// sends; 64 MB bounds memory.
+pub const MAX_EDIT_BYTES: usize = 64 * 1024 * 1024;
+const MAX_UPLOAD_BYTES: usize = 10 * 1024 * 1024;
+
+/// OpenAI's error body.
+#[derive(Serialize)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail {
+    message: String,
+    r#type: &'static str,
+    param: Option<String>,
+    code: Option<&'static str>,
+}
+
+/// Statuses and codes as OpenAI's API uses them (a short balance is its 429 `insufficient_quota`).
+fn openai_error(error: &ApiError) -> (StatusCode, ErrorBody) {
+    let (status, r#type, code) = match error {
+        ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "invalid_request_error", Some("invalid_api_key")),
+        ApiError::InsufficientCredits => {
+            (StatusCode::TOO_MANY_REQUESTS, "insufficient_quota", Some("insufficient_quota"))
+        }
+        ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "requests", Some("rate_limit_exceeded")),
+        ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", None),
+        other => (other.status(), "invalid_request_error", None),
+    };
+    let body = ErrorDetail { message: error.to_string(), r#type, param: None, code };
+    (status, ErrorBody { error: body })
+}
+
+pub async fn envelope(response: Response) -> Response {
+    render_error(response, openai_error)
+}
+
+/// A finished task that did not succeed, or one that outlived the wait, in OpenAI's words.
+fn task_error(task: &Task) -> Response {
+    let (status, r#type, code, message) = match task.fail_code.as_deref() {
+        _ if !task.state.is_terminal() => (
+            StatusCode::GATEWAY_TIMEOUT,
+            "server_error",
+            Some("timeout"),
+            format!("the image is not ready yet; poll task {} on /api/v1/statusTask/{}", task.id, task.model),
+        ),
+        Some(c) if c == FailCode::ContentViolation.as_str() => (
+            StatusCode::BAD_REQUEST,
+            "image_generation_user_error",
+            Some("moderation_blocked"),
+            task.fail_msg.clone().unwrap_or_default(),
+        ),
+        Some(c) if c == FailCode::InvalidImageUrl.as_str() => {
+            (StatusCode::BAD_REQUEST, "invalid_request_error", None, task.fail_msg.clone().unwrap_or_default())
+        }
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", None, task.fail_msg.clone().unwrap_or_default()),
+    };
+    let body = ErrorBody { error: ErrorDetail { message, r#type, param: None, code } };
+    let mut response = axum::response::IntoResponse::into_response((status, Json(body)));
+    if let Ok(value) = task.id.as_str().parse() {
+        response.headers_mut().insert("x-easel-task-id", value);
+    }
+    response
+}
+
+/// What the client asked for.
+struct ImageRequest<'c> {
+    model: &'c Model,
+    spec: TaskSpec,
+    /// Answer with `b64_json` (GPT image models' only form at OpenAI) rather than a `url`.
+    b64: bool,
+}
+
+fn size_for(model: &Model, raw: Option<&str>) -> Checked<Size> {
+    match model.kind {
+        ModelKind::GptImage1 => {
+            let pick = match raw.unwrap_or("auto") {
+                "auto" => "1024x1024",
+                other => other,
+            };
+            gpt_image::SIZES
+                .iter()
+                .map(|(_, s)| *s)
+                .find(|s| s.to_string() == pick)
+                .ok_or_else(|| ValidationError("size must be one of 1024x1024, 1536x1024, 1024x1536, auto".into()))
+        }
+        _ => match raw {
+            None | Some("auto") => Ok(Size::new(2048, 2048)),
+            Some("4K") => Ok(Size::new(4096, 4096)),
+            Some(tier) => match Resolution::parse(tier) {
+                Some(resolution) => Ok(seedream_preset(resolution, "1:1").expect("1:1 is in the table")),
+                None => parse_explicit("size", tier),
+            },
+        },
+    }
+}
+
+/// The fields generations and edits share, from a JSON object (edits' form fields are turned
+/// into one first).
+fn parse_request<'c>(
+    state: &'c AppState,
+    body: &Value,
+    references: Vec<String>,
+    mask: Option<String>,
+) -> Checked<ImageRequest<'c>> {
+    let f = Fields::of("", body)?;
+    let id = f.str("model")?.unwrap_or("gpt-image-1");
+    let model = state
+        .catalog
+        .get(id)
+        .ok_or_else(|| ValidationError(format!("The model `{id}` does not exist; GET /v1/models lists them")))?;
+    let gpt = model.kind == ModelKind::GptImage1;
+    let prompt = prompt(&f, if gpt { 32_000 } else { 5000 })?;
+    let images = f.int_in("n", 1, 10)?.unwrap_or(1) as u32;
+    let size = size_for(model, f.str("size")?)?;
+    f.choice("quality", &["auto", "low", "medium", "high", "standard", "hd"], Some("auto"))?;
+    let output_format = match f.str("output_format")? {
+        None if gpt => OutputFormat::Png,
+        None => OutputFormat::Jpeg,
+        Some("png") => OutputFormat::Png,
+        Some("jpeg" | "jpg") => OutputFormat::Jpeg,
+        Some(_) => return invalid("output_format must be png or jpeg"),
+    };
+    let b64 = match f.str("response_format")? {
+        None => gpt,
+        Some("b64_json") => true,
+        Some("url") => false,
+        Some(_) => return invalid("response_format must be url or b64_json"),
+    };
+    let spec = TaskSpec {
+        model: model.id.to_owned(),
+        prompt,
+        images,
+        size,
+        output_format,
+        references,
+        sequential: false,
+        web_search: false,
+        mask,
+    };
+    Ok(ImageRequest { model, spec, b64 })
+}
+
+/// Creates the task, waits for it, and answers as OpenAI would.
+async fn run(
+    state: &AppState,
+    caller: &Caller,
+    request: ImageRequest<'_>,
+    param: String,
+) -> Result<Response, ApiError> {
+    let new = NewTask {
+        account_id: caller.0.account_id.clone(),
+        dialect: Dialect::OpenAi,
+        spec: request.spec,
+        param,
+        routing: Routing::Auto,
+        callback_url: None,
+        price: request.model.price,
+    };
+    let (Submitted::Created(id) | Submitted::Replayed(id)) = state.submit(&new, request.model, None).await?;
+    let wait = Duration::from_secs(state.config.server.openai_wait_secs);
+    let task = state.wait_for_end(&id, &caller.0.account_id, wait).await?;
+    if task.state != TaskState::Success {
+        return Ok(task_error(&task));
+    }
+    let mut data = Vec::with_capacity(task.result_keys.len());
+    if request.b64 {
+        for key in &task.result_keys {
+            let bytes = state.storage.read(key).await.map_err(ApiError::internal)?;
+            data.push(json!({ "b64_json": base64::engine::general_purpose::STANDARD.encode(bytes) }));
+        }
+    } else {
+        data.extend(state.result_urls(&task).into_iter().map(|url| json!({ "url": url })));
+    }
+    let body = json!({
+        "created": task.completed_at.unwrap_or_else(now_ms) / 1000,
+        "data": data,
+        "background": "opaque",
+        "output_format": task.spec.output_format.extension(),
+        "size": task.spec.size.to_string(),
+        "quality": "auto",
+        // Easel bills per image; token counts are not measured.
+        "usage": {"input_tokens": 0, "input_tokens_details": {"image_tokens": 0, "text_tokens": 0},
+                  "output_tokens": 0, "total_tokens": 0},
+    });
+    Ok(axum::response::IntoResponse::into_response(Json(body)))
+}
+
+/// `POST /v1/images/generations`.
+#[tracing::instrument(skip_all, fields(account = %caller.0.account_id))]
+pub async fn generations(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let request = parse_request(&state, &body, Vec::new(), None)?;
+    run(&state, &caller, request, body.to_string()).await
+}
+
+/// Keeps an uploaded image in the store and names it for the task.
+async fn keep_upload(state: &AppState, batch: &str, name: &str, bytes: Vec<u8>) -> Result<String, ApiError> {
+    if bytes.len() > MAX_UPLOAD_BYTES {
+        return Err(ApiError::BadRequest(format!("{name} is larger than 10 MB")));
+    }
+    let format = crate::egress::sniff(&bytes)
+        .ok_or_else(|| ApiError::BadRequest(format!("{name} is not a PNG, JPEG, WebP or GIF image")))?;
+    let key = format!("uploads/{batch}/{name}.{}", format.extensions_str()[0]);
+    state.storage.put(&key, bytes).await.map_err(ApiError::internal)?;
+    Ok(format!("{UPLOAD_SCHEME}{key}"))
+}
+
+/// `POST /v1/images/edits` (multipart): `image` or `image[]` files, an optional `mask`, and the
+/// generation fields as form fields.
+#[tracing::instrument(skip_all, fields(account = %caller.0.account_id))]
+pub async fn edits(State(state): State<AppState>, caller: Caller, mut form: Multipart) -> Result<Response, ApiError> {
+    let bad = |e: axum::extract::multipart::MultipartError| ApiError::BadRequest(format!("bad multipart body: {e}"));
+    let batch = random_hex::<12>();
+    let (mut references, mut mask, mut fields) = (Vec::new(), None, serde_json::Map::new());
+    while let Some(field) = form.next_field().await.map_err(bad)? {
+        let name = field.name().unwrap_or_default().to_owned();
+        match name.as_str() {
+            "image" | "image[]" => {
+                let bytes = field.bytes().await.map_err(bad)?.to_vec();
+                let n = references.len();
+                references.push(keep_upload(&state, &batch, &format!("image{n}"), bytes).await?);
+            }
+            "mask" => {
+                let bytes = field.bytes().await.map_err(bad)?.to_vec();
+                mask = Some(keep_upload(&state, &batch, "mask", bytes).await?);
+            }
+            _ => {
+                let text = field.text().await.map_err(bad)?;
+                // Form fields are text; numbers are numbers in the JSON this becomes.
+                let value = match text.parse::<i64>() {
+                    Ok(n) if name == "n" => Value::from(n),
+                    _ => Value::String(text),
+                };
+                fields.insert(name, value);
+            }
+        }
+    }
+    if references.is_empty() {
+        return Err(ApiError::BadRequest("image is required: send one or more image files".into()));
+    }
+    if references.len() > 16 {
+        return Err(ApiError::BadRequest("at most 16 images may be sent".into()));
+    }
+    let body = Value::Object(fields);
+    let request = parse_request(&state, &body, references, mask)?;
+    run(&state, &caller, request, body.to_string()).await
+}
+
+/// `GET /v1/models`.
+pub async fn models(State(state): State<AppState>, _: Caller) -> Json<Value> {
+    let data: Vec<Value> = state
+        .catalog
+        .models()
+        .iter()
+        .map(|m| json!({"id": m.id, "object": "model", "created": 0, "owned_by": "easel"}))
+        .collect();
+    Json(json!({ "object": "list", "data": data }))
+}

@@ -1,0 +1,130 @@
+//! The OpenAI-compatible Images API: generations, edits, models, and OpenAI-shaped errors.
+
+mod common;
+
+use base64::Engine;
+use common::*;
+use serde_json::{Value, json};
+
+async fn post(app: &TestApp, path: &str, body: Value) -> (u16, Value) {
+    let res = app.client.post(app.url(path)).bearer_auth(&app.key).json(&body).send().await.unwrap();
+    (res.status().as_u16(), res.json().await.unwrap())
+}
+
+fn decode_b64(item: &Value) -> image::DynamicImage {
+    let bytes = base64::engine::general_purpose::STANDARD.decode(item["b64_json"].as_str().unwrap()).unwrap();
+    image::load_from_memory(&bytes).unwrap()
+}
+
+#[tokio::test]
+async fn generations_answer_b64_for_gpt_image_and_urls_on_request() {
+    let app = spawn_app().await;
+    let (status, body) =
+        post(&app, "/v1/images/generations", json!({"model": "gpt-image-1", "prompt": "a koi", "n": 2})).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["created"].is_i64());
+    let data = body["data"].as_array().unwrap();
+    assert_eq!(data.len(), 2);
+    for item in data {
+        let img = decode_b64(item);
+        assert_eq!((img.width(), img.height()), (1024, 1024));
+    }
+    assert!(body["usage"]["total_tokens"].is_u64());
+
+    let (_, body) = post(
+        &app,
+        "/v1/images/generations",
+        json!({"model": "gpt-image-1", "prompt": "a koi", "size": "1536x1024", "response_format": "url"}),
+    )
+    .await;
+    let (_, img) = download(&app.client, body["data"][0]["url"].as_str().unwrap()).await;
+    assert_eq!((img.width(), img.height()), (1536, 1024));
+    // Other catalog models answer with links by default, at explicit sizes.
+    let (_, body) =
+        post(&app, "/v1/images/generations", json!({"model": "seedream-5-0", "prompt": "a koi", "size": "2048x2048"}))
+            .await;
+    let (format, img) = download(&app.client, body["data"][0]["url"].as_str().unwrap()).await;
+    assert_eq!((format, img.width(), img.height()), (image::ImageFormat::Jpeg, 2048, 2048));
+}
+
+#[tokio::test]
+async fn edits_take_multipart_images() {
+    let app = spawn_app().await;
+    let mut png = std::io::Cursor::new(Vec::new());
+    image::RgbImage::from_pixel(64, 64, image::Rgb([10, 200, 10])).write_to(&mut png, image::ImageFormat::Png).unwrap();
+    let part =
+        |bytes: Vec<u8>| reqwest::multipart::Part::bytes(bytes).file_name("ref.png").mime_str("image/png").unwrap();
+    let form = reqwest::multipart::Form::new()
+        .part("image[]", part(png.get_ref().clone()))
+        .part("image[]", part(png.get_ref().clone()))
+        .text("model", "gpt-image-1")
+        .text("prompt", "make it green")
+        .text("n", "1");
+    let res = app.client.post(app.url("/v1/images/edits")).bearer_auth(&app.key).multipart(form).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    let img = decode_b64(&body["data"][0]).to_rgb8();
+    let green = img.pixels().filter(|p| p.0[1] > p.0[0] + 40 && p.0[1] > p.0[2] + 40).count();
+    assert!(green > img.pixels().len() / 4, "the uploaded references show through ({green} green pixels)");
+
+    let form = reqwest::multipart::Form::new().part("image", part(b"<html>".to_vec())).text("prompt", "x");
+    let res = app.client.post(app.url("/v1/images/edits")).bearer_auth(&app.key).multipart(form).send().await.unwrap();
+    assert_eq!(res.status(), 400);
+    let body: Value = res.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("not a PNG"), "{body}");
+}
+
+#[tokio::test]
+async fn errors_have_openai_shape_and_statuses() {
+    let app = spawn_app_with(|c| c.server.bootstrap_credits_usd = 0.04).await;
+    let res = app
+        .client
+        .post(app.url("/v1/images/generations"))
+        .bearer_auth("sk-wrong")
+        .json(&json!({"prompt": "p"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_api_key");
+    assert!(body["error"]["message"].is_string() && body["error"]["type"].is_string());
+
+    let (status, body) = post(&app, "/v1/images/generations", json!({"prompt": "p", "size": "512x512"})).await;
+    assert_eq!(status, 400);
+    assert!(body["error"]["message"].as_str().unwrap().starts_with("size must be one of"));
+    let (status, body) = post(&app, "/v1/images/generations", json!({"model": "dall-e-3", "prompt": "p"})).await;
+    assert_eq!(status, 400, "{body}");
+    // $0.04 buys one image, not two: OpenAI's 429 insufficient_quota.
+    let (status, body) = post(&app, "/v1/images/generations", json!({"prompt": "p", "n": 2})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (429, Some("insufficient_quota")), "{body}");
+
+    let res = app.client.get(app.url("/v1/models")).bearer_auth(&app.key).send().await.unwrap();
+    let models: Value = res.json().await.unwrap();
+    let ids: Vec<&str> = models["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert!(ids.contains(&"gpt-image-1") && ids.contains(&"seedream-5-0"), "{ids:?}");
+}
+
+#[tokio::test]
+async fn a_task_outliving_the_wait_is_a_504_naming_it() {
+    let app = spawn_app_with(|c| {
+        c.server.openai_wait_secs = 1;
+        c.local.latency_ms = 600_000;
+    })
+    .await;
+    let res = app
+        .client
+        .post(app.url("/v1/images/generations"))
+        .bearer_auth(&app.key)
+        .json(&json!({"prompt": "slow"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 504);
+    let task = res.headers()["x-easel-task-id"].to_str().unwrap().to_owned();
+    let body: Value = res.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains(&task), "{body}");
+    // The task is still there to poll.
+    let (status, status_body) = app.status("gpt-image-1", &task).await;
+    assert_eq!(status, 200, "{status_body}");
+}
