@@ -43,6 +43,32 @@ enum Command {
     /// Manage credits.
     #[command(subcommand)]
     Credits(CreditsCommand),
+    /// Generate images through a running Easel (EASEL_URL, EASEL_API_KEY).
+    Generate {
+        #[arg(long)]
+        model: String,
+        #[arg(long)]
+        prompt: String,
+        /// `2K`, `3K`, `4K`, `WxH` or `auto`, as the model accepts.
+        #[arg(long)]
+        size: Option<String>,
+        /// Images to make.
+        #[arg(long, default_value_t = 1)]
+        n: u32,
+        /// A reference image URL (repeatable).
+        #[arg(long = "ref")]
+        references: Vec<String>,
+        /// Wait for the images, with a progress bar, and save them.
+        #[arg(long)]
+        wait: bool,
+        /// Where to save the images (with --wait).
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+        #[arg(long, env = "EASEL_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        #[arg(long, env = "EASEL_API_KEY", hide_env_values = true)]
+        api_key: String,
+    },
 }
 
 #[derive(Args)]
@@ -135,6 +161,20 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Generate { model, prompt, size, n, references, wait, out, url, api_key } = cli.command {
+        let client = crate::client::Client::new(&url, &api_key)?;
+        let request = crate::client::Request { model: model.clone(), prompt, size, n, references };
+        let task = client.submit(&request).await?;
+        if !wait {
+            println!("{task}");
+            return Ok(());
+        }
+        let urls = client.wait(&model, &task).await?;
+        for path in client.save(&task, &urls, &out).await? {
+            println!("{}", path.display());
+        }
+        return Ok(());
+    }
     let listen = match &cli.command {
         Command::Serve { listen } => *listen,
         _ => None,
@@ -145,6 +185,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Accounts(cmd) => accounts_command(&config, cmd).await,
         Command::Keys(cmd) => keys_command(&config, cmd).await,
         Command::Credits(cmd) => credits_command(&config, cmd).await,
+        Command::Generate { .. } => unreachable!("handled before loading the server configuration"),
     }
 }
 

@@ -9,6 +9,7 @@ pub mod app;
 pub mod catalog;
 pub mod claim_loop;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod db;
 pub mod egress;

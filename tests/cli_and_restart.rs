@@ -236,3 +236,62 @@ async fn sigkill_while_tasks_settle_leaves_the_ledger_exact() {
     let balance = account["data"]["balance"].as_f64().unwrap();
     assert!((balance - (5.0 - settled)).abs() < 1e-9, "balance {balance}, settled {settled}");
 }
+
+#[tokio::test]
+async fn generate_command_waits_and_saves_images() {
+    let app = common::spawn_app().await;
+    let out = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let mut cmd = Command::new(EASEL);
+        cmd.args(args).env("EASEL_URL", &app.base).env("EASEL_API_KEY", &app.key);
+        cmd.output()
+    };
+    let done = run(&[
+        "generate",
+        "--model",
+        "gpt-image-1",
+        "--prompt",
+        "a paper crane",
+        "--n",
+        "2",
+        "--wait",
+        "--out",
+        out.path().to_str().unwrap(),
+    ])
+    .await
+    .unwrap();
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    let paths: Vec<String> = String::from_utf8_lossy(&done.stdout).lines().map(str::to_owned).collect();
+    assert_eq!(paths.len(), 2, "{paths:?}");
+    for path in &paths {
+        let img = image::open(path).unwrap();
+        assert_eq!((img.width(), img.height()), (1024, 1024));
+    }
+    let seedream = run(&[
+        "generate",
+        "--model",
+        "seedream-5-0",
+        "--prompt",
+        "dunes",
+        "--size",
+        "1280x720",
+        "--wait",
+        "--out",
+        out.path().to_str().unwrap(),
+    ])
+    .await
+    .unwrap();
+    assert!(seedream.status.success(), "{}", String::from_utf8_lossy(&seedream.stderr));
+    let path = String::from_utf8_lossy(&seedream.stdout).trim().to_owned();
+    assert_eq!(image::image_dimensions(&path).unwrap(), (1280, 720));
+
+    let queued = run(&["generate", "--model", "gpt-image-1", "--prompt", "later"]).await.unwrap();
+    assert!(String::from_utf8_lossy(&queued.stdout).trim().starts_with("task_"));
+    let refused = run(&["generate", "--model", "gpt-image-1", "--prompt", ""]).await.unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("prompt"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}
