@@ -10,14 +10,17 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::accounts::rate::RateLimiter;
 use crate::accounts::{Accounts, CreatedAccount};
 use crate::api::{self, AppState, Services};
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::db::{Db, Dialect};
 use crate::egress::{Egress, Policy};
+use crate::ids::random_hex;
 use crate::money::Micros;
 use crate::routing::Router;
+use crate::signals::Wakers;
 use crate::storage::Storage;
 use crate::tasks::TaskStore;
 use crate::tasks::worker::WorkerPool;
@@ -28,6 +31,7 @@ pub struct Application {
     state: AppState,
     workers: Arc<WorkerPool>,
     dispatcher: Arc<Dispatcher>,
+    wakers: Wakers,
     db: Db,
     /// The account created on first start, if this start created it.
     pub bootstrap: Option<CreatedAccount>,
@@ -54,7 +58,8 @@ fn lock_data_dir(config: &Config) -> anyhow::Result<File> {
 }
 
 impl Application {
-    pub async fn build(config: Config) -> anyhow::Result<Self> {
+    pub async fn build(mut config: Config) -> anyhow::Result<Self> {
+        let node = config.server.node_id.get_or_insert_with(|| format!("node-{}", random_hex::<3>())).clone();
         let db = open_db(&config).await?;
         let lock = match db.dialect {
             Dialect::Sqlite => Some(lock_data_dir(&config)?),
@@ -77,6 +82,7 @@ impl Application {
         let public_url = config.public_url(listener.local_addr()?);
         let storage = Storage::open(&config.storage_url(), public_url, &db).await?;
         let router = Arc::new(Router::from_config(&config.channels, &config.local, &config.server, &catalog)?);
+        let limiter = RateLimiter::new(config.redis_url.as_deref()).await?;
         let wake = Arc::new(Notify::new());
         let callbacks = Arc::new(Notify::new());
         let (finished, _) = tokio::sync::broadcast::channel(1024);
@@ -91,11 +97,12 @@ impl Application {
             wake: wake.clone(),
             callbacks: callbacks.clone(),
             finished: finished.clone(),
+            node: node.clone(),
         });
         let state = AppState::new(Services {
             config,
             db: db.clone(),
-            limiter: Default::default(),
+            limiter,
             callbacks: callbacks.clone(),
             egress: egress.clone(),
             router: router.clone(),
@@ -104,7 +111,7 @@ impl Application {
             accounts,
             tasks,
             storage,
-            wake,
+            wake: wake.clone(),
         });
         let dispatcher = Arc::new(Dispatcher {
             schedule: Schedule::from_config(&state.config.webhooks),
@@ -112,7 +119,8 @@ impl Application {
             egress,
             wake: callbacks,
         });
-        Ok(Self { listener, state, workers, dispatcher, db, bootstrap, _lock: lock })
+        let wakers = Wakers { tasks: wake, callbacks: dispatcher.wake.clone(), finished };
+        Ok(Self { listener, state, workers, dispatcher, wakers, db, bootstrap, _lock: lock })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -129,17 +137,24 @@ impl Application {
         let workers = tokio::spawn(self.workers.clone().run(shutdown.clone()));
         let dispatcher = tokio::spawn(self.dispatcher.clone().run(shutdown.clone()));
         let sweeper = tokio::spawn(crate::retention::run(
+            self.db.clone(),
             self.state.tasks.clone(),
             self.state.storage.clone(),
             self.state.config.retention_ms(),
             shutdown.clone(),
         ));
+        let notifications = (self.db.dialect == Dialect::Postgres).then(|| {
+            tokio::spawn(crate::signals::listen(self.state.config.database_url(), self.wakers, shutdown.clone()))
+        });
         let app = api::router(self.state.clone());
         let stop = shutdown.clone();
         let served =
             axum::serve(self.listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await;
         shutdown.cancel();
         let _ = tokio::join!(workers, dispatcher, sweeper);
+        if let Some(notifications) = notifications {
+            let _ = notifications.await;
+        }
         self.db.close().await;
         served.context("serving HTTP")
     }

@@ -48,6 +48,8 @@ pub struct ServerConfig {
     pub status_rpm: u32,
     /// How long the OpenAI-compatible routes wait for a task before answering 504.
     pub openai_wait_secs: u64,
+    /// This node's name in lease tokens and logs (`EASEL_SERVER__NODE_ID`); a random one when unset.
+    pub node_id: Option<String>,
     /// Consecutive retryable failures that open a channel's circuit breaker.
     pub breaker_failures: u32,
     /// How long an open breaker waits before letting one probe through.
@@ -62,6 +64,7 @@ impl Default for ServerConfig {
             task_timeout_secs: 600,
             workers: 64,
             lease_secs: 30,
+            node_id: None,
             bootstrap_credits_usd: 10.0,
             status_rpm: 1200,
             openai_wait_secs: 300,
@@ -261,6 +264,12 @@ impl Config {
             if let Some(price) = o.price_usd {
                 Micros::from_usd(price).map_err(|e| anyhow::anyhow!("models.{model}.price_usd: {e}"))?;
             }
+        }
+        if let Some(node) = &self.server.node_id {
+            let ok = !node.is_empty()
+                && node.len() <= 64
+                && node.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            anyhow::ensure!(ok, "server.node_id must be 1 to 64 letters, digits, '-' or '_'");
         }
         let mut seen = std::collections::HashSet::new();
         for c in &self.channels {

@@ -73,6 +73,24 @@ impl Db {
         Ok(db)
     }
 
+    /// Runs `job` unless another node is running the job named by `key` right now: on PostgreSQL
+    /// under a session advisory lock (released with the connection should this node die); on
+    /// SQLite, with one node, always. `None` means another node had it.
+    pub async fn run_exclusive<T>(&self, key: i64, job: impl Future<Output = T>) -> Result<Option<T>, sqlx::Error> {
+        if self.dialect == Dialect::Sqlite {
+            return Ok(Some(job.await));
+        }
+        let mut conn = self.write.acquire().await?;
+        let locked: bool =
+            sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(key).fetch_one(&mut *conn).await?;
+        if !locked {
+            return Ok(None);
+        }
+        let out = job.await;
+        sqlx::query("SELECT pg_advisory_unlock($1)").bind(key).execute(&mut *conn).await?;
+        Ok(Some(out))
+    }
+
     pub async fn close(&self) {
         self.write.close().await;
         self.read.close().await;

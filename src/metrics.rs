@@ -81,9 +81,10 @@ pub async fn render(state: &AppState) -> anyhow::Result<String> {
     let _ = writeln!(out, "easel_webhook_attempts_total {attempts}");
 
     header(&mut out, "easel_ledger_usd_total", "counter", "Money moved through the ledger, by kind, in USD.");
-    let rows = sqlx::query("SELECT kind, SUM(amount_micros) AS total FROM ledger GROUP BY kind ORDER BY 1")
-        .fetch_all(&state.db.read)
-        .await?;
+    let rows =
+        sqlx::query("SELECT kind, CAST(SUM(amount_micros) AS BIGINT) AS total FROM ledger GROUP BY kind ORDER BY 1")
+            .fetch_all(&state.db.read)
+            .await?;
     for r in rows {
         let kind: String = r.try_get("kind")?;
         let total = crate::money::Micros(r.try_get::<Option<i64>, _>("total")?.unwrap_or(0));

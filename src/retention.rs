@@ -4,12 +4,14 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::db::now_ms;
+use crate::db::{Db, now_ms};
 use crate::storage::Storage;
 use crate::tasks::TaskStore;
 
 const BATCH: i64 = 500;
 const EVERY: Duration = Duration::from_secs(3600);
+/// The advisory lock that lets one node of a cluster sweep at a time.
+const SWEEP_LOCK: i64 = 0x6561_7365_6c01; // "easel" 1
 
 /// Removes the files of every task completed before `cutoff_ms`; returns how many tasks.
 pub async fn sweep(store: &TaskStore, storage: &Storage, cutoff_ms: i64) -> anyhow::Result<usize> {
@@ -29,13 +31,16 @@ pub async fn sweep(store: &TaskStore, storage: &Storage, cutoff_ms: i64) -> anyh
     }
 }
 
-/// Sweeps at start-up and then every hour until shutdown.
-pub async fn run(store: TaskStore, storage: Storage, retention_ms: i64, shutdown: CancellationToken) {
+/// Sweeps at start-up and then every hour until shutdown, skipping a round another node of the
+/// cluster is already sweeping.
+pub async fn run(db: Db, store: TaskStore, storage: Storage, retention_ms: i64, shutdown: CancellationToken) {
     loop {
-        match sweep(&store, &storage, now_ms() - retention_ms).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(tasks = n, "deleted expired results"),
-            Err(e) => tracing::warn!(error = %e, "sweeping expired results failed"),
+        match db.run_exclusive(SWEEP_LOCK, sweep(&store, &storage, now_ms() - retention_ms)).await {
+            Ok(Some(Ok(0))) => {}
+            Ok(Some(Ok(n))) => tracing::info!(tasks = n, "deleted expired results"),
+            Ok(None) => tracing::debug!("another node is sweeping"),
+            Ok(Some(Err(e))) => tracing::warn!(error = %e, "sweeping expired results failed"),
+            Err(e) => tracing::warn!(error = %e, "could not take the sweep lock"),
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,

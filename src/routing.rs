@@ -21,6 +21,8 @@ use crate::providers::upstream::Upstream;
 /// How many channels one execution of a task may try.
 pub const MAX_CHANNELS_PER_TASK: usize = 3;
 const LATENCY_SAMPLES: usize = 256;
+/// The longest an upstream's `Retry-After` may bench a channel, whatever it asks for.
+pub const MAX_REST: Duration = Duration::from_secs(300);
 
 pub struct Channel {
     pub id: String,
@@ -53,7 +55,10 @@ impl Channel {
     /// Takes one of the channel's slots if its breaker and concurrency limit allow.
     pub fn try_acquire(self: &Arc<Self>) -> Option<Slot> {
         let in_flight = self.health.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-        if self.max_concurrency.is_some_and(|max| in_flight > max) || !self.health.breaker.admit() {
+        if self.max_concurrency.is_some_and(|max| in_flight > max)
+            || self.health.resting_for().is_some()
+            || !self.health.breaker.admit()
+        {
             self.health.in_flight.fetch_sub(1, Ordering::SeqCst);
             return None;
         }
@@ -85,8 +90,12 @@ impl Slot {
         samples.push_back(self.started.elapsed().as_millis() as u64);
     }
 
-    /// The upstream failed in a way worth retrying elsewhere (429, 5xx, timeout).
-    pub fn failed(&self) {
+    /// The upstream failed in a way worth retrying elsewhere (429, 5xx, timeout). When it said
+    /// when to come back (`Retry-After`), no task is sent to the channel before then.
+    pub fn failed(&self, retry_after: Option<Duration>) {
+        if let Some(wait) = retry_after.filter(|w| !w.is_zero()) {
+            *self.channel.health.resting_until.lock().expect("rest lock") = Some(Instant::now() + wait.min(MAX_REST));
+        }
         self.channel.health.failures.fetch_add(1, Ordering::Relaxed);
         self.channel.health.latency.observe(self.started.elapsed());
         self.channel.health.breaker.failure();
@@ -105,6 +114,8 @@ pub struct Health {
     successes: AtomicU64,
     failures: AtomicU64,
     latencies_ms: Mutex<VecDeque<u64>>,
+    /// Set from an upstream's `Retry-After`.
+    resting_until: Mutex<Option<Instant>>,
     pub latency: Histogram,
 }
 
@@ -116,8 +127,15 @@ impl Health {
             successes: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             latencies_ms: Mutex::new(VecDeque::new()),
+            resting_until: Mutex::new(None),
             latency: Histogram::default(),
         }
+    }
+
+    /// How much longer the channel rests after a `Retry-After`, if it does.
+    fn resting_for(&self) -> Option<Duration> {
+        let until = (*self.resting_until.lock().expect("rest lock"))?;
+        until.checked_duration_since(Instant::now()).filter(|left| !left.is_zero())
     }
 }
 
@@ -250,6 +268,8 @@ pub struct ChannelStatus {
     /// Successes over all tries, when there were any.
     pub success_rate: Option<f64>,
     pub p50_latency_ms: Option<u64>,
+    /// Milliseconds left of a rest an upstream asked for with `Retry-After`.
+    pub resting_ms: Option<u64>,
 }
 
 pub struct Router {
@@ -358,6 +378,7 @@ impl Router {
                     failures,
                     success_rate: (successes + failures > 0).then(|| successes as f64 / (successes + failures) as f64),
                     p50_latency_ms: samples.get(samples.len() / 2).copied(),
+                    resting_ms: h.resting_for().map(|d| d.as_millis() as u64),
                 }
             })
             .collect()

@@ -14,16 +14,27 @@ use tokio::process::{Child, Command};
 
 const EASEL: &str = env!("CARGO_BIN_EXE_easel");
 
-fn easel(data_dir: &Path) -> Command {
+/// `easel` on a data dir; when the suite runs on PostgreSQL, also on the data dir's own database
+/// (created on first use and remembered in the dir).
+async fn easel(data_dir: &Path) -> Command {
     let mut cmd = Command::new(EASEL);
     cmd.arg("--data-dir").arg(data_dir).env_remove("EASEL_CONFIG").env_remove("EASEL_DATABASE_URL");
     cmd.env_remove("EASEL_STORAGE_URL").env_remove("EASEL_PUBLIC_URL").env_remove("EASEL_LISTEN");
+    let remembered = data_dir.join("test-database-url");
+    let database = match std::fs::read_to_string(&remembered) {
+        Ok(url) => Some(url),
+        Err(_) => common::fresh_database_url().await,
+    };
+    if let Some(url) = database {
+        std::fs::write(&remembered, &url).unwrap();
+        cmd.env("EASEL_DATABASE_URL", url);
+    }
     cmd.current_dir(data_dir);
     cmd
 }
 
 async fn cli_json(data_dir: &Path, args: &[&str]) -> Value {
-    let out = easel(data_dir).args(args).output().await.unwrap();
+    let out = easel(data_dir).await.args(args).output().await.unwrap();
     assert!(out.status.success(), "easel {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
@@ -31,6 +42,7 @@ async fn cli_json(data_dir: &Path, args: &[&str]) -> Value {
 /// Starts `easel serve` on a free port and returns it with its base URL.
 async fn serve(data_dir: &Path) -> (Child, String) {
     let mut child = easel(data_dir)
+        .await
         .args(["serve", "--listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -65,14 +77,19 @@ async fn operator_cli_manages_accounts_keys_and_credits() {
     assert!(key["key_id"].as_str().unwrap().starts_with("key_"));
     assert_ne!(key["key"], created["key"]);
 
-    let out =
-        easel(dir.path()).args(["credits", "add", "--account", account, "--amount", "1.25"]).output().await.unwrap();
+    let out = easel(dir.path())
+        .await
+        .args(["credits", "add", "--account", account, "--amount", "1.25"])
+        .output()
+        .await
+        .unwrap();
     assert!(out.status.success());
     let shown = cli_json(dir.path(), &["accounts", "show", account, "--json"]).await;
     assert_eq!(shown["balance"], 3.75);
     assert_eq!(shown["name"], "acme");
 
     let limits = easel(dir.path())
+        .await
         .args(["accounts", "set-limits", account, "--model", "seedream-5-0", "--rpm", "5", "--concurrency", "2"])
         .output()
         .await
@@ -80,21 +97,23 @@ async fn operator_cli_manages_accounts_keys_and_credits() {
     assert!(limits.status.success());
     assert_eq!(String::from_utf8_lossy(&limits.stdout).trim(), "acme on seedream-5-0: 5 per minute, 2 at once");
     let unknown =
-        easel(dir.path()).args(["accounts", "set-limits", account, "--model", "nope"]).output().await.unwrap();
+        easel(dir.path()).await.args(["accounts", "set-limits", account, "--model", "nope"]).output().await.unwrap();
     assert!(!unknown.status.success());
     let rotated = cli_json(dir.path(), &["accounts", "rotate-webhook-secret", account, "--json"]).await;
     assert!(rotated["webhook_secret"].as_str().unwrap().starts_with("whsec_"));
     assert_ne!(rotated["webhook_secret"], created["webhook_secret"]);
 
-    let revoke = easel(dir.path()).args(["keys", "revoke", key["key_id"].as_str().unwrap()]).output().await.unwrap();
+    let revoke =
+        easel(dir.path()).await.args(["keys", "revoke", key["key_id"].as_str().unwrap()]).output().await.unwrap();
     assert!(revoke.status.success());
     // Revoking twice, or an unknown account, is an error with a message.
-    let again = easel(dir.path()).args(["keys", "revoke", key["key_id"].as_str().unwrap()]).output().await.unwrap();
+    let again =
+        easel(dir.path()).await.args(["keys", "revoke", key["key_id"].as_str().unwrap()]).output().await.unwrap();
     assert!(!again.status.success());
-    let missing = easel(dir.path()).args(["accounts", "show", "acct_nope"]).output().await.unwrap();
+    let missing = easel(dir.path()).await.args(["accounts", "show", "acct_nope"]).output().await.unwrap();
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("does not exist"));
-    let dup = easel(dir.path()).args(["accounts", "create", "--name", "acme"]).output().await.unwrap();
+    let dup = easel(dir.path()).await.args(["accounts", "create", "--name", "acme"]).output().await.unwrap();
     assert!(String::from_utf8_lossy(&dup.stderr).contains("already exists"));
 }
 
@@ -102,6 +121,7 @@ async fn operator_cli_manages_accounts_keys_and_credits() {
 async fn first_start_prints_a_working_key_once() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = easel(dir.path())
+        .await
         .args(["serve", "--listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -176,8 +196,9 @@ impl Site {
 
 #[tokio::test]
 async fn sigkill_mid_task_then_restart_finishes_it_and_settles_once() {
-    // Slow enough that the task is surely in flight when the process dies.
-    let site = Site::new("[local]\nlatency_ms = 4000\n", "1").await;
+    // Slow enough that the task is surely in flight when the process dies. (On SQLite the restart
+    // takes the dead process's leases back at once; on PostgreSQL they run out, hence short ones.)
+    let site = Site::new("[local]\nlatency_ms = 4000\n[server]\nlease_secs = 3\n", "1").await;
     let (mut first, base) = serve(site.dir.path()).await;
     let body = json!({"input": {"mode": "text-to-image", "prompt": "a phoenix", "max_images": 2}});
     let task = site.submit(&base, "seedream-5-0", &body).await;
@@ -200,7 +221,7 @@ async fn sigkill_mid_task_then_restart_finishes_it_and_settles_once() {
 #[tokio::test]
 async fn sigkill_while_tasks_settle_leaves_the_ledger_exact() {
     // Many short tasks, four at a time: settlements follow each other continuously.
-    let site = Site::new("[local]\nlatency_ms = 400\n[server]\nworkers = 4\n", "5").await;
+    let site = Site::new("[local]\nlatency_ms = 400\n[server]\nworkers = 4\nlease_secs = 3\n", "5").await;
     let (mut first, base) = serve(site.dir.path()).await;
     let body = json!({"input": {"mode": "gpt-image-1", "prompt": "a lantern"}});
     let mut tasks = Vec::new();

@@ -97,3 +97,44 @@ async fn status_polls_have_their_own_limit() {
     // Creation is not affected by polling.
     assert_eq!(app.submit("gpt-image-1", &gpt_t2i(1)).await.0, 200);
 }
+
+/// Creates with the default key until the first 429; returns how many passed.
+async fn creates_until_refused(app: &TestApp, body: &Value) -> usize {
+    for passed in 0..1000 {
+        let res = app.client.post(app.url("/api/v1/generateTask/seedream-5-0")).bearer_auth(&app.key).json(body);
+        match res.send().await.unwrap().status().as_u16() {
+            200 => {}
+            429 => return passed,
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    panic!("never refused");
+}
+
+#[tokio::test]
+async fn with_redis_the_per_minute_allowance_outlives_the_process() {
+    let Some(redis) = redis_server("with_redis_the_per_minute_allowance_outlives_the_process") else { return };
+    let app = spawn_app_with(|c| c.redis_url = Some(redis.clone())).await;
+    assert!(app.state.limiter.is_shared());
+    set_limits(&app, "seedream-5-0", Some(60), Some(1000)).await;
+    let body = json!({"input": {"mode": "text-to-image", "prompt": "p", "max_images": 1, "size": "1280x720"}});
+    // The burst of a 60-a-minute quota is 10 (one more may pass as a second ticks by).
+    let burst = creates_until_refused(&app, &body).await;
+    assert!((10..=11).contains(&burst), "{burst}");
+    // A new process on the same store draws on the same allowance: it is in Redis, not memory.
+    let app = app.restart(|c| c.redis_url = Some(redis.clone())).await;
+    assert!(creates_until_refused(&app, &body).await <= 1, "the allowance was spent before the restart");
+    // Without Redis the new process starts with a fresh allowance (limits per node).
+    let app = app.restart(|_| {}).await;
+    assert!(creates_until_refused(&app, &body).await >= 10);
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_fails_start_up_instead_of_limiting_per_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(&dir);
+    // Port 1 on loopback: nothing listens there.
+    config.redis_url = Some("redis://127.0.0.1:1/".into());
+    let err = easel::Application::build(config).await.err().expect("start-up fails");
+    assert!(format!("{err:#}").contains("Redis"), "{err:#}");
+}

@@ -154,3 +154,91 @@ async fn retryable_failures_fail_over_to_the_next_channel() {
     assert_eq!(working.seen_ok().len(), 1);
     assert_ledger_invariant(&app.state, "default").await;
 }
+
+#[tokio::test]
+async fn a_mask_goes_to_edits_as_a_png_mask_part() {
+    let fake = Fake::start(Wire::OpenAi, |seen, _, _| Reply::ok(openai_images(seen))).await;
+    let base = fake.base_url.clone();
+    let app = spawn_app_with(|c| {
+        c.server.allow_private_network = true;
+        c.channels = vec![channel("openai", ProviderKind::Openai, &base, &[(MODEL, UPSTREAM)])];
+    })
+    .await;
+    let refs = spawn_reference_server().await;
+    // The unified API's mask_url; a JPEG mask must reach OpenAI as the PNG it requires.
+    let body = json!({"model": MODEL, "prompt": "fill the hole", "image_url": format!("http://{refs}/red.png"),
+        "mask_url": format!("http://{refs}/blue.jpg")});
+    let res = app.client.post(app.url("/api/v1/images/generations")).bearer_auth(&app.key).json(&body).send().await;
+    let created: Value = res.unwrap().json().await.unwrap();
+    let task = created["data"]["taskId"].as_str().expect("a taskId").to_owned();
+    let data = app.wait_done(MODEL, &task).await;
+    expect_pngs(&app, &data, 1, (1024, 1024)).await;
+
+    let seen = fake.seen_ok();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].path, "/v1/images/edits");
+    let mask = seen[0].part("mask").expect("a mask part");
+    assert_eq!(mask.content_type.as_deref(), Some("image/png"));
+    assert_eq!(image::guess_format(&mask.data).unwrap(), ImageFormat::Png);
+    let decoded = image::load_from_memory(&mask.data).unwrap().to_rgb8();
+    assert_eq!(decoded.dimensions(), (64, 48));
+    let [r, _, b] = decoded.get_pixel(10, 10).0;
+    assert!(b > 180 && r < 60, "the mask is the blue image");
+    assert_eq!(seen[0].parts.iter().filter(|p| p.name == "image[]").count(), 1);
+}
+
+#[tokio::test]
+async fn a_mask_that_cannot_be_fetched_fails_the_task_without_charge() {
+    let fake = Fake::start(Wire::OpenAi, |seen, _, _| Reply::ok(openai_images(seen))).await;
+    let base = fake.base_url.clone();
+    let app = spawn_app_with(|c| {
+        c.server.allow_private_network = true;
+        c.channels = vec![channel("openai", ProviderKind::Openai, &base, &[(MODEL, UPSTREAM)])];
+    })
+    .await;
+    let refs = spawn_reference_server().await;
+    let body = json!({"model": MODEL, "prompt": "fill the hole", "image_url": format!("http://{refs}/red.png"),
+        "mask_url": format!("http://{refs}/missing.png")});
+    let res = app.client.post(app.url("/api/v1/images/generations")).bearer_auth(&app.key).json(&body).send().await;
+    let created: Value = res.unwrap().json().await.unwrap();
+    let task = created["data"]["taskId"].as_str().expect("a taskId").to_owned();
+    let data = app.wait_done(MODEL, &task).await;
+    assert_eq!(data["state"], "failed");
+    assert_eq!(data["failCode"], "INVALID_IMAGE_URL", "{data}");
+    assert!(data["failMsg"].as_str().unwrap().starts_with("mask_url"), "{data}");
+    assert!(fake.seen().is_empty(), "the upstream is never called");
+    assert_eq!(balance_and_held(&app).await, (START_MICROS, 0));
+}
+
+#[tokio::test]
+async fn a_retry_after_rests_the_channel_for_later_tasks() {
+    let limited = Fake::start(Wire::OpenAi, |_, _, _| {
+        Reply::status(
+            429,
+            json!({"error": {"message": "Rate limit reached", "type": "requests", "param": null,
+            "code": "rate_limit_exceeded"}}),
+        )
+        .header("retry-after", "120")
+    })
+    .await;
+    let working = Fake::start(Wire::OpenAi, |seen, _, _| Reply::ok(openai_images(seen))).await;
+    let (l, w) = (limited.base_url.clone(), working.base_url.clone());
+    let app = spawn_app_with(|c| {
+        c.admin_token = Some("ops".into());
+        let mut first = channel("limited", ProviderKind::Openai, &l, &[(MODEL, UPSTREAM)]);
+        first.priority = 20;
+        c.channels = vec![first, channel("working", ProviderKind::Openai, &w, &[(MODEL, UPSTREAM)])];
+    })
+    .await;
+    for _ in 0..2 {
+        let task = app.submit_ok(MODEL, &gpt_t2i(1)).await;
+        expect_pngs(&app, &app.wait_done(MODEL, &task).await, 1, (1024, 1024)).await;
+    }
+    assert_eq!(limited.seen_ok().len(), 1, "no task reaches a channel inside its Retry-After");
+    assert_eq!(working.seen_ok().len(), 2);
+    let res = app.client.get(app.url("/admin/v1/channels")).bearer_auth("ops").send().await.unwrap();
+    let body: Value = res.json().await.unwrap();
+    let resting = body["data"].as_array().unwrap().iter().find(|c| c["id"] == "limited").unwrap()["restingMs"].clone();
+    let ms = resting.as_u64().expect("restingMs while resting");
+    assert!(ms > 100_000 && ms <= 120_000, "{ms}");
+}

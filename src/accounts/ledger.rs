@@ -160,10 +160,13 @@ pub struct Totals {
 }
 
 pub async fn totals(db: &Db, account: &AccountId) -> Result<Totals, sqlx::Error> {
-    let rows = sqlx::query("SELECT kind, SUM(amount_micros) AS total FROM ledger WHERE account_id = $1 GROUP BY kind")
-        .bind(account.as_str())
-        .fetch_all(&db.read)
-        .await?;
+    // PostgreSQL sums BIGINT into NUMERIC; the cast keeps one decoding for both databases.
+    let rows = sqlx::query(
+        "SELECT kind, CAST(SUM(amount_micros) AS BIGINT) AS total FROM ledger WHERE account_id = $1 GROUP BY kind",
+    )
+    .bind(account.as_str())
+    .fetch_all(&db.read)
+    .await?;
     let mut totals = Totals::default();
     for r in rows {
         let kind: String = r.try_get("kind")?;

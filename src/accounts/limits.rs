@@ -1,13 +1,11 @@
-//! Per-account, per-model limits: task creations per minute (GCRA) and unfinished tasks.
-
-use std::collections::HashMap;
-use std::sync::Mutex;
+//! Per-account, per-model limits: task creations per minute (enforced by [`super::rate`]) and
+//! unfinished tasks (counted in the task-insert transaction).
 
 use serde::Serialize;
 use sqlx::Row;
 
 use crate::catalog::Model;
-use crate::db::{Db, now_ms};
+use crate::db::Db;
 use crate::ids::AccountId;
 
 /// The limits in force for one account and model.
@@ -53,86 +51,4 @@ pub async fn set(
     .execute(&db.write)
     .await?;
     Ok(())
-}
-
-/// A refusal, with how long to wait before the next request can pass.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryAfter {
-    pub millis: i64,
-}
-
-impl RetryAfter {
-    /// Whole seconds for the `Retry-After` header, never 0.
-    pub fn secs(self) -> u64 {
-        (self.millis.max(1) as u64).div_ceil(1000)
-    }
-}
-
-/// The generic cell rate algorithm: a request is admitted when the key's theoretical arrival
-/// time (TAT) is at most `burst` intervals ahead of now. Smooth: after a burst, requests pass
-/// one per interval, so no window boundary lets twice the rate through.
-#[derive(Default)]
-pub struct Gcra {
-    tats: Mutex<HashMap<String, i64>>,
-}
-
-/// Burst allowance: one sixth of a minute's quota may arrive at once.
-pub fn burst_for(per_minute: u32) -> u32 {
-    per_minute.div_ceil(6).max(1)
-}
-
-const CLEANUP_EVERY: usize = 10_000;
-
-impl Gcra {
-    pub fn admit(&self, key: &str, per_minute: u32) -> Result<(), RetryAfter> {
-        self.admit_at(key, per_minute, now_ms())
-    }
-
-    pub fn admit_at(&self, key: &str, per_minute: u32, now: i64) -> Result<(), RetryAfter> {
-        if per_minute == 0 {
-            return Err(RetryAfter { millis: 60_000 });
-        }
-        let interval = 60_000.0 / f64::from(per_minute);
-        let tolerance = (interval * f64::from(burst_for(per_minute) - 1)) as i64;
-        let interval = interval.ceil() as i64;
-        let mut tats = self.tats.lock().expect("the limiter's lock is never poisoned");
-        if tats.len() >= CLEANUP_EVERY {
-            tats.retain(|_, tat| *tat > now);
-        }
-        let tat = tats.get(key).copied().unwrap_or(now).max(now);
-        let allowed_at = tat - tolerance;
-        if allowed_at > now {
-            return Err(RetryAfter { millis: allowed_at - now });
-        }
-        tats.insert(key.to_owned(), tat + interval);
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn burst_then_one_per_interval() {
-        let gcra = Gcra::default();
-        let t0 = 1_000_000;
-        // 60 a minute: a burst of 10, then one a second.
-        for _ in 0..10 {
-            assert!(gcra.admit_at("k", 60, t0).is_ok());
-        }
-        let refused = gcra.admit_at("k", 60, t0).unwrap_err();
-        assert_eq!(refused.secs(), 1);
-        assert!(gcra.admit_at("k", 60, t0 + 999).is_err());
-        assert!(gcra.admit_at("k", 60, t0 + 1000).is_ok());
-        assert!(gcra.admit_at("other", 60, t0).is_ok(), "keys are independent");
-    }
-
-    #[test]
-    fn never_more_than_quota_plus_burst_in_a_minute() {
-        let gcra = Gcra::default();
-        let admitted = (0..60_000).step_by(50).filter(|t| gcra.admit_at("k", 60, *t).is_ok()).count();
-        assert!(admitted <= 60 + 10, "{admitted}");
-        assert!(admitted >= 60, "{admitted}");
-    }
 }

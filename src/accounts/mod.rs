@@ -3,6 +3,7 @@
 pub mod keys;
 pub mod ledger;
 pub mod limits;
+pub mod rate;
 
 use base64::Engine;
 use serde::Serialize;

@@ -165,7 +165,7 @@ pub async fn status(
     Query(query): Query<StatusQuery>,
 ) -> Result<Json<Envelope<TaskStatus>>, ApiError> {
     known_model(&state, &model)?;
-    state.admit_poll(&caller.0)?;
+    state.admit_poll(&caller.0).await?;
     let raw =
         query.task_id.filter(|t| !t.is_empty()).ok_or_else(|| ApiError::BadRequest("taskId is required".into()))?;
     let not_found = || ApiError::NotFound(format!("task {raw} not found"));

@@ -21,7 +21,8 @@ use axum::routing::{get, post};
 use tokio::sync::{Notify, broadcast};
 use tower_http::trace::TraceLayer;
 
-use crate::accounts::limits::{self, Gcra};
+use crate::accounts::limits;
+use crate::accounts::rate::RateLimiter;
 use crate::accounts::{Accounts, ApiKey};
 use crate::catalog::{Catalog, Model};
 use crate::config::Config;
@@ -56,7 +57,7 @@ pub struct Services {
     /// Ids of tasks as they end, for requests that wait for a result.
     pub finished: tokio::sync::broadcast::Sender<TaskId>,
     /// Task creations per account and model, status polls per key.
-    pub limiter: Gcra,
+    pub limiter: RateLimiter,
 }
 
 /// How a create request was answered.
@@ -116,7 +117,7 @@ impl AppState {
     async fn admit(&self, new: &NewTask, model: &Model, idem: Option<&Idempotency>) -> Result<TaskId, ApiError> {
         let limits = limits::effective(&self.db, &new.account_id, model).await?;
         let key = format!("create:{}:{}", new.account_id, model.id);
-        self.limiter.admit(&key, limits.rpm).map_err(|wait| ApiError::RateLimited {
+        self.limiter.admit(&key, limits.rpm).await.map_err(|wait| ApiError::RateLimited {
             message: format!("rate limit reached: {} task creations per minute for {}", limits.rpm, model.id),
             retry_after_secs: wait.secs(),
         })?;
@@ -141,9 +142,9 @@ impl AppState {
     }
 
     /// Status polls have their own, generous, per-key limit.
-    pub fn admit_poll(&self, key: &ApiKey) -> Result<(), ApiError> {
+    pub async fn admit_poll(&self, key: &ApiKey) -> Result<(), ApiError> {
         let rpm = self.config.server.status_rpm;
-        self.limiter.admit(&format!("poll:{}", key.key_id), rpm).map_err(|wait| ApiError::RateLimited {
+        self.limiter.admit(&format!("poll:{}", key.key_id), rpm).await.map_err(|wait| ApiError::RateLimited {
             message: format!("rate limit reached: {rpm} status requests per minute per key"),
             retry_after_secs: wait.secs(),
         })

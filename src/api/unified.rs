@@ -147,7 +147,7 @@ pub async fn query(
     caller: Caller,
     Query(params): Query<QueryParams>,
 ) -> Result<Json<Envelope<Status>>, ApiError> {
-    state.admit_poll(&caller.0)?;
+    state.admit_poll(&caller.0).await?;
     let raw =
         params.task_id.filter(|t| !t.is_empty()).ok_or_else(|| ApiError::BadRequest("task_id is required".into()))?;
     let not_found = || ApiError::NotFound(format!("task {raw} not found"));

@@ -66,6 +66,8 @@ pub struct Job<'a> {
     pub spec: &'a TaskSpec,
     /// The references, already fetched and checked by the egress guard.
     pub references: &'a [Reference],
+    /// The inpainting mask for the first reference (`spec.mask`, fetched like a reference).
+    pub mask: Option<&'a Reference>,
     /// The channel's id for the model (`seedream-5-0-260128`, `doubao-…`, an endpoint id…).
     pub upstream_model: &'a str,
     /// The upstream task id an earlier attempt on this channel recorded, if any.

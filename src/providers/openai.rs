@@ -76,6 +76,21 @@ fn image_part(index: usize, r: &Reference) -> Result<Part, ProviderError> {
         .map_err(|e| ProviderError::Permanent(format!("building the upload failed: {e}")))
 }
 
+/// The mask as a PNG part: OpenAI wants a PNG with an alpha channel, so one in another
+/// format is converted (keeping its alpha, where it has any).
+fn mask_part(mask: &Reference) -> Result<Part, ProviderError> {
+    let bad = |e: String| ProviderError::Permanent(format!("the mask could not be read: {e}"));
+    let png = if mask.format == image::ImageFormat::Png {
+        mask.bytes.clone()
+    } else {
+        let decoded = image::load_from_memory_with_format(&mask.bytes, mask.format).map_err(|e| bad(e.to_string()))?;
+        let mut out = std::io::Cursor::new(Vec::new());
+        decoded.to_rgba8().write_to(&mut out, image::ImageFormat::Png).map_err(|e| bad(e.to_string()))?;
+        out.into_inner()
+    };
+    Part::bytes(png).file_name("mask.png").mime_str("image/png").map_err(|e| bad(e.to_string()))
+}
+
 fn map_error(status: reqwest::StatusCode, headers: &reqwest::header::HeaderMap, text: &str) -> ProviderError {
     let parsed: Option<ErrorBody> = serde_json::from_str(text).ok();
     let (code, message) = match &parsed {
@@ -125,6 +140,9 @@ impl OpenAiProvider {
                 .text("output_format", format);
             for (i, r) in job.references.iter().enumerate() {
                 form = form.part("image[]", image_part(i, r)?);
+            }
+            if let Some(mask) = job.mask {
+                form = form.part("mask", mask_part(mask)?);
             }
             self.upstream.http.post(self.upstream.url("images/edits")).multipart(form)
         };

@@ -11,6 +11,7 @@ use crate::catalog::Routing;
 use crate::db::{self, Db, now_ms};
 use crate::ids::{AccountId, TaskId};
 use crate::money::Micros;
+use crate::signals::{self, Event};
 use crate::webhooks;
 
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +93,15 @@ fn task_from_row(row: &AnyRow) -> Result<Task, StoreError> {
     })
 }
 
+/// Lease tokens are `<node id>.<random>`, so that a lease names the node holding it.
+pub fn lease_token(node: &str) -> String {
+    format!("{node}.{}", crate::ids::random_hex::<12>())
+}
+
+fn node_of(token: &str) -> Option<&str> {
+    token.split_once('.').map(|(node, _)| node)
+}
+
 impl TaskStore {
     pub fn new(db: Db) -> Self {
         Self { db }
@@ -143,6 +153,7 @@ impl TaskStore {
         if let Some(idem) = admission.idempotency {
             idempotency::complete_in(&mut tx, &new.account_id, idem, &id).await?;
         }
+        signals::notify(&mut *tx, self.db.dialect, &Event::TaskQueued).await?;
         tx.commit().await?;
         Ok(id)
     }
@@ -272,6 +283,7 @@ impl TaskStore {
             .bind(token)
             .execute(&self.db.write)
             .await?;
+        signals::notify(&self.db.write, self.db.dialect, &Event::TaskQueued).await?;
         Ok(())
     }
 
@@ -301,7 +313,7 @@ impl TaskStore {
         };
         let updated = sqlx::query(
             "UPDATE tasks SET state = $1, result_keys = $2, fail_code = $3, fail_msg = $4, delivered_images = $5, \
-             completed_at = $6, lease_token = NULL, lease_until = NULL \
+             completed_at = $6, lease_token = NULL, lease_until = NULL, finished_by = $9 \
              WHERE id = $7 AND lease_token = $8 AND state = 'processing'",
         )
         .bind(state.as_str())
@@ -312,6 +324,7 @@ impl TaskStore {
         .bind(now)
         .bind(task.id.as_str())
         .bind(token)
+        .bind(node_of(token))
         .execute(&mut *tx)
         .await?;
         if updated.rows_affected() == 0 {
@@ -320,7 +333,9 @@ impl TaskStore {
         settle(&mut tx, task, delivered).await?;
         if let Some(url) = &task.callback_url {
             webhooks::store::enqueue_in(&mut tx, &task.id, &task.account_id, url).await?;
+            signals::notify(&mut *tx, self.db.dialect, &Event::CallbackQueued).await?;
         }
+        signals::notify(&mut *tx, self.db.dialect, &Event::TaskFinished(task.id.clone())).await?;
         tx.commit().await?;
         Ok(true)
     }

@@ -11,14 +11,14 @@ use futures::future::BoxFuture;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::store::{Outcome, StoreError, TaskStore};
+use super::store::{Outcome, StoreError, TaskStore, lease_token};
 use super::{ChannelAttempt, FailCode, Task};
 use crate::catalog::OutputFormat;
 use crate::claim_loop;
 use crate::db::now_ms;
 use crate::egress::Egress;
 use crate::ids::TaskId;
-use crate::ids::random_hex;
+
 use crate::providers::local::render;
 use crate::providers::{Checkpoint, GeneratedImage, Job, ProviderError, Reference};
 use crate::routing::MAX_CHANNELS_PER_TASK;
@@ -39,6 +39,8 @@ pub struct WorkerPool {
     pub callbacks: Arc<Notify>,
     /// Told the id of every task that ends, for requests waiting on it.
     pub finished: tokio::sync::broadcast::Sender<TaskId>,
+    /// This node's id, carried in its lease tokens.
+    pub node: String,
 }
 
 /// How often idle workers look for work without being woken (other processes may add tasks).
@@ -48,9 +50,9 @@ impl WorkerPool {
     /// Claims and runs tasks until `shutdown`, then waits for the tasks in hand.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let lease_ms = self.lease.as_millis() as i64;
-        let store = &self.store;
+        let (store, node) = (&self.store, self.node.as_str());
         let claim = || async move {
-            let token = random_hex::<16>();
+            let token = lease_token(node);
             Ok::<_, StoreError>(store.claim(&token, lease_ms).await?.map(|task| (task, token)))
         };
         let work = |(task, token)| {
@@ -125,7 +127,14 @@ impl WorkerPool {
             Ok(refs) => refs,
             Err(message) => return Outcome::Failed { code: FailCode::InvalidImageUrl, message },
         };
-        let images = match self.generate(task, token, &references).await {
+        let mask = match &task.spec.mask {
+            Some(url) => match self.reference(url).await {
+                Ok(mask) => Some(mask),
+                Err(e) => return Outcome::Failed { code: FailCode::InvalidImageUrl, message: format!("mask_url {e}") },
+            },
+            None => None,
+        };
+        let images = match self.generate(task, token, &references, mask.as_ref()).await {
             Ok(images) => images,
             Err(outcome) => return outcome,
         };
@@ -155,6 +164,7 @@ impl WorkerPool {
         task: &Task,
         token: &str,
         references: &[Reference],
+        mask: Option<&Reference>,
     ) -> Result<Vec<GeneratedImage>, Outcome> {
         let mut log = task.channel_log.clone();
         let mut last_error = None;
@@ -171,6 +181,7 @@ impl WorkerPool {
                 task_id: task.id.as_str(),
                 spec: &task.spec,
                 references,
+                mask,
                 upstream_model: channel.upstream_model(&task.model).unwrap_or(&task.model),
                 upstream_task_id: task.upstream_task_id.as_deref().filter(|_| resume),
                 checkpoint: &checkpoint,
@@ -184,8 +195,8 @@ impl WorkerPool {
                 Err(ProviderError::InvalidReference { reason, .. }) => ("invalid_reference", Some(reason.clone())),
                 Err(ProviderError::Permanent(m)) => ("permanent", Some(m.clone())),
             };
-            if outcome == "retryable" {
-                slot.failed()
+            if let Err(ProviderError::Retryable { retry_after, .. }) = &result {
+                slot.failed(*retry_after)
             } else {
                 slot.succeeded()
             }

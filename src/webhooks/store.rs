@@ -211,5 +211,6 @@ pub async fn retry(db: &Db, id: &str, account: &AccountId) -> Result<RetryOutcom
     .bind(id)
     .execute(&db.write)
     .await?;
+    crate::signals::notify(&db.write, db.dialect, &crate::signals::Event::CallbackQueued).await?;
     Ok(RetryOutcome::Queued)
 }

@@ -26,6 +26,8 @@ pub struct TestApp {
     pub state: AppState,
     pub shutdown: CancellationToken,
     pub data_dir: TempDir,
+    /// The PostgreSQL database the app runs on, when the suite runs on PostgreSQL.
+    pub database_url: Option<String>,
     server: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
@@ -43,13 +45,106 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     let data_dir = tempfile::tempdir().unwrap();
     let mut config = test_config(&data_dir);
+    config.database_url = fresh_database_url().await;
     adjust(&mut config);
+    let database_url = config.database_url.clone();
     let app = Application::build(config).await.expect("the app builds");
     let created = app.bootstrap.clone().expect("a fresh store bootstraps the default account");
-    start(app, data_dir, created.key.key, created.account.id.to_string())
+    start(app, data_dir, database_url, created.key.key, created.account.id.to_string())
 }
 
-fn start(app: Application, data_dir: TempDir, key: String, account_id: String) -> TestApp {
+/// The database a new test app runs on: a fresh PostgreSQL database when the suite runs on
+/// PostgreSQL (`EASEL_TEST_DATABASE=postgres`, under `EASEL_TEST_POSTGRES_URL`); otherwise
+/// `None`, SQLite in the app's temp data dir.
+pub async fn fresh_database_url() -> Option<String> {
+    if std::env::var("EASEL_TEST_DATABASE").ok()?.as_str() != "postgres" {
+        return None;
+    }
+    let server = std::env::var("EASEL_TEST_POSTGRES_URL").expect(
+        "EASEL_TEST_DATABASE=postgres needs EASEL_TEST_POSTGRES_URL (e.g. postgres://postgres@127.0.0.1/postgres)",
+    );
+    Some(create_postgres_database(&server).await)
+}
+
+/// The PostgreSQL server for tests that need one whatever backend the suite runs on; `None`
+/// (with the reason printed) when `EASEL_TEST_POSTGRES_URL` is unset, and the test is skipped.
+pub fn postgres_server(test: &str) -> Option<String> {
+    let url = std::env::var("EASEL_TEST_POSTGRES_URL").ok().filter(|u| !u.is_empty());
+    if url.is_none() {
+        eprintln!("skipping {test}: EASEL_TEST_POSTGRES_URL is not set");
+    }
+    url
+}
+
+/// The Redis server for tests that need one; `None` (with the reason printed) when
+/// `EASEL_TEST_REDIS_URL` is unset, and the test is skipped.
+pub fn redis_server(test: &str) -> Option<String> {
+    let url = std::env::var("EASEL_TEST_REDIS_URL").ok().filter(|u| !u.is_empty());
+    if url.is_none() {
+        eprintln!("skipping {test}: EASEL_TEST_REDIS_URL is not set");
+    }
+    url
+}
+
+/// An S3-compatible server for tests (`EASEL_TEST_S3_ENDPOINT`, e.g. moto's).
+pub struct S3Server {
+    pub endpoint: String,
+}
+
+/// The S3 server for tests that need one; `None` (with the reason printed) when
+/// `EASEL_TEST_S3_ENDPOINT` is unset, and the test is skipped.
+pub fn s3_server(test: &str) -> Option<S3Server> {
+    let endpoint = std::env::var("EASEL_TEST_S3_ENDPOINT").ok().filter(|u| !u.is_empty());
+    if endpoint.is_none() {
+        eprintln!("skipping {test}: EASEL_TEST_S3_ENDPOINT is not set");
+    }
+    Some(S3Server { endpoint: endpoint?.trim_end_matches('/').to_owned() })
+}
+
+impl S3Server {
+    /// A new, empty bucket of the test's own.
+    pub async fn create_bucket(&self) -> String {
+        let bucket = format!("easel-t-{}", uuid::Uuid::now_v7().simple());
+        let res = reqwest::Client::builder().no_proxy().build().unwrap().put(format!("{}/{bucket}", self.endpoint));
+        let res = res.send().await.expect("the S3 server answers");
+        assert!(res.status().is_success(), "creating bucket {bucket}: {}", res.status());
+        bucket
+    }
+
+    /// The AWS_* environment pointing the AWS SDK conventions at this server.
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ALLOW_HTTP", "true"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    }
+}
+
+/// Creates an empty database named `easel_t_…` on the server and returns its URL.
+pub async fn create_postgres_database(server: &str) -> String {
+    use sqlx::Connection;
+    let name = format!("easel_t_{}", uuid::Uuid::now_v7().simple());
+    let mut conn = sqlx::PgConnection::connect(server).await.expect("connecting to EASEL_TEST_POSTGRES_URL");
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("creating a test database");
+    conn.close().await.ok();
+    let mut url = url::Url::parse(server).expect("EASEL_TEST_POSTGRES_URL is a URL");
+    url.set_path(&name);
+    url.to_string()
+}
+
+fn start(
+    app: Application,
+    data_dir: TempDir,
+    database_url: Option<String>,
+    key: String,
+    account_id: String,
+) -> TestApp {
     let base = format!("http://{}", app.local_addr());
     let state = app.state().clone();
     let shutdown = CancellationToken::new();
@@ -62,6 +157,7 @@ fn start(app: Application, data_dir: TempDir, key: String, account_id: String) -
         state,
         shutdown,
         data_dir,
+        database_url,
         server,
     }
 }
@@ -117,12 +213,13 @@ impl TestApp {
 
     /// Stops the app and starts a new one on the same data dir (a process restart).
     pub async fn restart(self, adjust: impl FnOnce(&mut Config)) -> TestApp {
-        let (key, account_id) = (self.key.clone(), self.account_id.clone());
+        let (key, account_id, database_url) = (self.key.clone(), self.account_id.clone(), self.database_url.clone());
         let data_dir = self.stop().await;
         let mut config = test_config(&data_dir);
+        config.database_url = database_url.clone();
         adjust(&mut config);
         let app = Application::build(config).await.expect("the app builds again");
-        start(app, data_dir, key, account_id)
+        start(app, data_dir, database_url, key, account_id)
     }
 
     pub async fn stop(self) -> TempDir {
