@@ -27,6 +27,7 @@ const CONFIG: &str = r#"
 allow_private_network = true
 lease_secs = 3
 workers = 12
+status_rpm = 100000
 
 [local]
 latency_ms = 600
