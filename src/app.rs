@@ -1,6 +1,7 @@
 //! Builds the whole service from a [`Config`]: used by `easel serve` and by the tests.
 
 use std::fs::File;
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +15,7 @@ use crate::accounts::rate::RateLimiter;
 use crate::accounts::{Accounts, CreatedAccount};
 use crate::api::{self, AppState, Services};
 use crate::catalog::Catalog;
-use crate::config::Config;
+use crate::config::{Config, Role};
 use crate::db::{Db, Dialect};
 use crate::egress::{Egress, Policy};
 use crate::ids::random_hex;
@@ -68,6 +69,9 @@ impl Application {
         let catalog = Catalog::new(&config.models)?;
         let accounts = Accounts::new(db.clone());
         let tasks = TaskStore::new(db.clone());
+        if lock.is_some() && config.role != Role::All {
+            tracing::warn!(role = ?config.role, "on SQLite one server owns the data; only role `all` both takes and runs tasks");
+        }
         if lock.is_some() {
             // We are the only server on this database: leases still standing are a dead process's.
             let orphaned = tasks.expire_all_leases().await?;
@@ -94,6 +98,7 @@ impl Application {
             storage: storage.clone(),
             workers: config.server.workers.max(1),
             lease: Duration::from_secs(config.server.lease_secs.max(3)),
+            grace: config.shutdown_grace(),
             wake: wake.clone(),
             callbacks: callbacks.clone(),
             finished: finished.clone(),
@@ -131,32 +136,49 @@ impl Application {
         &self.state
     }
 
-    /// Serves and works until `shutdown` is cancelled, then stops taking work, hands back the
-    /// leases it holds, and returns.
+    /// Serves (and, by the node's role, works) until `shutdown` is cancelled; then stops taking
+    /// work, gives requests and tasks in hand the grace period to end, hands back the leases of
+    /// tasks still running, and returns.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let workers = tokio::spawn(self.workers.clone().run(shutdown.clone()));
-        let dispatcher = tokio::spawn(self.dispatcher.clone().run(shutdown.clone()));
-        let sweeper = tokio::spawn(crate::retention::run(
-            self.db.clone(),
-            self.state.tasks.clone(),
-            self.state.storage.clone(),
-            self.state.config.retention_ms(),
-            shutdown.clone(),
-        ));
+        let background = if self.state.config.role.runs_tasks() { self.spawn_background(&shutdown) } else { vec![] };
+        let grace = self.state.config.shutdown_grace();
+        // Every role listens: API nodes too learn of tasks that end elsewhere (`Prefer: wait`).
         let notifications = (self.db.dialect == Dialect::Postgres).then(|| {
             tokio::spawn(crate::signals::listen(self.state.config.database_url(), self.wakers, shutdown.clone()))
         });
         let app = api::router(self.state.clone());
         let stop = shutdown.clone();
-        let served =
-            axum::serve(self.listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await;
+        let serving =
+            axum::serve(self.listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).into_future();
+        let served = tokio::select! {
+            served = serving => served,
+            _ = crate::shutdown::grace_over(&shutdown, grace) => {
+                tracing::warn!("requests still open after the shutdown grace period are cut off");
+                Ok(())
+            }
+        };
         shutdown.cancel();
-        let _ = tokio::join!(workers, dispatcher, sweeper);
+        futures::future::join_all(background).await;
         if let Some(notifications) = notifications {
             let _ = notifications.await;
         }
         self.db.close().await;
         served.context("serving HTTP")
+    }
+
+    /// The task workers, the callback dispatcher and the retention sweeper.
+    fn spawn_background(&self, shutdown: &CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
+        vec![
+            tokio::spawn(self.workers.clone().run(shutdown.clone())),
+            tokio::spawn(self.dispatcher.clone().run(shutdown.clone())),
+            tokio::spawn(crate::retention::run(
+                self.db.clone(),
+                self.state.tasks.clone(),
+                self.state.storage.clone(),
+                self.state.config.retention_ms(),
+                shutdown.clone(),
+            )),
+        ]
     }
 }
 

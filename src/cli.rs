@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::accounts::{Account, Accounts, limits};
 use crate::app::{Application, open_db};
 use crate::catalog::Catalog;
-use crate::config::{Config, Overrides};
+use crate::config::{Config, Overrides, Role};
 use crate::money::Micros;
 
 #[derive(Parser)]
@@ -33,6 +33,9 @@ enum Command {
         /// Address to listen on (default 127.0.0.1:8080).
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
+        /// What this node runs (default `all`; env EASEL_ROLE).
+        #[arg(long, value_enum)]
+        role: Option<Role>,
     },
     /// Manage accounts.
     #[command(subcommand)]
@@ -175,11 +178,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let listen = match &cli.command {
-        Command::Serve { listen } => *listen,
-        _ => None,
+    let (listen, role) = match &cli.command {
+        Command::Serve { listen, role } => (*listen, *role),
+        _ => (None, None),
     };
-    let config = Config::load(cli.config.as_deref(), Overrides { listen, data_dir: cli.data_dir.clone() })?;
+    let config = Config::load(cli.config.as_deref(), Overrides { listen, data_dir: cli.data_dir.clone(), role })?;
     match cli.command {
         Command::Serve { .. } => serve(config).await,
         Command::Accounts(cmd) => accounts_command(&config, cmd).await,

@@ -24,6 +24,8 @@ pub struct Config {
     pub redis_url: Option<String>,
     #[serde(skip_serializing)]
     pub admin_token: Option<String>,
+    /// What this node runs: the API, the task workers, or both.
+    pub role: Role,
     pub server: ServerConfig,
     pub webhooks: WebhookConfig,
     pub channels: Vec<ChannelConfig>,
@@ -54,6 +56,9 @@ pub struct ServerConfig {
     pub breaker_failures: u32,
     /// How long an open breaker waits before letting one probe through.
     pub breaker_cooldown_secs: u64,
+    /// On SIGTERM, how long in-flight requests and tasks may run on before their leases are
+    /// handed back.
+    pub shutdown_grace_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -70,6 +75,7 @@ impl Default for ServerConfig {
             openai_wait_secs: 300,
             breaker_failures: 5,
             breaker_cooldown_secs: 30,
+            shutdown_grace_secs: 20,
         }
     }
 }
@@ -158,6 +164,28 @@ fn default_weight() -> u32 {
     1
 }
 
+/// A node's part in a deployment (`easel serve --role`, `EASEL_ROLE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The HTTP API only: accepts and answers, runs no tasks.
+    Api,
+    /// Task workers, callback delivery and the retention sweeper; HTTP only for probes and metrics.
+    Worker,
+    /// Everything in one process (the default).
+    All,
+}
+
+impl Role {
+    pub fn serves_api(self) -> bool {
+        matches!(self, Role::Api | Role::All)
+    }
+
+    pub fn runs_tasks(self) -> bool {
+        matches!(self, Role::Worker | Role::All)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ProviderKind {
@@ -221,6 +249,7 @@ impl Default for Config {
             public_url: None,
             redis_url: None,
             admin_token: None,
+            role: Role::All,
             server: ServerConfig::default(),
             webhooks: WebhookConfig::default(),
             channels: Vec::new(),
@@ -237,6 +266,8 @@ pub struct Overrides {
     pub listen: Option<SocketAddr>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
 }
 
 impl Config {
@@ -291,6 +322,10 @@ impl Config {
     /// Base URL of links handed out to clients, without a trailing slash.
     pub fn public_url(&self, bound: SocketAddr) -> String {
         self.public_url.clone().unwrap_or_else(|| format!("http://{bound}")).trim_end_matches('/').to_owned()
+    }
+
+    pub fn shutdown_grace(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.server.shutdown_grace_secs)
     }
 
     pub fn retention_ms(&self) -> i64 {

@@ -19,6 +19,7 @@ pub mod money;
 pub mod providers;
 pub mod retention;
 pub mod routing;
+pub mod shutdown;
 pub mod signals;
 pub mod storage;
 pub mod tasks;

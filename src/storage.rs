@@ -7,8 +7,10 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
+use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
+use object_store::prefix::PrefixStore;
 use object_store::{GetResult, ObjectStore, PutPayload};
 use sha2::Sha256;
 
@@ -18,6 +20,9 @@ use crate::ids::random_hex;
 /// References a client uploaded (OpenAI-style edits) are kept in the store and named in the
 /// task as `upload:<key>`, so the worker reads them back instead of fetching a URL.
 pub const UPLOAD_SCHEME: &str = "upload:";
+
+/// The prefix readiness probes list; nothing is ever written under it.
+const READINESS_PREFIX: &str = "readiness-probe";
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum LinkError {
@@ -56,7 +61,31 @@ fn open_store(url: &str) -> anyhow::Result<Arc<dyn ObjectStore>> {
         std::fs::create_dir_all(path).with_context(|| format!("creating {path}"))?;
         return Ok(Arc::new(LocalFileSystem::new_with_prefix(path)?));
     }
-    anyhow::bail!("unsupported storage URL {url:?} (use file://PATH)")
+    if url.starts_with("s3://") {
+        return open_s3(url);
+    }
+    anyhow::bail!("unsupported storage URL {url:?} (use file://PATH or s3://BUCKET/PREFIX)")
+}
+
+/// `s3://bucket/prefix`: credentials, region and endpoint come from the usual `AWS_*`
+/// variables (see docs/DEPLOYMENT.md). Requests are path-style unless
+/// `AWS_VIRTUAL_HOSTED_STYLE_REQUEST=true`.
+fn open_s3(url: &str) -> anyhow::Result<Arc<dyn ObjectStore>> {
+    let parsed = url::Url::parse(url).with_context(|| format!("parsing the storage URL {url:?}"))?;
+    let bucket =
+        parsed.host_str().filter(|b| !b.is_empty()).context("the storage URL names no bucket (s3://BUCKET/PREFIX)")?;
+    let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+    // An endpoint the operator wrote as http:// (MinIO, a test server) is meant as such.
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").or_else(|_| std::env::var("AWS_ENDPOINT")).unwrap_or_default();
+    if endpoint.starts_with("http://") && std::env::var_os("AWS_ALLOW_HTTP").is_none() {
+        builder = builder.with_allow_http(true);
+    }
+    let s3 = builder.build().context("configuring S3 storage")?;
+    let prefix = parsed.path().trim_matches('/');
+    if prefix.is_empty() {
+        return Ok(Arc::new(s3));
+    }
+    Ok(Arc::new(PrefixStore::new(s3, ObjectPath::parse(prefix)?)))
 }
 
 impl Storage {
@@ -77,6 +106,12 @@ impl Storage {
     /// The whole object, for small files such as uploaded references.
     pub async fn read(&self, key: &str) -> Result<Vec<u8>, object_store::Error> {
         Ok(self.get(key).await?.bytes().await?.to_vec())
+    }
+
+    /// Whether the store answers: one listing of a prefix that holds nothing. (A HEAD would not
+    /// do: S3 answers 404 alike for a missing key and a missing bucket.)
+    pub async fn check(&self) -> Result<(), object_store::Error> {
+        self.store.list_with_delimiter(Some(&ObjectPath::from(READINESS_PREFIX))).await.map(|_| ())
     }
 
     pub async fn delete(&self, key: &str) -> anyhow::Result<()> {
@@ -128,6 +163,15 @@ mod tests {
         let query = url.split_once('?').unwrap().1;
         let (exp, sig) = query.split_once('&').unwrap();
         (exp.trim_start_matches("exp=").parse().unwrap(), sig.trim_start_matches("sig=").to_owned())
+    }
+
+    #[test]
+    fn storage_urls_name_a_file_path_or_a_bucket() {
+        assert!(open_store("s3://easel-results/prod/files").is_ok());
+        assert!(open_store("s3://easel-results").is_ok());
+        let no_bucket = open_store("s3:///prefix").err().unwrap().to_string();
+        assert!(no_bucket.contains("names no bucket"), "{no_bucket}");
+        assert!(open_store("gs://bucket").is_err());
     }
 
     #[test]

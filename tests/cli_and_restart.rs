@@ -1,5 +1,6 @@
-//! The real `easel` binary: the operator CLI, and a server killed with SIGKILL mid-task whose
-//! restart finishes the task and settles its credits exactly once.
+//! The real `easel` binary: the operator CLI, a server killed with SIGKILL mid-task whose
+//! restart finishes the task and settles its credits exactly once, and a server stopped with
+//! SIGTERM or Ctrl-C (SIGINT) that exits 0 after finishing its tasks or handing them back.
 
 mod common;
 
@@ -8,7 +9,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::wait_until;
+use easel::db::{Db, now_ms};
 use serde_json::{Value, json};
+use sqlx::Row;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -20,6 +23,7 @@ async fn easel(data_dir: &Path) -> Command {
     let mut cmd = Command::new(EASEL);
     cmd.arg("--data-dir").arg(data_dir).env_remove("EASEL_CONFIG").env_remove("EASEL_DATABASE_URL");
     cmd.env_remove("EASEL_STORAGE_URL").env_remove("EASEL_PUBLIC_URL").env_remove("EASEL_LISTEN");
+    cmd.env_remove("EASEL_ROLE");
     let remembered = data_dir.join("test-database-url");
     let database = match std::fs::read_to_string(&remembered) {
         Ok(url) => Some(url),
@@ -315,4 +319,61 @@ async fn generate_command_waits_and_saves_images() {
         "{}",
         String::from_utf8_lossy(&refused.stderr)
     );
+}
+
+/// Sends `signal` with kill(1) and returns the exit code and how long the exit took.
+async fn stop_with(mut server: Child, signal: &str) -> (Option<i32>, Duration) {
+    let pid = server.id().unwrap().to_string();
+    let started = std::time::Instant::now();
+    let sent = std::process::Command::new("kill").args([&format!("-{signal}"), &pid]).status().unwrap();
+    assert!(sent.success());
+    let status = tokio::time::timeout(Duration::from_secs(30), server.wait()).await.expect("it exits").unwrap();
+    (status.code(), started.elapsed())
+}
+
+/// (state, lease_until) of every task, read from a stopped server's database.
+async fn task_rows(dir: &Path) -> Vec<(String, Option<i64>)> {
+    let url = std::fs::read_to_string(dir.join("test-database-url"))
+        .unwrap_or_else(|_| format!("sqlite://{}?mode=rw", dir.join("easel.db").display()));
+    let db = Db::connect(&url).await.unwrap();
+    let rows = sqlx::query("SELECT state, lease_until FROM tasks").fetch_all(&db.read).await.unwrap();
+    let rows = rows.iter().map(|r| (r.get("state"), r.get("lease_until"))).collect();
+    db.close().await;
+    rows
+}
+
+#[tokio::test]
+async fn sigterm_hands_back_tasks_that_outlast_the_grace_period() {
+    let site = Site::new("[local]\nlatency_ms = 600000\n[server]\nshutdown_grace_secs = 1\n", "1").await;
+    let (server, base) = serve(site.dir.path()).await;
+    let body = json!({"input": {"mode": "gpt-image-1", "prompt": "a lantern"}});
+    for _ in 0..2 {
+        let task = site.submit(&base, "gpt-image-1", &body).await;
+        site.wait_state(&base, "gpt-image-1", &task, &["processing"]).await;
+    }
+    let (code, took) = stop_with(server, "TERM").await;
+    assert_eq!(code, Some(0));
+    assert!(took >= Duration::from_secs(1), "the tasks had their grace period ({took:?})");
+    let rows = task_rows(site.dir.path()).await;
+    assert_eq!(rows.len(), 2);
+    for (state, lease_until) in rows {
+        // Handed back: still processing, but with a lease that has already run out, so the next
+        // claim (on any node) takes it without waiting out the 30 s lease.
+        assert_eq!(state, "processing");
+        assert!(lease_until.unwrap() < now_ms(), "the lease is released, not left to expire");
+    }
+}
+
+#[tokio::test]
+async fn ctrl_c_lets_tasks_finish_within_the_grace_period() {
+    let site = Site::new("[local]\nlatency_ms = 8000\n[server]\nshutdown_grace_secs = 20\n", "1").await;
+    let (server, base) = serve(site.dir.path()).await;
+    let body = json!({"input": {"mode": "gpt-image-1", "prompt": "a lantern"}});
+    let task = site.submit(&base, "gpt-image-1", &body).await;
+    site.wait_state(&base, "gpt-image-1", &task, &["processing"]).await;
+    let (code, took) = stop_with(server, "INT").await;
+    assert_eq!(code, Some(0));
+    assert!(took < Duration::from_secs(15), "it exits as soon as the task is done ({took:?})");
+    let rows = task_rows(site.dir.path()).await;
+    assert_eq!(rows, [("success".to_owned(), None)], "the task finished before the exit");
 }

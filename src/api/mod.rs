@@ -7,6 +7,7 @@ pub mod callbacks;
 pub mod error;
 pub mod extract;
 pub mod files;
+pub mod health;
 pub mod openai;
 pub mod prefer;
 pub mod unified;
@@ -194,27 +195,13 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
+/// The routes of this node's role: probes everywhere, the client API (and `/files`) on API
+/// nodes, the admin API and metrics wherever an admin token is set.
 pub fn router(state: AppState) -> Router {
-    let unified = Router::new()
-        .route("/api/v1/balance", get(unified::balance))
-        .route("/api/v1/images/generations", post(unified::create).get(unified::query))
-        .layer(axum::middleware::map_response(unified::envelope));
-    let openai = Router::new()
-        .route("/v1/images/generations", post(openai::generations))
-        .route("/v1/images/edits", post(openai::edits).layer(DefaultBodyLimit::max(openai::MAX_EDIT_BYTES)))
-        .route("/v1/models", get(openai::models))
-        .layer(axum::middleware::map_response(openai::envelope));
-    let mut app = Router::new()
-        .route("/api/v1/generateTask/{model}", post(apixo::generate))
-        .route("/api/v1/statusTask/{model}", get(apixo::status))
-        .route("/api/v1/account", get(account::show))
-        .route("/api/v1/account/ledger", get(account::ledger))
-        .route("/api/v1/apikeys/current-balance", get(account::current_balance))
-        .route("/api/v1/callbacks", get(callbacks::list))
-        .route("/api/v1/callbacks/{id}/retry", post(callbacks::retry))
-        .route("/files/{*key}", get(files::serve))
-        .merge(unified)
-        .merge(openai);
+    let mut app = Router::new().route("/healthz", get(health::healthz)).route("/readyz", get(health::readyz));
+    if state.config.role.serves_api() {
+        app = app.merge(client_routes());
+    }
     // Without an admin token the admin routes do not exist (404).
     if state.config.admin_token.as_deref().is_some_and(|t| !t.is_empty()) {
         app = app.nest("/admin/v1", admin::router()).route("/metrics", get(admin::metrics));
@@ -226,4 +213,28 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// What clients call: the three dialects, the account routes and the result files.
+fn client_routes() -> Router<AppState> {
+    let unified = Router::new()
+        .route("/api/v1/balance", get(unified::balance))
+        .route("/api/v1/images/generations", post(unified::create).get(unified::query))
+        .layer(axum::middleware::map_response(unified::envelope));
+    let openai = Router::new()
+        .route("/v1/images/generations", post(openai::generations))
+        .route("/v1/images/edits", post(openai::edits).layer(DefaultBodyLimit::max(openai::MAX_EDIT_BYTES)))
+        .route("/v1/models", get(openai::models))
+        .layer(axum::middleware::map_response(openai::envelope));
+    Router::new()
+        .route("/api/v1/generateTask/{model}", post(apixo::generate))
+        .route("/api/v1/statusTask/{model}", get(apixo::status))
+        .route("/api/v1/account", get(account::show))
+        .route("/api/v1/account/ledger", get(account::ledger))
+        .route("/api/v1/apikeys/current-balance", get(account::current_balance))
+        .route("/api/v1/callbacks", get(callbacks::list))
+        .route("/api/v1/callbacks/{id}/retry", post(callbacks::retry))
+        .route("/files/{*key}", get(files::serve))
+        .merge(unified)
+        .merge(openai)
 }

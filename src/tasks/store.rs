@@ -7,11 +7,12 @@ use sqlx::{Any, Row, Transaction};
 use super::idempotency::{self, Idempotency};
 use super::{ChannelAttempt, Dialect, FailCode, NewTask, Task, TaskState};
 use crate::accounts::ledger;
-use crate::catalog::Routing;
+use crate::catalog::{Routing, TaskSpec};
 use crate::db::{self, Db, now_ms};
 use crate::ids::{AccountId, TaskId};
 use crate::money::Micros;
 use crate::signals::{self, Event};
+use crate::storage::UPLOAD_SCHEME;
 use crate::webhooks;
 
 #[derive(Debug, thiserror::Error)]
@@ -340,11 +341,12 @@ impl TaskStore {
         Ok(true)
     }
 
-    /// Successful tasks whose results have outlived `cutoff` and still have files.
+    /// Finished tasks that have outlived `cutoff` and still have files: their results and the
+    /// references their client uploaded.
     pub async fn expired_results(&self, cutoff: i64, limit: i64) -> Result<Vec<(TaskId, Vec<String>)>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, result_keys FROM tasks WHERE completed_at < $1 AND state = 'success' \
-             AND files_purged_at IS NULL ORDER BY completed_at LIMIT $2",
+            "SELECT id, result_keys, spec FROM tasks WHERE completed_at < $1 AND files_purged_at IS NULL \
+             ORDER BY completed_at LIMIT $2",
         )
         .bind(cutoff)
         .bind(limit)
@@ -353,7 +355,11 @@ impl TaskStore {
         rows.iter()
             .map(|r| {
                 let keys: Option<String> = r.try_get("result_keys")?;
-                let keys = keys.map(|k| serde_json::from_str(&k)).transpose().map_err(corrupt)?.unwrap_or_default();
+                let mut keys: Vec<String> =
+                    keys.map(|k| serde_json::from_str(&k)).transpose().map_err(corrupt)?.unwrap_or_default();
+                let spec: TaskSpec = serde_json::from_str(&r.try_get::<String, _>("spec")?).map_err(corrupt)?;
+                let uploads = spec.references.iter().chain(&spec.mask).filter_map(|r| r.strip_prefix(UPLOAD_SCHEME));
+                keys.extend(uploads.map(str::to_owned));
                 Ok((TaskId::from_db(r.try_get("id")?), keys))
             })
             .collect()

@@ -33,6 +33,8 @@ pub struct WorkerPool {
     pub storage: Storage,
     pub workers: usize,
     pub lease: Duration,
+    /// On shutdown, how long a task in hand may run on before its lease is handed back.
+    pub grace: Duration,
     /// Poked whenever a task is submitted, so idle workers need not poll hard.
     pub wake: Arc<Notify>,
     /// Poked when a task with a callback ends.
@@ -47,7 +49,8 @@ pub struct WorkerPool {
 const IDLE_POLL: Duration = Duration::from_millis(500);
 
 impl WorkerPool {
-    /// Claims and runs tasks until `shutdown`, then waits for the tasks in hand.
+    /// Claims and runs tasks until `shutdown`, then waits for the tasks in hand: each finishes
+    /// within the grace period or hands its lease back.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let lease_ms = self.lease.as_millis() as i64;
         let (store, node) = (&self.store, self.node.as_str());
@@ -101,9 +104,10 @@ impl WorkerPool {
                 }
             }
             _ = lost_lease => tracing::warn!("lease lost; abandoning the task"),
-            _ = shutdown.cancelled() => {
-                if let Err(e) = self.store.release_lease(&task.id, &token).await {
-                    tracing::warn!(error = %e, "could not hand the lease back; it will expire");
+            _ = crate::shutdown::grace_over(&shutdown, self.grace) => {
+                match self.store.release_lease(&task.id, &token).await {
+                    Ok(()) => tracing::info!("shutting down; handed the task back for another worker"),
+                    Err(e) => tracing::warn!(error = %e, "could not hand the lease back; it will expire"),
                 }
             }
         }

@@ -35,6 +35,8 @@ pub fn test_config(data_dir: &TempDir) -> Config {
     let mut config =
         Config { listen: "127.0.0.1:0".parse().unwrap(), data_dir: data_dir.path().to_path_buf(), ..Config::default() };
     config.local.latency_ms = 0;
+    // Stopping hands leases back at once; tests of the grace period set their own.
+    config.server.shutdown_grace_secs = 0;
     config
 }
 
