@@ -4,10 +4,12 @@ pub mod account;
 pub mod admin;
 pub mod apixo;
 pub mod callbacks;
+pub mod docs;
 pub mod error;
 pub mod extract;
 pub mod files;
 pub mod openai;
+pub mod openapi;
 pub mod prefer;
 pub mod unified;
 
@@ -214,10 +216,12 @@ pub fn router(state: AppState) -> Router {
         .route("/files/{*key}", get(files::serve))
         .merge(unified)
         .merge(openai);
-    // Without an admin token the admin routes do not exist (404).
-    if state.config.admin_token.as_deref().is_some_and(|t| !t.is_empty()) {
+    // Without an admin token the admin routes do not exist (404), nor does the document list them.
+    let admin_routes = state.config.admin_token.as_deref().is_some_and(|t| !t.is_empty());
+    if admin_routes {
         app = app.nest("/admin/v1", admin::router()).route("/metrics", get(admin::metrics));
     }
+    app = app.merge(docs::router(&openapi::document(admin_routes)));
     app.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Renders errors not already rendered by an inner dialect's layer.
