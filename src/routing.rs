@@ -175,7 +175,7 @@ impl Histogram {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BreakerState {
     Closed,
@@ -252,7 +252,7 @@ impl Breaker {
 }
 
 /// What `GET /admin/v1/channels` shows of a channel.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChannelStatus {
     pub id: String,

@@ -6,15 +6,17 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::AppState;
 use super::apixo::{Envelope, success};
 use super::error::ApiError;
 use super::extract::{Caller, Query};
+use super::openapi::schemas::{ApixoAuthErrors, ApixoError};
 use crate::accounts::limits::{self, Limits};
 use crate::accounts::{Account, ledger};
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AccountView {
     pub account_id: String,
@@ -23,13 +25,17 @@ pub struct AccountView {
     pub balance: f64,
     /// USD held for unfinished tasks.
     pub held: f64,
+    /// The limits in force, by model.
+    #[schema(value_type = BTreeMap<String, LimitsView>)]
     pub limits: BTreeMap<&'static str, LimitsView>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LimitsView {
+    /// Task creations per minute.
     pub rpm: u32,
+    /// Unfinished tasks at once.
     pub max_concurrent: u32,
 }
 
@@ -53,13 +59,40 @@ pub async fn account_view(state: &AppState, account: &Account) -> Result<Account
     })
 }
 
+/// The caller's account: balance, holds and limits.
+#[utoipa::path(
+    get,
+    path = "/api/v1/account",
+    operation_id = "getAccount",
+    tag = "Account",
+    responses(
+        (status = 200, description = "The account", body = Envelope<AccountView>, example = json!({
+            "code": 200, "message": "success", "data": {
+                "accountId": "acct_0194b7c1d2e37f00a1b2c3d4e5f60718", "name": "default", "balance": 9.872, "held": 0.128,
+                "limits": {"gpt-image-1": {"rpm": 10000, "maxConcurrent": 1000}, "seedream-5-0": {"rpm": 60, "maxConcurrent": 10}}
+            }
+        })),
+        ApixoAuthErrors,
+    ),
+)]
 #[tracing::instrument(skip_all)]
 pub async fn show(State(state): State<AppState>, caller: Caller) -> Result<Json<Envelope<AccountView>>, ApiError> {
     let account = state.accounts.get(&caller.0.account_id).await?;
     Ok(success(account_view(&state, &account).await?))
 }
 
-/// APIXO's `GET /api/v1/apikeys/current-balance`: the balance in USD as a bare number.
+/// The balance in USD as a bare number (APIXO's route).
+#[utoipa::path(
+    get,
+    path = "/api/v1/apikeys/current-balance",
+    operation_id = "getCurrentBalance",
+    tag = "Account",
+    responses(
+        (status = 200, description = "Spendable USD", body = Envelope<f64>,
+            example = json!({"code": 200, "message": "success", "data": 9.872})),
+        ApixoAuthErrors,
+    ),
+)]
 pub async fn current_balance(State(state): State<AppState>, caller: Caller) -> Result<Json<Envelope<f64>>, ApiError> {
     let account = state.accounts.get(&caller.0.account_id).await?;
     Ok(success(account.balance.to_usd()))
@@ -82,18 +115,20 @@ impl PageQuery {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LedgerEntryView {
     pub id: String,
     pub task_id: Option<String>,
+    /// `credit`, `hold`, `settle` or `release`.
     pub kind: String,
     /// USD, always positive; the kind says which way it moved.
     pub amount: f64,
+    /// Unix milliseconds.
     pub time: i64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LedgerPage {
     pub entries: Vec<LedgerEntryView>,
@@ -102,6 +137,23 @@ pub struct LedgerPage {
     pub next_before: Option<String>,
 }
 
+/// The account's ledger, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/account/ledger",
+    operation_id = "listLedger",
+    tag = "Account",
+    params(
+        ("limit" = Option<i64>, Query, description = "Entries per page, 1 to 200; default 50", minimum = 1,
+            maximum = 200),
+        ("before" = Option<String>, Query, description = "`nextBefore` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "A page of entries", body = Envelope<LedgerPage>),
+        (status = 400, description = "`limit` is out of range", body = ApixoError),
+        ApixoAuthErrors,
+    ),
+)]
 #[tracing::instrument(skip_all)]
 pub async fn ledger(
     State(state): State<AppState>,

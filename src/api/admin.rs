@@ -7,12 +7,14 @@ use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
 
 use super::AppState;
 use super::account::{AccountView, PageQuery, account_view};
 use super::apixo::{Envelope, TaskStatus, success, task_status};
 use super::error::ApiError;
 use super::extract::{JsonBody, Query};
+use super::openapi::schemas::{AddCreditsRequest, AdminAuthErrors, ApixoError, CreateAccountRequest, SetLimitsRequest};
 use crate::accounts::{Account, AccountError, limits};
 use crate::catalog::ValidationError;
 use crate::catalog::fields::{Fields, invalid};
@@ -92,9 +94,10 @@ fn usd(fields: &Fields<'_>, name: &str) -> Result<Option<Micros>, ValidationErro
     }
 }
 
-#[derive(Serialize)]
+/// A new account, with its first key and webhook secret (shown once).
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct CreatedAccount {
+pub struct CreatedAccount {
     #[serde(flatten)]
     account: AccountView,
     key_id: String,
@@ -102,7 +105,23 @@ struct CreatedAccount {
     webhook_secret: String,
 }
 
-async fn create_account(
+/// Create an account with opening credits and a first key.
+#[utoipa::path(
+    post,
+    path = "/admin/v1/accounts",
+    operation_id = "adminCreateAccount",
+    tag = "Admin",
+    security(("adminToken" = [])),
+    request_body(content = CreateAccountRequest, example = json!({"name": "acme", "credits": 25.0})),
+    responses(
+        (status = 200, description = "The account", body = Envelope<CreatedAccount>),
+        (status = 400, description = "Invalid name or credits", body = ApixoError),
+        (status = 409, description = "An account of that name exists", body = ApixoError),
+        (status = 413, description = "The body is larger than 1 MiB", body = ApixoError),
+        AdminAuthErrors,
+    ),
+)]
+pub(super) async fn create_account(
     State(state): State<AppState>,
     _: Admin,
     JsonBody(body): JsonBody,
@@ -119,7 +138,19 @@ async fn create_account(
     }))
 }
 
-async fn list_accounts(State(state): State<AppState>, _: Admin) -> Result<Json<Envelope<Vec<AccountView>>>, ApiError> {
+/// Every account.
+#[utoipa::path(
+    get,
+    path = "/admin/v1/accounts",
+    operation_id = "adminListAccounts",
+    tag = "Admin",
+    security(("adminToken" = [])),
+    responses((status = 200, description = "The accounts", body = Envelope<Vec<AccountView>>), AdminAuthErrors),
+)]
+pub(super) async fn list_accounts(
+    State(state): State<AppState>,
+    _: Admin,
+) -> Result<Json<Envelope<Vec<AccountView>>>, ApiError> {
     let mut views = Vec::new();
     for account in state.accounts.list().await? {
         views.push(account_view(&state, &account).await?);
@@ -127,7 +158,21 @@ async fn list_accounts(State(state): State<AppState>, _: Admin) -> Result<Json<E
     Ok(success(views))
 }
 
-async fn show_account(
+/// One account.
+#[utoipa::path(
+    get,
+    path = "/admin/v1/accounts/{id}",
+    operation_id = "adminGetAccount",
+    tag = "Admin",
+    security(("adminToken" = [])),
+    params(("id" = String, Path, description = "The account's id or name", example = "default")),
+    responses(
+        (status = 200, description = "The account", body = Envelope<AccountView>),
+        (status = 404, description = "No such account", body = ApixoError),
+        AdminAuthErrors,
+    ),
+)]
+pub(super) async fn show_account(
     State(state): State<AppState>,
     _: Admin,
     Path(id): Path<String>,
@@ -136,14 +181,29 @@ async fn show_account(
     Ok(success(account_view(&state, &account).await?))
 }
 
-#[derive(Serialize)]
+/// A new API key (shown once).
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct IssuedKeyView {
+pub struct IssuedKeyView {
     key_id: String,
     key: String,
 }
 
-async fn create_key(
+/// Issue another API key for an account.
+#[utoipa::path(
+    post,
+    path = "/admin/v1/accounts/{id}/keys",
+    operation_id = "adminCreateKey",
+    tag = "Admin",
+    security(("adminToken" = [])),
+    params(("id" = String, Path, description = "The account's id or name", example = "default")),
+    responses(
+        (status = 200, description = "The key", body = Envelope<IssuedKeyView>),
+        (status = 404, description = "No such account", body = ApixoError),
+        AdminAuthErrors,
+    ),
+)]
+pub(super) async fn create_key(
     State(state): State<AppState>,
     _: Admin,
     Path(id): Path<String>,
@@ -153,18 +213,57 @@ async fn create_key(
     Ok(success(IssuedKeyView { key_id: key.key_id.to_string(), key: key.key }))
 }
 
-async fn revoke_key(
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RevokedKey {
+    key_id: String,
+    /// Always `true`.
+    revoked: bool,
+}
+
+/// Revoke an API key, at once.
+#[utoipa::path(
+    delete,
+    path = "/admin/v1/keys/{key_id}",
+    operation_id = "adminRevokeKey",
+    tag = "Admin",
+    security(("adminToken" = [])),
+    params(("key_id" = String, Path, description = "The key's id (`key_…`)")),
+    responses(
+        (status = 200, description = "Revoked", body = Envelope<RevokedKey>),
+        (status = 404, description = "No active key with this id", body = ApixoError),
+        AdminAuthErrors,
+    ),
+)]
+pub(super) async fn revoke_key(
     State(state): State<AppState>,
     _: Admin,
     Path(key_id): Path<String>,
-) -> Result<Json<Envelope<serde_json::Value>>, ApiError> {
+) -> Result<Json<Envelope<RevokedKey>>, ApiError> {
     if !state.accounts.revoke_key(&key_id).await? {
         return Err(ApiError::NotFound(format!("no active key {key_id}")));
     }
-    Ok(success(serde_json::json!({ "keyId": key_id, "revoked": true })))
+    Ok(success(RevokedKey { key_id, revoked: true }))
 }
 
-async fn add_credits(
+/// Add credits to an account.
+#[utoipa::path(
+    post,
+    path = "/admin/v1/accounts/{id}/credits",
+    operation_id = "adminAddCredits",
+    tag = "Admin",
+    security(("adminToken" = [])),
+    params(("id" = String, Path, description = "The account's id or name", example = "default")),
+    request_body(content = AddCreditsRequest, example = json!({"amount": 10.0})),
+    responses(
+        (status = 200, description = "The account", body = Envelope<AccountView>),
+        (status = 400, description = "`amount` is not a positive amount of USD", body = ApixoError),
+        (status = 404, description = "No such account", body = ApixoError),
+        (status = 413, description = "The body is larger than 1 MiB", body = ApixoError),
+        AdminAuthErrors,
+    ),
+)]
+pub(super) async fn add_credits(
     State(state): State<AppState>,
     _: Admin,
     Path(id): Path<String>,
@@ -177,17 +276,56 @@ async fn add_credits(
     Ok(success(account_view(&state, &account).await?))
 }
 
-async fn rotate_webhook_secret(
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookSecret {
+    account_id: String,
+    /// Signs the account's callbacks from now on (`whsec_…`).
+    webhook_secret: String,
+}
+
+/// Replace an account's webhook secret.
+#[utoipa::path(
+    post,
+    path = "/admin/v1/accounts/{id}/webhook-secret",
+    operation_id = "adminRotateWebhookSecret",
+    tag = "Admin",
+    security(("adminToken" = [])),
+    params(("id" = String, Path, description = "The account's id or name", example = "default")),
+    responses(
+        (status = 200, description = "The new secret", body = Envelope<WebhookSecret>),
+        (status = 404, description = "No such account", body = ApixoError),
+        AdminAuthErrors,
+    ),
+)]
+pub(super) async fn rotate_webhook_secret(
     State(state): State<AppState>,
     _: Admin,
     Path(id): Path<String>,
-) -> Result<Json<Envelope<serde_json::Value>>, ApiError> {
+) -> Result<Json<Envelope<WebhookSecret>>, ApiError> {
     let account = find(&state, &id).await?;
-    let secret = state.accounts.rotate_webhook_secret(&account.id).await?;
-    Ok(success(serde_json::json!({ "accountId": account.id, "webhookSecret": secret })))
+    let webhook_secret = state.accounts.rotate_webhook_secret(&account.id).await?;
+    Ok(success(WebhookSecret { account_id: account.id.to_string(), webhook_secret }))
 }
 
-async fn set_limits(
+/// Set an account's limits for one model.
+#[utoipa::path(
+    put,
+    path = "/admin/v1/accounts/{id}/limits",
+    operation_id = "adminSetLimits",
+    tag = "Admin",
+    security(("adminToken" = [])),
+    params(("id" = String, Path, description = "The account's id or name", example = "default")),
+    request_body(content = SetLimitsRequest, example = json!({"model": "seedream-5-0", "rpm": 120, "concurrency": 20})),
+    responses(
+        (status = 200, description = "The account", body = Envelope<AccountView>),
+        (status = 400, description = "Invalid model or limits", body = ApixoError),
+        (status = 404, description = "No such account", body = ApixoError),
+        (status = 413, description = "The body is larger than 1 MiB", body = ApixoError),
+        AdminAuthErrors,
+    ),
+)]
+pub(super) async fn set_limits(
     State(state): State<AppState>,
     _: Admin,
     Path(id): Path<String>,
@@ -205,19 +343,41 @@ async fn set_limits(
     Ok(success(account_view(&state, &account).await?))
 }
 
-async fn channels(State(state): State<AppState>, _: Admin) -> Json<Envelope<Vec<ChannelStatus>>> {
+/// The upstream channels, their health and load.
+#[utoipa::path(
+    get,
+    path = "/admin/v1/channels",
+    operation_id = "adminListChannels",
+    tag = "Admin",
+    security(("adminToken" = [])),
+    responses((status = 200, description = "The channels", body = Envelope<Vec<ChannelStatus>>), AdminAuthErrors),
+)]
+pub(super) async fn channels(State(state): State<AppState>, _: Admin) -> Json<Envelope<Vec<ChannelStatus>>> {
     success(state.router.status())
 }
 
 /// Prometheus metrics, behind the admin token like the rest of the operator's surface.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "adminMetrics",
+    tag = "Admin",
+    security(("adminToken" = [])),
+    responses(
+        (status = 200, description = "The Prometheus text format", body = String,
+            content_type = "text/plain; version=0.0.4"),
+        AdminAuthErrors,
+    ),
+)]
 pub async fn metrics(State(state): State<AppState>, _: Admin) -> Result<impl IntoResponse, ApiError> {
     let body = crate::metrics::render(&state).await.map_err(ApiError::internal)?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body))
 }
 
-#[derive(Serialize)]
+/// A task as the operator sees it: its status and the channels it was tried on.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct AdminTask {
+pub struct AdminTask {
     model: String,
     /// The channels the task was tried on, in order.
     channels: Vec<ChannelAttempt>,
@@ -229,15 +389,36 @@ struct AdminTask {
     charged: Option<f64>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct TaskPage {
+pub struct TaskPage {
     tasks: Vec<AdminTask>,
     #[serde(skip_serializing_if = "Option::is_none")]
     next_before: Option<String>,
 }
 
-async fn list_tasks(
+/// An account's tasks, newest first.
+#[utoipa::path(
+    get,
+    path = "/admin/v1/accounts/{id}/tasks",
+    operation_id = "adminListTasks",
+    tag = "Admin",
+    security(("adminToken" = [])),
+    params(
+        ("id" = String, Path, description = "The account's id or name", example = "default"),
+        ("limit" = Option<i64>, Query, description = "Tasks per page, 1 to 200; default 50", minimum = 1,
+            maximum = 200),
+        ("before" = Option<String>, Query, description = "`nextBefore` of the previous page (a task id)",
+            pattern = "^task_[A-Za-z0-9_-]{1,64}$"),
+    ),
+    responses(
+        (status = 200, description = "A page of tasks", body = Envelope<TaskPage>),
+        (status = 400, description = "`limit` or `before` is invalid", body = ApixoError),
+        (status = 404, description = "No such account", body = ApixoError),
+        AdminAuthErrors,
+    ),
+)]
+pub(super) async fn list_tasks(
     State(state): State<AppState>,
     _: Admin,
     Path(id): Path<String>,

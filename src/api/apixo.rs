@@ -6,9 +6,14 @@ use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 
 use super::error::{ApiError, render_error};
 use super::extract::{Caller, JsonBody, Query};
+use super::openapi::examples;
+use super::openapi::schemas::{
+    ApixoAuthErrors, ApixoError, ApixoModel, CatalogModel, CreateHeaders, GenerateTaskRequest, TaskSubmitted,
+};
 use super::{AppState, Submitted, prefer};
 use crate::catalog::fields::{Checked, Fields, http_url, invalid};
 use crate::catalog::{Model, Routing, TaskSpec, ValidationError};
@@ -16,7 +21,8 @@ use crate::ids::TaskId;
 use crate::tasks::idempotency::Idempotency;
 use crate::tasks::{Dialect, NewTask, Task, TaskState};
 
-#[derive(Serialize)]
+/// The envelope of seeds 000-002: `code` is 200 and `message` is `success`.
+#[derive(Serialize, ToSchema)]
 pub struct Envelope<T> {
     pub code: u16,
     pub message: String,
@@ -36,7 +42,7 @@ pub async fn envelope(response: Response) -> Response {
     })
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct TaskCreated {
     #[serde(rename = "taskId")]
     pub task_id: String,
@@ -85,6 +91,56 @@ pub fn replayed<R: IntoResponse>(submitted: &Submitted, response: R) -> Response
     response
 }
 
+/// Create a generation task.
+///
+/// Holds `images × price` of credits and stores the task before answering with its id. With
+/// `Prefer: wait=N` the answer waits until the task ends or N seconds (at most 60) pass and
+/// carries its status instead.
+#[utoipa::path(
+    post,
+    path = "/api/v1/generateTask/{model}",
+    operation_id = "generateTask",
+    tag = "APIXO tasks",
+    params(
+        ("model" = ApixoModel, Path, description = "The model; `input` must be that model's"),
+        CreateHeaders,
+    ),
+    request_body(content = GenerateTaskRequest, examples(
+        ("seedream-5-0 text-to-image" = (value = json!(examples::seedream_text_to_image()))),
+        ("seedream-5-0 image-to-image" = (value = json!(examples::seedream_image_to_image()))),
+        ("seedream-5-0 web search" = (value = json!(examples::seedream_web_search()))),
+        ("seedream-5-0 explicit size" = (value = json!(examples::seedream_explicit_size()))),
+        ("gpt-image-1 text-to-image" = (value = json!(examples::gpt_text_to_image()))),
+        ("gpt-image-1 with references" = (value = json!(examples::gpt_reference_guided()))),
+    )),
+    responses(
+        (status = 200, description = "Accepted: the task's id, or with `Prefer: wait` its status",
+            body = TaskSubmitted,
+            headers(
+                ("idempotent-replayed" = String, description = "`true` when an earlier request with this \
+                    Idempotency-Key created the task"),
+                ("preference-applied" = String, description = "`wait=N` when the answer waited"),
+            ),
+            links(
+                ("status" = (operation_id = "statusTask", parameters(("model" = "$request.path.model"),
+                    ("taskId" = "$response.body#/data/taskId")))),
+                ("callbacks" = (operation_id = "listCallbacks", parameters(("taskId" = "$response.body#/data/taskId")))),
+            ),
+            examples(
+                ("created" = (value = json!(examples::task_created()))),
+                ("finished, with Prefer: wait" = (value = json!(examples::task_succeeded()))),
+            )),
+        (status = 400, description = "Invalid parameters, or insufficient credits", body = ApixoError,
+            example = json!(examples::insufficient_credits())),
+        (status = 404, description = "No such model", body = ApixoError),
+        (status = 409, description = "A request with this Idempotency-Key is still in flight", body = ApixoError),
+        (status = 413, description = "The body is larger than 1 MiB", body = ApixoError),
+        (status = 422, description = "This Idempotency-Key was used with a different request", body = ApixoError),
+        (status = 429, description = "Too many task creations per minute, or too many unfinished tasks",
+            body = ApixoError, headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        ApixoAuthErrors,
+    ),
+)]
 #[tracing::instrument(skip_all, fields(model = %model, account = %caller.0.account_id))]
 pub async fn generate(
     State(state): State<AppState>,
@@ -124,7 +180,7 @@ pub struct StatusQuery {
 }
 
 /// The status object of seed 000; fields that do not apply are left out.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskStatus {
     pub task_id: String,
@@ -157,6 +213,30 @@ pub fn task_status(state: &AppState, task: &Task) -> TaskStatus {
     }
 }
 
+/// Query a task's status.
+#[utoipa::path(
+    get,
+    path = "/api/v1/statusTask/{model}",
+    operation_id = "statusTask",
+    tag = "APIXO tasks",
+    params(
+        ("model" = CatalogModel, Path, description = "The task's model"),
+        ("taskId" = String, Query, description = "The id `generateTask` answered with", example = "task_12345678",
+            min_length = 1),
+    ),
+    responses(
+        (status = 200, description = "The task", body = Envelope<TaskStatus>, examples(
+            ("succeeded" = (value = json!(examples::task_succeeded()))),
+            ("failed" = (value = json!(examples::task_failed()))),
+            ("pending" = (value = json!(examples::task_pending()))),
+        )),
+        (status = 400, description = "`taskId` is missing", body = ApixoError),
+        (status = 404, description = "No such model, or no such task of this account and model", body = ApixoError),
+        (status = 429, description = "Too many status requests per minute for this key", body = ApixoError,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        ApixoAuthErrors,
+    ),
+)]
 #[tracing::instrument(skip_all, fields(model = %model))]
 pub async fn status(
     State(state): State<AppState>,

@@ -3,11 +3,13 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::AppState;
 use super::apixo::{Envelope, success};
 use super::error::ApiError;
 use super::extract::{Caller, Query};
+use super::openapi::schemas::{ApixoAuthErrors, ApixoError};
 use crate::ids::TaskId;
 use crate::webhooks::store::{self, Attempt, Delivery, RetryOutcome};
 
@@ -17,7 +19,8 @@ pub struct CallbacksQuery {
     task_id: Option<String>,
 }
 
-#[derive(Serialize)]
+/// A callback delivery and its attempts.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeliveryView {
     #[serde(flatten)]
@@ -25,6 +28,21 @@ pub struct DeliveryView {
     attempt_log: Vec<Attempt>,
 }
 
+/// A task's callback deliveries.
+#[utoipa::path(
+    get,
+    path = "/api/v1/callbacks",
+    operation_id = "listCallbacks",
+    tag = "Callbacks",
+    params(("taskId" = String, Query, description = "The task", example = "task_12345678", min_length = 1)),
+    responses(
+        (status = 200, description = "The deliveries, with every attempt", body = Envelope<Vec<DeliveryView>>,
+            links(("retry" = (operation_id = "retryCallback", parameters(("id" = "$response.body#/data/0/id")))))),
+        (status = 400, description = "`taskId` is missing", body = ApixoError),
+        (status = 404, description = "No such task of this account", body = ApixoError),
+        ApixoAuthErrors,
+    ),
+)]
 #[tracing::instrument(skip_all)]
 pub async fn list(
     State(state): State<AppState>,
@@ -40,16 +58,39 @@ pub async fn list(
     Ok(success(deliveries.into_iter().map(|(delivery, attempt_log)| DeliveryView { delivery, attempt_log }).collect()))
 }
 
+/// A delivery queued again.
+#[derive(Serialize, ToSchema)]
+pub struct RetryQueued {
+    id: String,
+    /// Always `pending`.
+    #[schema(value_type = String, example = "pending")]
+    state: &'static str,
+}
+
+/// Send a failed callback again.
+#[utoipa::path(
+    post,
+    path = "/api/v1/callbacks/{id}/retry",
+    operation_id = "retryCallback",
+    tag = "Callbacks",
+    params(("id" = String, Path, description = "The delivery's id (`msg_…`)")),
+    responses(
+        (status = 200, description = "Queued", body = Envelope<RetryQueued>),
+        (status = 404, description = "No such delivery of this account", body = ApixoError),
+        (status = 409, description = "The callback was already delivered", body = ApixoError),
+        ApixoAuthErrors,
+    ),
+)]
 #[tracing::instrument(skip_all, fields(delivery = %id))]
 pub async fn retry(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<Envelope<serde_json::Value>>, ApiError> {
+) -> Result<Json<Envelope<RetryQueued>>, ApiError> {
     match store::retry(&state.db, &id, &caller.0.account_id).await? {
         RetryOutcome::Queued => {
             state.callbacks.notify_one();
-            Ok(success(serde_json::json!({ "id": id, "state": "pending" })))
+            Ok(success(RetryQueued { id, state: "pending" }))
         }
         RetryOutcome::NotFound => Err(ApiError::NotFound(format!("callback {id} not found"))),
         RetryOutcome::AlreadyDelivered => Err(ApiError::Conflict(format!("callback {id} was already delivered"))),

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use super::AppState;
 use super::error::ApiError;
 use super::extract::Query;
+use super::openapi::schemas::{ApixoError, Binary};
 use crate::db::now_ms;
 use crate::storage::LinkError;
 
@@ -27,6 +28,34 @@ fn content_type(key: &str) -> &'static str {
     }
 }
 
+/// A result image, behind the signed, expiring link a task's status gave.
+#[utoipa::path(
+    get,
+    path = "/files/{key}",
+    operation_id = "getFile",
+    tag = "Files",
+    security(()),
+    params(
+        ("key" = String, Path, description = "The file's key; it may contain `/`",
+            example = "results/task_12345678/0.png"),
+        ("exp" = i64, Query, description = "Expiry, Unix seconds"),
+        ("sig" = String, Query, description = "Signature of key and expiry"),
+        ("If-None-Match" = Option<String>, Header, description = "The `ETag` of a copy held"),
+    ),
+    responses(
+        (status = 200, description = "The image", headers(
+            ("ETag" = String), ("Cache-Control" = String, description = "Cacheable until the link expires"),
+        ), content(
+            (Binary = "image/png"), (Binary = "image/jpeg"), (Binary = "image/webp"),
+            (Binary = "application/octet-stream"),
+        )),
+        (status = 304, description = "Not modified since the `ETag` given"),
+        (status = 400, description = "`exp` is not an integer", body = ApixoError),
+        (status = 403, description = "Not signed, or the signature is wrong", body = ApixoError),
+        (status = 410, description = "The link expired, or the file was deleted", body = ApixoError),
+        (status = 500, description = "Internal error", body = ApixoError),
+    ),
+)]
 #[tracing::instrument(skip_all, fields(key = %key))]
 pub async fn serve(
     State(state): State<AppState>,

@@ -4,11 +4,13 @@ pub mod account;
 pub mod admin;
 pub mod apixo;
 pub mod callbacks;
+pub mod docs;
 pub mod error;
 pub mod extract;
 pub mod files;
 pub mod health;
 pub mod openai;
+pub mod openapi;
 pub mod prefer;
 pub mod unified;
 
@@ -199,11 +201,12 @@ async fn method_not_allowed() -> ApiError {
 /// nodes, the admin API and metrics wherever an admin token is set.
 pub fn router(state: AppState) -> Router {
     let mut app = Router::new().route("/healthz", get(health::healthz)).route("/readyz", get(health::readyz));
+    // Without an admin token the admin routes do not exist (404), nor does the document list them.
+    let admin_routes = state.config.admin_token.as_deref().is_some_and(|t| !t.is_empty());
     if state.config.role.serves_api() {
-        app = app.merge(client_routes());
+        app = app.merge(client_routes()).merge(docs::router(&openapi::document(admin_routes)));
     }
-    // Without an admin token the admin routes do not exist (404).
-    if state.config.admin_token.as_deref().is_some_and(|t| !t.is_empty()) {
+    if admin_routes {
         app = app.nest("/admin/v1", admin::router()).route("/metrics", get(admin::metrics));
     }
     app.fallback(not_found)

@@ -5,15 +5,19 @@
 use std::time::Duration;
 
 use axum::Json;
+use axum::extract::multipart::MultipartRejection;
 use axum::extract::{Multipart, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use base64::Engine;
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
+use utoipa::{IntoResponses, ToSchema};
 
 use super::error::{ApiError, render_error};
 use super::extract::{Caller, JsonBody};
+use super::openapi::examples;
+use super::openapi::schemas::{ImageEditForm, ImageGenerationRequest};
 use super::{AppState, Submitted};
 use crate::catalog::fields::{Checked, Fields, invalid, prompt};
 use crate::catalog::size::{Resolution, parse_explicit, seedream_preset};
@@ -29,17 +33,116 @@ pub const MAX_EDIT_BYTES: usize = 64 * 1024 * 1024;
 const MAX_UPLOAD_BYTES: usize = 10 * 1024 * 1024;
 
 /// OpenAI's error body.
-#[derive(Serialize)]
-struct ErrorBody {
+#[derive(Serialize, ToSchema)]
+#[schema(as = OpenAiError)]
+pub struct ErrorBody {
     error: ErrorDetail,
 }
 
-#[derive(Serialize)]
-struct ErrorDetail {
+#[derive(Serialize, ToSchema)]
+#[schema(as = OpenAiErrorDetail)]
+pub struct ErrorDetail {
     message: String,
+    /// `invalid_request_error`, `insufficient_quota`, `requests`, `image_generation_user_error` or
+    /// `server_error`.
+    #[serde(rename = "type")]
+    #[schema(value_type = String)]
     r#type: &'static str,
     param: Option<String>,
+    /// `invalid_api_key`, `insufficient_quota`, `rate_limit_exceeded`, `moderation_blocked`,
+    /// `timeout` or null.
+    #[schema(value_type = Option<String>)]
     code: Option<&'static str>,
+}
+
+/// What every OpenAI-compatible route may also answer.
+#[derive(IntoResponses)]
+pub enum OpenAiAuthErrors {
+    /// Missing, malformed or revoked API key (`invalid_api_key`)
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+}
+
+/// What the image routes answer besides images: each request is a task, and its end decides.
+#[derive(IntoResponses)]
+pub enum ImageErrors {
+    /// Invalid parameters; or the task failed on the prompt (`moderation_blocked`) or on a
+    /// reference image, and `x-easel-task-id` names it
+    #[response(status = 400, headers(("x-easel-task-id" = String, description = "The failed task, if one was created")))]
+    BadRequest(ErrorBody),
+    /// Too many task creations per minute or unfinished tasks (`rate_limit_exceeded`, with
+    /// `Retry-After`), or insufficient credits (`insufficient_quota`)
+    #[response(status = 429, headers(("Retry-After" = u64, description = "Seconds to wait, when rate limited")))]
+    TooMany(ErrorBody),
+    /// Internal error, or the task failed upstream (`x-easel-task-id` names it)
+    #[response(status = 500, headers(("x-easel-task-id" = String, description = "The failed task, if one was created")))]
+    Failed(ErrorBody),
+    /// The task outlived the server's wait; it goes on, and `x-easel-task-id` names it for
+    /// `GET /api/v1/statusTask/{model}`
+    #[response(status = 504, example = json!(examples::openai_timeout()),
+        headers(("x-easel-task-id" = String, description = "The task, still running")))]
+    Timeout(ErrorBody),
+}
+
+/// OpenAI's images answer.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!(examples::openai_images()))]
+pub struct ImagesResponse {
+    /// When the task ended, in Unix seconds.
+    created: i64,
+    data: Vec<Image>,
+    #[schema(value_type = String, example = "opaque")]
+    background: &'static str,
+    /// `png` or `jpeg`.
+    #[schema(value_type = String)]
+    output_format: &'static str,
+    /// `WIDTHxHEIGHT`.
+    size: String,
+    #[schema(value_type = String, example = "auto")]
+    quality: &'static str,
+    /// Easel bills per image and measures no tokens: all counts are 0.
+    usage: Usage,
+}
+
+/// One image, as `response_format` asked: base64 PNG/JPEG bytes or a signed link.
+#[derive(Serialize, ToSchema)]
+pub struct Image {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    b64_json: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<String>,
+}
+
+#[derive(Serialize, ToSchema, Default)]
+pub struct Usage {
+    input_tokens: u64,
+    input_tokens_details: TokenDetails,
+    output_tokens: u64,
+    total_tokens: u64,
+}
+
+#[derive(Serialize, ToSchema, Default)]
+pub struct TokenDetails {
+    image_tokens: u64,
+    text_tokens: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ModelList {
+    #[schema(value_type = String, example = "list")]
+    object: &'static str,
+    data: Vec<ModelEntry>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ModelEntry {
+    #[schema(value_type = String, example = "gpt-image-1")]
+    id: &'static str,
+    #[schema(value_type = String, example = "model")]
+    object: &'static str,
+    created: i64,
+    #[schema(value_type = String, example = "easel")]
+    owned_by: &'static str,
 }
 
 /// Statuses and codes as OpenAI's API uses them (a short balance is its 429 `insufficient_quota`).
@@ -193,26 +296,43 @@ async fn run(
     if request.b64 {
         for key in &task.result_keys {
             let bytes = state.storage.read(key).await.map_err(ApiError::internal)?;
-            data.push(json!({ "b64_json": base64::engine::general_purpose::STANDARD.encode(bytes) }));
+            let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
+            data.push(Image { b64_json: Some(b64), url: None });
         }
     } else {
-        data.extend(state.result_urls(&task).into_iter().map(|url| json!({ "url": url })));
+        data.extend(state.result_urls(&task).into_iter().map(|url| Image { b64_json: None, url: Some(url) }));
     }
-    let body = json!({
-        "created": task.completed_at.unwrap_or_else(now_ms) / 1000,
-        "data": data,
-        "background": "opaque",
-        "output_format": task.spec.output_format.extension(),
-        "size": task.spec.size.to_string(),
-        "quality": "auto",
-        // Easel bills per image; token counts are not measured.
-        "usage": {"input_tokens": 0, "input_tokens_details": {"image_tokens": 0, "text_tokens": 0},
-                  "output_tokens": 0, "total_tokens": 0},
-    });
+    let body = ImagesResponse {
+        created: task.completed_at.unwrap_or_else(now_ms) / 1000,
+        data,
+        background: "opaque",
+        output_format: task.spec.output_format.extension(),
+        size: task.spec.size.to_string(),
+        quality: "auto",
+        usage: Usage::default(),
+    };
     Ok(axum::response::IntoResponse::into_response(Json(body)))
 }
 
-/// `POST /v1/images/generations`.
+/// Create images (OpenAI's `images.generate`).
+///
+/// The request becomes a task, billed and limited like any other, and the answer waits for it.
+#[utoipa::path(
+    post,
+    path = "/v1/images/generations",
+    operation_id = "createImage",
+    tag = "OpenAI-compatible",
+    request_body(content = ImageGenerationRequest, examples(
+        ("gpt-image-1" = (value = json!(examples::openai_generation()))),
+        ("seedream-5-0, as a link" = (value = json!(examples::openai_generation_seedream()))),
+    )),
+    responses(
+        (status = 200, description = "The images", body = ImagesResponse),
+        (status = 413, description = "The body is larger than 1 MiB", body = ErrorBody),
+        ImageErrors,
+        OpenAiAuthErrors,
+    ),
+)]
 #[tracing::instrument(skip_all, fields(account = %caller.0.account_id))]
 pub async fn generations(
     State(state): State<AppState>,
@@ -235,10 +355,29 @@ async fn keep_upload(state: &AppState, batch: &str, name: &str, bytes: Vec<u8>) 
     Ok(format!("{UPLOAD_SCHEME}{key}"))
 }
 
-/// `POST /v1/images/edits` (multipart): `image` or `image[]` files, an optional `mask`, and the
-/// generation fields as form fields.
+/// Edit images (OpenAI's `images.edit`).
+///
+/// Multipart: `image` (or `image[]`) files, an optional `mask`, and the generation fields as
+/// form fields. The uploads become the task's reference images.
+#[utoipa::path(
+    post,
+    path = "/v1/images/edits",
+    operation_id = "createImageEdit",
+    tag = "OpenAI-compatible",
+    request_body(content = ImageEditForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "The images", body = ImagesResponse),
+        ImageErrors,
+        OpenAiAuthErrors,
+    ),
+)]
 #[tracing::instrument(skip_all, fields(account = %caller.0.account_id))]
-pub async fn edits(State(state): State<AppState>, caller: Caller, mut form: Multipart) -> Result<Response, ApiError> {
+pub async fn edits(
+    State(state): State<AppState>,
+    caller: Caller,
+    form: Result<Multipart, MultipartRejection>,
+) -> Result<Response, ApiError> {
+    let mut form = form.map_err(|e| ApiError::BadRequest(format!("bad multipart body: {}", e.body_text())))?;
     let bad = |e: axum::extract::multipart::MultipartError| ApiError::BadRequest(format!("bad multipart body: {e}"));
     let batch = random_hex::<12>();
     let (mut references, mut mask, mut fields) = (Vec::new(), None, serde_json::Map::new());
@@ -276,13 +415,24 @@ pub async fn edits(State(state): State<AppState>, caller: Caller, mut form: Mult
     run(&state, &caller, request, body.to_string()).await
 }
 
-/// `GET /v1/models`.
-pub async fn models(State(state): State<AppState>, _: Caller) -> Json<Value> {
-    let data: Vec<Value> = state
+/// List the models.
+#[utoipa::path(
+    get,
+    path = "/v1/models",
+    operation_id = "listModels",
+    tag = "OpenAI-compatible",
+    responses(
+        (status = 200, description = "Every model of the catalog", body = ModelList),
+        (status = 500, description = "Internal error", body = ErrorBody),
+        OpenAiAuthErrors,
+    ),
+)]
+pub async fn models(State(state): State<AppState>, _: Caller) -> Json<ModelList> {
+    let data = state
         .catalog
         .models()
         .iter()
-        .map(|m| json!({"id": m.id, "object": "model", "created": 0, "owned_by": "easel"}))
+        .map(|m| ModelEntry { id: m.id, object: "model", created: 0, owned_by: "easel" })
         .collect();
-    Json(json!({ "object": "list", "data": data }))
+    Json(ModelList { object: "list", data })
 }

@@ -6,17 +6,21 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 
 use super::apixo::{idempotency_key, replayed};
 use super::error::{ApiError, render_error};
 use super::extract::{Caller, JsonBody, Query};
+use super::openapi::examples;
+use super::openapi::schemas::{CreateHeaders, UnifiedAuthErrors, UnifiedError, UnifiedRequest, UnifiedSubmitted};
 use super::{AppState, Submitted, prefer};
 use crate::catalog::{Routing, unified};
 use crate::ids::TaskId;
 use crate::money::Micros;
 use crate::tasks::{Dialect, NewTask, Task, TaskState};
 
-#[derive(Serialize)]
+/// The envelope of seed 003: `code` is 200 and `msg` is `success`.
+#[derive(Serialize, ToSchema)]
 pub struct Envelope<T> {
     pub code: u16,
     pub msg: String,
@@ -42,17 +46,31 @@ pub async fn envelope(response: Response) -> Response {
     })
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Balance {
+    /// Spendable USD.
     pub balance: f64,
     /// Spendable plus held.
     pub total: f64,
     /// Held for unfinished tasks.
     pub frozen: f64,
+    #[schema(value_type = String, example = "USD")]
     pub currency: &'static str,
 }
 
-/// apimodels' `GET /api/v1/balance`.
+/// The account's balance.
+#[utoipa::path(
+    get,
+    path = "/api/v1/balance",
+    operation_id = "getBalance",
+    tag = "Unified API",
+    responses(
+        (status = 200, description = "The balance in USD", body = Envelope<Balance>, example = json!(
+            {"code": 200, "msg": "success", "data": {"balance": 9.872, "total": 10.0, "frozen": 0.128, "currency": "USD"}}
+        )),
+        UnifiedAuthErrors,
+    ),
+)]
 pub async fn balance(State(state): State<AppState>, caller: Caller) -> Result<Json<Envelope<Balance>>, ApiError> {
     let account = state.accounts.get(&caller.0.account_id).await?;
     Ok(success(Balance {
@@ -64,26 +82,40 @@ pub async fn balance(State(state): State<AppState>, caller: Caller) -> Result<Js
 }
 
 /// Seed 003's task states: `success` is called `completed` there.
-fn unified_state(state: TaskState) -> &'static str {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum UnifiedState {
+    Pending,
+    Processing,
+    Completed,
+    Failed,
+}
+
+fn unified_state(state: TaskState) -> UnifiedState {
     match state {
-        TaskState::Success => "completed",
-        other => other.as_str(),
+        TaskState::Pending => UnifiedState::Pending,
+        TaskState::Processing => UnifiedState::Processing,
+        TaskState::Success => UnifiedState::Completed,
+        TaskState::Failed => UnifiedState::Failed,
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = UnifiedCreated)]
 pub struct Created {
     pub task_id: String,
-    pub state: &'static str,
+    /// Always `pending`.
+    pub state: UnifiedState,
 }
 
 /// The query answer of seed 003; fields that do not apply are left out.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = UnifiedStatus)]
 pub struct Status {
     pub task_id: String,
-    pub state: &'static str,
+    pub state: UnifiedState,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub result_urls: Option<Vec<String>>,
     pub create_time: i64,
@@ -104,7 +136,44 @@ pub fn status(state: &AppState, task: &Task) -> Status {
     }
 }
 
-/// `POST /api/v1/images/generations`.
+/// Create an image generation task.
+///
+/// Like `generateTask`, it holds credits and stores the task before answering; `Prefer: wait=N`
+/// waits for the end as there.
+#[utoipa::path(
+    post,
+    path = "/api/v1/images/generations",
+    operation_id = "createGeneration",
+    tag = "Unified API",
+    params(CreateHeaders),
+    request_body(content = UnifiedRequest, examples(
+        ("text-to-image" = (value = json!(examples::unified_text_to_image()))),
+        ("image-to-image" = (value = json!(examples::unified_image_to_image()))),
+    )),
+    responses(
+        (status = 200, description = "Accepted: the task's id, or with `Prefer: wait` its status",
+            body = UnifiedSubmitted,
+            headers(
+                ("idempotent-replayed" = String, description = "`true` on a replay"),
+                ("preference-applied" = String, description = "`wait=N` when the answer waited"),
+            ),
+            links(("status" = (operation_id = "queryGeneration",
+                parameters(("task_id" = "$response.body#/data/taskId"))))),
+            examples(
+                ("created" = (value = json!(examples::unified_created()))),
+                ("completed, with Prefer: wait" = (value = json!(examples::unified_completed()))),
+            )),
+        (status = 400, description = "Invalid parameters", body = UnifiedError),
+        (status = 402, description = "Insufficient credits", body = UnifiedError,
+            example = json!(examples::unified_insufficient_credits())),
+        (status = 409, description = "A request with this Idempotency-Key is still in flight", body = UnifiedError),
+        (status = 413, description = "The body is larger than 1 MiB", body = UnifiedError),
+        (status = 422, description = "This Idempotency-Key was used with a different request", body = UnifiedError),
+        (status = 429, description = "Too many task creations per minute, or too many unfinished tasks",
+            body = UnifiedError, headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        UnifiedAuthErrors,
+    ),
+)]
 #[tracing::instrument(skip_all, fields(account = %caller.0.account_id))]
 pub async fn create(
     State(state): State<AppState>,
@@ -132,7 +201,7 @@ pub async fn create(
         let task = state.wait_for_end(id, &caller.0.account_id, wait).await?;
         return Ok(prefer::applied(replayed(&submitted, success(status(&state, &task))), wait));
     }
-    Ok(replayed(&submitted, success(Created { task_id: id.to_string(), state: "pending" })))
+    Ok(replayed(&submitted, success(Created { task_id: id.to_string(), state: UnifiedState::Pending })))
 }
 
 #[derive(Deserialize)]
@@ -140,7 +209,26 @@ pub struct QueryParams {
     task_id: Option<String>,
 }
 
-/// `GET /api/v1/images/generations?task_id=…`.
+/// Query a task's status.
+#[utoipa::path(
+    get,
+    path = "/api/v1/images/generations",
+    operation_id = "queryGeneration",
+    tag = "Unified API",
+    params(("task_id" = String, Query, description = "The id the create request answered with",
+        example = "task_12345678", min_length = 1)),
+    responses(
+        (status = 200, description = "The task", body = Envelope<Status>, examples(
+            ("completed" = (value = json!(examples::unified_completed()))),
+            ("failed" = (value = json!(examples::unified_failed()))),
+        )),
+        (status = 400, description = "`task_id` is missing", body = UnifiedError),
+        (status = 404, description = "No such task of this account", body = UnifiedError),
+        (status = 429, description = "Too many status requests per minute for this key", body = UnifiedError,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        UnifiedAuthErrors,
+    ),
+)]
 #[tracing::instrument(skip_all)]
 pub async fn query(
     State(state): State<AppState>,
@@ -168,7 +256,7 @@ pub fn vendor_model(model: &str) -> String {
 struct Callback {
     task_id: String,
     model: String,
-    state: &'static str,
+    state: UnifiedState,
     param: String,
     result_json: Option<String>,
     fail_code: Option<String>,

@@ -12,7 +12,7 @@ use crate::money::Micros;
 
 pub use store::TaskStore;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TaskState {
     Pending,
@@ -127,7 +127,7 @@ pub struct Task {
 }
 
 /// One try of a task on one channel.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChannelAttempt {
     pub channel: String,

@@ -7,7 +7,7 @@ use sqlx::{Any, Row, Transaction};
 use crate::db::{Db, now_ms};
 use crate::ids::{AccountId, TaskId};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Delivery {
     pub id: String,
@@ -22,7 +22,7 @@ pub struct Delivery {
     pub completed_at: Option<i64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Attempt {
     pub attempt: u32,

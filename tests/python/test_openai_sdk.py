@@ -1,17 +1,14 @@
-"""The official `openai` Python package, pointed at Easel with base_url, works unchanged.
-
-Starts the `easel` binary named by EASEL_BIN on a free loopback port with a fresh data dir."""
+"""The official `openai` Python package, pointed at Easel with base_url, works unchanged."""
 
 import base64
-import os
 import struct
-import subprocess
-import tempfile
 import zlib
 
 import openai
 import pytest
 from openai import OpenAI
+
+from easel_server import start_easel, stop_easel
 
 
 def png_size(data: bytes) -> tuple[int, int]:
@@ -30,25 +27,9 @@ def tiny_png(width: int = 32, height: int = 32) -> bytes:
 
 @pytest.fixture(scope="module")
 def easel():
-    data_dir = tempfile.mkdtemp(prefix="easel-sdk-")
-    config = os.path.join(data_dir, "easel.toml")
-    with open(config, "w") as f:
-        f.write("[local]\nlatency_ms = 0\n")
-    proc = subprocess.Popen(
-        [os.environ["EASEL_BIN"], "--data-dir", data_dir, "--config", config, "serve", "--listen", "127.0.0.1:0"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )
-    key = base = None
-    for line in proc.stdout:
-        if line.startswith("API key (shown once, keep it): "):
-            key = line.split(": ", 1)[1].strip()
-        if line.startswith("Easel listening on "):
-            base = line.split("on ", 1)[1].strip()
-            break
-    assert key and base, "easel did not start"
+    proc, base, key = start_easel("[local]\nlatency_ms = 0\n")
     yield base, key
-    proc.terminate()
-    proc.wait(timeout=30)
+    stop_easel(proc)
 
 
 def client(easel, key=None) -> OpenAI:

@@ -1,0 +1,90 @@
+//! The API reference: the OpenAPI document at `/openapi.json` and a Swagger UI page at `/docs`,
+//! both without an API key. The page's assets are compiled in (`assets/`), and its
+//! Content-Security-Policy lets it load nothing from anywhere but this server.
+
+use std::sync::{Arc, LazyLock};
+
+use axum::Router;
+use axum::extract::Path;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use sha2::{Digest, Sha256};
+
+use super::AppState;
+use super::error::ApiError;
+
+const PAGE: &str = include_str!("../../assets/docs/index.html");
+
+const PAGE_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+    img-src 'self' data:; font-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; \
+    frame-ancestors 'none'";
+
+struct Asset {
+    name: &'static str,
+    content_type: &'static str,
+    bytes: &'static [u8],
+}
+
+/// Swagger UI is npm's `swagger-ui-dist`, vendored as `assets/swagger-ui/README.md` says.
+const ASSETS: [Asset; 3] = [
+    Asset {
+        name: "swagger-ui-bundle.js",
+        content_type: "text/javascript; charset=utf-8",
+        bytes: include_bytes!("../../assets/swagger-ui/swagger-ui-bundle.js"),
+    },
+    Asset {
+        name: "swagger-ui.css",
+        content_type: "text/css; charset=utf-8",
+        bytes: include_bytes!("../../assets/swagger-ui/swagger-ui.css"),
+    },
+    Asset {
+        name: "init.js",
+        content_type: "text/javascript; charset=utf-8",
+        bytes: include_bytes!("../../assets/docs/init.js"),
+    },
+];
+
+/// Strong ETags of the assets, in [`ASSETS`]' order: their content hashes.
+static ETAGS: LazyLock<Vec<String>> =
+    LazyLock::new(|| ASSETS.iter().map(|a| format!("\"{}\"", hex::encode(&Sha256::digest(a.bytes)[..12]))).collect());
+
+/// `/openapi.json`, `/docs` and `/docs/assets/{name}`, for a document built once per server.
+pub fn router(document: &utoipa::openapi::OpenApi) -> Router<AppState> {
+    let json: Arc<[u8]> = serde_json::to_vec(document).expect("the OpenAPI document serializes").into();
+    Router::new()
+        .route(
+            "/openapi.json",
+            get(move || async move {
+                let headers = [(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-cache")];
+                (headers, axum::body::Bytes::from_owner(json)).into_response()
+            }),
+        )
+        .route("/docs", get(page))
+        .route("/docs/assets/{name}", get(asset))
+}
+
+async fn page() -> Response {
+    let headers = [
+        (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+        (header::CACHE_CONTROL, "no-cache"),
+        (header::CONTENT_SECURITY_POLICY, PAGE_POLICY),
+    ];
+    (headers, PAGE).into_response()
+}
+
+async fn asset(Path(name): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let index = ASSETS.iter().position(|a| a.name == name).ok_or_else(|| ApiError::NotFound("no such asset".into()))?;
+    let (asset, etag) = (&ASSETS[index], ETAGS[index].as_str());
+    let cached = headers.get(header::IF_NONE_MATCH).is_some_and(|v| v.as_bytes() == etag.as_bytes());
+    let mut response = if cached {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        ([(header::CONTENT_TYPE, asset.content_type)], asset.bytes).into_response()
+    };
+    let h = response.headers_mut();
+    h.insert(header::ETAG, HeaderValue::from_str(etag).expect("hex is ASCII"));
+    // Not `immutable`: the names stay across upgrades, and the ETag revalidates them after a day.
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=86400"));
+    Ok(response)
+}
