@@ -97,3 +97,26 @@ async fn status_polls_have_their_own_limit() {
     // Creation is not affected by polling.
     assert_eq!(app.submit("gpt-image-1", &gpt_t2i(1)).await.0, 200);
 }
+
+#[tokio::test]
+async fn limits_off_by_config_lets_everything_through() {
+    let app = spawn_app_with(|c| {
+        c.server.limits = false;
+        c.server.status_rpm = 6;
+        // Tasks stay unfinished, so a concurrency limit would bite.
+        c.local.latency_ms = 3_600_000;
+    })
+    .await;
+    set_limits(&app, "gpt-image-1", Some(1), Some(1)).await;
+    let mut tasks = Vec::new();
+    for _ in 0..5 {
+        tasks.push(app.submit_ok("gpt-image-1", &gpt_t2i(1)).await);
+    }
+    for task in &tasks {
+        let (status, json) = app.status("gpt-image-1", task).await;
+        assert_eq!(status, 200, "{json}");
+    }
+    // Credits are still held for every task: only limits are off.
+    let account = app.state.accounts.find("default").await.unwrap();
+    assert_eq!(account.held.0, 5 * 40_000);
+}

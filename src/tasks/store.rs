@@ -36,7 +36,8 @@ pub enum Outcome {
 #[derive(Debug, Clone, Copy)]
 pub struct Admission<'a> {
     pub timeout_ms: i64,
-    pub max_concurrent: u32,
+    /// Unfinished tasks the account may have of this model; `None` when limits are off.
+    pub max_concurrent: Option<u32>,
     pub idempotency: Option<&'a Idempotency>,
 }
 
@@ -111,15 +112,17 @@ impl TaskStore {
         if !ledger::hold_in(&mut tx, &new.account_id, &id, hold).await? {
             return Err(StoreError::InsufficientCredits);
         }
-        let active: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM tasks WHERE account_id = $1 AND model = $2 AND state IN ('pending', 'processing')",
-        )
-        .bind(new.account_id.as_str())
-        .bind(&new.spec.model)
-        .fetch_one(&mut *tx)
-        .await?;
-        if active >= i64::from(admission.max_concurrent) {
-            return Err(StoreError::ConcurrencyLimit { limit: admission.max_concurrent });
+        if let Some(limit) = admission.max_concurrent {
+            let active: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM tasks WHERE account_id = $1 AND model = $2 AND state IN ('pending', 'processing')",
+            )
+            .bind(new.account_id.as_str())
+            .bind(&new.spec.model)
+            .fetch_one(&mut *tx)
+            .await?;
+            if active >= i64::from(limit) {
+                return Err(StoreError::ConcurrencyLimit { limit });
+            }
         }
         sqlx::query(
             "INSERT INTO tasks (id, account_id, model, dialect, state, spec, param, routing, callback_url, \
