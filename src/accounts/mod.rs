@@ -1,8 +1,11 @@
 //! Accounts, their API keys (stored only as SHA-256 hashes) and their credits.
 
+pub mod key_cache;
 pub mod keys;
 pub mod ledger;
 pub mod limits;
+
+use std::sync::Arc;
 
 use base64::Engine;
 use serde::Serialize;
@@ -12,6 +15,7 @@ use crate::db::{Db, now_ms};
 use crate::ids::{AccountId, random_bytes};
 use crate::money::Micros;
 
+use key_cache::KeyCache;
 pub use keys::{ApiKey, IssuedKey};
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +51,7 @@ pub struct CreatedAccount {
 #[derive(Clone, Debug)]
 pub struct Accounts {
     db: Db,
+    keys: Arc<KeyCache>,
 }
 
 fn new_webhook_secret() -> String {
@@ -68,7 +73,7 @@ fn account_from_row(row: &sqlx::any::AnyRow) -> Result<Account, sqlx::Error> {
 
 impl Accounts {
     pub fn new(db: Db) -> Self {
-        Self { db }
+        Self { db, keys: Arc::default() }
     }
 
     pub fn db(&self) -> &Db {
@@ -186,12 +191,13 @@ impl Accounts {
             .bind(key_id)
             .execute(&self.db.write)
             .await?;
+        self.keys.forget(key_id);
         Ok(done.rows_affected() == 1)
     }
 
-    /// The account behind an active key. Looked up on every request, so a revocation
-    /// takes effect at once on every running server.
+    /// The account behind an active key. A revocation takes effect at once in this process and
+    /// within [`key_cache::KEY_CACHE_TTL`] on every other server.
     pub async fn authenticate(&self, presented: &str) -> Result<Option<ApiKey>, AccountError> {
-        keys::lookup(&self.db, presented).await
+        keys::lookup(&self.db, &self.keys, presented).await
     }
 }
