@@ -48,6 +48,9 @@ pub struct ServerConfig {
     pub bootstrap_credits_usd: f64,
     /// Status polls per minute per API key.
     pub status_rpm: u32,
+    /// `false` switches off every per-minute and concurrency limit (creations per model and
+    /// account, unfinished tasks, status polls): for benchmarks and trusted single-tenant setups.
+    pub limits: bool,
     /// How long the OpenAI-compatible routes wait for a task before answering 504.
     pub openai_wait_secs: u64,
     /// This node's name in lease tokens and logs (`EASEL_SERVER__NODE_ID`); a random one when unset.
@@ -72,6 +75,7 @@ impl Default for ServerConfig {
             node_id: None,
             bootstrap_credits_usd: 10.0,
             status_rpm: 1200,
+            limits: true,
             openai_wait_secs: 300,
             breaker_failures: 5,
             breaker_cooldown_secs: 30,

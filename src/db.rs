@@ -48,9 +48,13 @@ impl Db {
         let options = AnyConnectOptions::from_str(url).context("parsing the database URL")?;
         let db = match dialect {
             Dialect::Sqlite => {
+                // A file on this machine cannot drop a connection the way a network peer can, so
+                // skip sqlx's ping before each acquire: every ping is a round trip to the
+                // connection's thread, and profiles showed those hand-offs dominating.
                 let pool = |size: u32| {
                     AnyPoolOptions::new()
                         .max_connections(size)
+                        .test_before_acquire(false)
                         .after_connect(|conn, _| {
                             Box::pin(async move { conn.execute(SQLITE_PRAGMAS).await.map(|_| ()) })
                         })

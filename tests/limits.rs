@@ -138,3 +138,26 @@ async fn an_unreachable_redis_fails_start_up_instead_of_limiting_per_node() {
     let err = easel::Application::build(config).await.err().expect("start-up fails");
     assert!(format!("{err:#}").contains("Redis"), "{err:#}");
 }
+
+#[tokio::test]
+async fn limits_off_by_config_lets_everything_through() {
+    let app = spawn_app_with(|c| {
+        c.server.limits = false;
+        c.server.status_rpm = 6;
+        // Tasks stay unfinished, so a concurrency limit would bite.
+        c.local.latency_ms = 3_600_000;
+    })
+    .await;
+    set_limits(&app, "gpt-image-1", Some(1), Some(1)).await;
+    let mut tasks = Vec::new();
+    for _ in 0..5 {
+        tasks.push(app.submit_ok("gpt-image-1", &gpt_t2i(1)).await);
+    }
+    for task in &tasks {
+        let (status, json) = app.status("gpt-image-1", task).await;
+        assert_eq!(status, 200, "{json}");
+    }
+    // Credits are still held for every task: only limits are off.
+    let account = app.state.accounts.find("default").await.unwrap();
+    assert_eq!(account.held.0, 5 * 40_000);
+}

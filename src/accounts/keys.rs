@@ -4,6 +4,7 @@
 use sha2::{Digest, Sha256};
 use sqlx::{Any, Row, Transaction};
 
+use super::key_cache::KeyCache;
 use crate::db::{Db, now_ms};
 use crate::ids::{AccountId, KeyId, random_hex};
 
@@ -39,19 +40,23 @@ pub(super) async fn issue_in(tx: &mut Transaction<'_, Any>, account: &AccountId)
     Ok(IssuedKey { key_id, key })
 }
 
-pub(super) async fn lookup(db: &Db, presented: &str) -> Result<Option<ApiKey>, super::AccountError> {
+/// The active key `presented` names: from `cache` if it was seen a moment ago, else from the
+/// database (and then cached).
+pub(super) async fn lookup(db: &Db, cache: &KeyCache, presented: &str) -> Result<Option<ApiKey>, super::AccountError> {
     if !presented.starts_with("sk-") || presented.len() > 128 {
         return Ok(None);
     }
+    let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+    if let Some(key) = cache.get(&digest) {
+        return Ok(Some(key));
+    }
     let row = sqlx::query("SELECT id, account_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL")
-        .bind(hash(presented))
+        .bind(hex::encode(digest))
         .fetch_optional(&db.read)
         .await?;
-    row.map(|r| {
-        Ok(ApiKey {
-            key_id: KeyId::from_db(r.try_get("id")?),
-            account_id: AccountId::from_db(r.try_get("account_id")?),
-        })
-    })
-    .transpose()
+    let Some(r) = row else { return Ok(None) };
+    let key =
+        ApiKey { key_id: KeyId::from_db(r.try_get("id")?), account_id: AccountId::from_db(r.try_get("account_id")?) };
+    cache.insert(digest, key.clone());
+    Ok(Some(key))
 }

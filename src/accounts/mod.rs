@@ -1,9 +1,12 @@
 //! Accounts, their API keys (stored only as SHA-256 hashes) and their credits.
 
+pub mod key_cache;
 pub mod keys;
 pub mod ledger;
 pub mod limits;
 pub mod rate;
+
+use std::sync::Arc;
 
 use base64::Engine;
 use serde::Serialize;
@@ -13,6 +16,7 @@ use crate::db::{Db, now_ms};
 use crate::ids::{AccountId, random_bytes};
 use crate::money::Micros;
 
+use key_cache::KeyCache;
 pub use keys::{ApiKey, IssuedKey};
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +52,7 @@ pub struct CreatedAccount {
 #[derive(Clone, Debug)]
 pub struct Accounts {
     db: Db,
+    keys: Arc<KeyCache>,
 }
 
 fn new_webhook_secret() -> String {
@@ -69,7 +74,7 @@ fn account_from_row(row: &sqlx::any::AnyRow) -> Result<Account, sqlx::Error> {
 
 impl Accounts {
     pub fn new(db: Db) -> Self {
-        Self { db }
+        Self { db, keys: Arc::default() }
     }
 
     pub fn db(&self) -> &Db {
@@ -187,12 +192,13 @@ impl Accounts {
             .bind(key_id)
             .execute(&self.db.write)
             .await?;
+        self.keys.forget(key_id);
         Ok(done.rows_affected() == 1)
     }
 
-    /// The account behind an active key. Looked up on every request, so a revocation
-    /// takes effect at once on every running server.
+    /// The account behind an active key. A revocation takes effect at once in this process and
+    /// within [`key_cache::KEY_CACHE_TTL`] on every other server.
     pub async fn authenticate(&self, presented: &str) -> Result<Option<ApiKey>, AccountError> {
-        keys::lookup(&self.db, presented).await
+        keys::lookup(&self.db, &self.keys, presented).await
     }
 }

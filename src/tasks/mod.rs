@@ -1,5 +1,6 @@
 //! Generation tasks: their states, failure codes and durable store, and the workers that run them.
 
+pub mod ended;
 pub mod idempotency;
 pub mod store;
 pub mod worker;

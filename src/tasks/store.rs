@@ -1,9 +1,12 @@
 //! Durable task rows. A task is committed, with its credit hold, before its id is returned;
 //! workers own a task through a lease token that every later write must present.
 
+use std::sync::Arc;
+
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
+use super::ended::EndedTasks;
 use super::idempotency::{self, Idempotency};
 use super::{ChannelAttempt, Dialect, FailCode, NewTask, Task, TaskState};
 use crate::accounts::ledger;
@@ -38,13 +41,15 @@ pub enum Outcome {
 #[derive(Debug, Clone, Copy)]
 pub struct Admission<'a> {
     pub timeout_ms: i64,
-    pub max_concurrent: u32,
+    /// Unfinished tasks the account may have of this model; `None` when limits are off.
+    pub max_concurrent: Option<u32>,
     pub idempotency: Option<&'a Idempotency>,
 }
 
 #[derive(Clone, Debug)]
 pub struct TaskStore {
     db: Db,
+    ended: Arc<EndedTasks>,
 }
 
 const COLUMNS: &str = "id, account_id, model, dialect, state, spec, param, routing, callback_url, requested_images, \
@@ -105,7 +110,7 @@ fn node_of(token: &str) -> Option<&str> {
 
 impl TaskStore {
     pub fn new(db: Db) -> Self {
-        Self { db }
+        Self { db, ended: Arc::default() }
     }
 
     /// Holds `images × price`, checks the account's unfinished tasks against `max_concurrent`,
@@ -122,15 +127,17 @@ impl TaskStore {
         if !ledger::hold_in(&mut tx, &new.account_id, &id, hold).await? {
             return Err(StoreError::InsufficientCredits);
         }
-        let active: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM tasks WHERE account_id = $1 AND model = $2 AND state IN ('pending', 'processing')",
-        )
-        .bind(new.account_id.as_str())
-        .bind(&new.spec.model)
-        .fetch_one(&mut *tx)
-        .await?;
-        if active >= i64::from(admission.max_concurrent) {
-            return Err(StoreError::ConcurrencyLimit { limit: admission.max_concurrent });
+        if let Some(limit) = admission.max_concurrent {
+            let active: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM tasks WHERE account_id = $1 AND model = $2 AND state IN ('pending', 'processing')",
+            )
+            .bind(new.account_id.as_str())
+            .bind(&new.spec.model)
+            .fetch_one(&mut *tx)
+            .await?;
+            if active >= i64::from(limit) {
+                return Err(StoreError::ConcurrencyLimit { limit });
+            }
         }
         sqlx::query(
             "INSERT INTO tasks (id, account_id, model, dialect, state, spec, param, routing, callback_url, \
@@ -181,15 +188,21 @@ impl TaskStore {
     /// A task as its owner sees it; another account's task is as good as absent.
     #[tracing::instrument(skip(self))]
     pub async fn get_for_account(&self, id: &TaskId, account: &AccountId) -> Result<Option<Task>, StoreError> {
-        let sql = format!("SELECT {COLUMNS} FROM tasks WHERE id = $1 AND account_id = $2");
-        let row = sqlx::query(&sql).bind(id.as_str()).bind(account.as_str()).fetch_optional(&self.db.read).await?;
-        row.as_ref().map(task_from_row).transpose()
+        Ok(self.get(id).await?.filter(|task| &task.account_id == account))
     }
 
+    /// A task; one that has ended comes from memory after its first read.
     pub async fn get(&self, id: &TaskId) -> Result<Option<Task>, StoreError> {
+        if let Some(task) = self.ended.get(id) {
+            return Ok(Some(Task::clone(&task)));
+        }
         let sql = format!("SELECT {COLUMNS} FROM tasks WHERE id = $1");
         let row = sqlx::query(&sql).bind(id.as_str()).fetch_optional(&self.db.read).await?;
-        row.as_ref().map(task_from_row).transpose()
+        let task = row.as_ref().map(task_from_row).transpose()?;
+        if let Some(task) = &task {
+            self.ended.remember(task);
+        }
+        Ok(task)
     }
 
     /// Takes the oldest task that is pending or whose lease ran out, and leases it to `token`.
