@@ -155,8 +155,9 @@ async fn retryable_failures_fail_over_to_the_next_channel() {
     assert_ledger_invariant(&app.state, "default").await;
 }
 
-#[tokio::test]
-async fn a_mask_goes_to_edits_as_a_png_mask_part() {
+/// Inpaints the reference server's red PNG through the unified API with the mask at `mask_path`
+/// on that server; returns the fake OpenAI, the app and the finished task's status.
+async fn inpaint_with_mask(mask_path: &str) -> (Fake, TestApp, Value) {
     let fake = Fake::start(Wire::OpenAi, |seen, _, _| Reply::ok(openai_images(seen))).await;
     let base = fake.base_url.clone();
     let app = spawn_app_with(|c| {
@@ -165,13 +166,19 @@ async fn a_mask_goes_to_edits_as_a_png_mask_part() {
     })
     .await;
     let refs = spawn_reference_server().await;
-    // The unified API's mask_url; a JPEG mask must reach OpenAI as the PNG it requires.
     let body = json!({"model": MODEL, "prompt": "fill the hole", "image_url": format!("http://{refs}/red.png"),
-        "mask_url": format!("http://{refs}/blue.jpg")});
+        "mask_url": format!("http://{refs}/{mask_path}")});
     let res = app.client.post(app.url("/api/v1/images/generations")).bearer_auth(&app.key).json(&body).send().await;
     let created: Value = res.unwrap().json().await.unwrap();
     let task = created["data"]["taskId"].as_str().expect("a taskId").to_owned();
     let data = app.wait_done(MODEL, &task).await;
+    (fake, app, data)
+}
+
+#[tokio::test]
+async fn a_mask_goes_to_edits_as_a_png_mask_part() {
+    // The unified API's mask_url; a JPEG mask must reach OpenAI as the PNG it requires.
+    let (fake, app, data) = inpaint_with_mask("blue.jpg").await;
     expect_pngs(&app, &data, 1, (1024, 1024)).await;
 
     let seen = fake.seen_ok();
@@ -189,20 +196,7 @@ async fn a_mask_goes_to_edits_as_a_png_mask_part() {
 
 #[tokio::test]
 async fn a_mask_that_cannot_be_fetched_fails_the_task_without_charge() {
-    let fake = Fake::start(Wire::OpenAi, |seen, _, _| Reply::ok(openai_images(seen))).await;
-    let base = fake.base_url.clone();
-    let app = spawn_app_with(|c| {
-        c.server.allow_private_network = true;
-        c.channels = vec![channel("openai", ProviderKind::Openai, &base, &[(MODEL, UPSTREAM)])];
-    })
-    .await;
-    let refs = spawn_reference_server().await;
-    let body = json!({"model": MODEL, "prompt": "fill the hole", "image_url": format!("http://{refs}/red.png"),
-        "mask_url": format!("http://{refs}/missing.png")});
-    let res = app.client.post(app.url("/api/v1/images/generations")).bearer_auth(&app.key).json(&body).send().await;
-    let created: Value = res.unwrap().json().await.unwrap();
-    let task = created["data"]["taskId"].as_str().expect("a taskId").to_owned();
-    let data = app.wait_done(MODEL, &task).await;
+    let (fake, app, data) = inpaint_with_mask("missing.png").await;
     assert_eq!(data["state"], "failed");
     assert_eq!(data["failCode"], "INVALID_IMAGE_URL", "{data}");
     assert!(data["failMsg"].as_str().unwrap().starts_with("mask_url"), "{data}");
