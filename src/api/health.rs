@@ -3,25 +3,60 @@
 
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::AppState;
 
 /// How long one dependency may take to answer a readiness check.
 const CHECK_LIMIT: Duration = Duration::from_secs(3);
 
+/// A probe's answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Probe {
+    /// `ok`, or `unavailable` when a dependency failed.
+    #[schema(example = "ok")]
+    pub status: &'static str,
+    /// Each dependency's `ok` or `failed` (readiness only): `database`, `storage`, and `redis`
+    /// where Redis is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<BTreeMap<String, String>>)]
+    pub checks: Option<BTreeMap<&'static str, &'static str>>,
+}
+
 /// `GET /healthz`: always 200 while the process serves HTTP.
-pub async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    tag = "Probes",
+    security(()),
+    responses((status = 200, description = "The process is up", body = Probe)),
+)]
+pub async fn healthz() -> Json<Probe> {
+    Json(Probe { status: "ok", checks: None })
 }
 
 /// `GET /readyz`: 200 when the database, Redis (if configured) and the object store answer,
 /// else 503; each component's status is in the body. Failures are logged, not returned, so the
 /// public answer names no hosts.
-pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    tag = "Probes",
+    security(()),
+    responses(
+        (status = 200, description = "Every dependency answers", body = Probe),
+        (status = 503, description = "A dependency failed; `checks` says which", body = Probe),
+    ),
+)]
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Probe>) {
     let (database, storage, redis) = tokio::join!(
         judge("database", async {
             sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.db.read).await?;
@@ -39,15 +74,13 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
             }
         },
     );
-    let mut checks = Map::new();
-    checks.insert("database".into(), database.into());
-    checks.insert("storage".into(), storage.into());
+    let mut checks = BTreeMap::from([("database", database), ("storage", storage)]);
     if let Some(redis) = redis {
-        checks.insert("redis".into(), redis.into());
+        checks.insert("redis", redis);
     }
-    let ready = checks.values().all(|s| s == "ok");
+    let ready = checks.values().all(|s| *s == "ok");
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(json!({"status": if ready { "ok" } else { "unavailable" }, "checks": checks})))
+    (status, Json(Probe { status: if ready { "ok" } else { "unavailable" }, checks: Some(checks) }))
 }
 
 /// `ok` or `failed`, within [`CHECK_LIMIT`].

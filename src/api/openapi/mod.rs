@@ -8,7 +8,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ComponentsBuilder, OpenApi as Document};
 use utoipa::{Modify, OpenApi};
 
-use super::{account, admin, apixo, callbacks, files, openai, unified};
+use super::{account, admin, apixo, callbacks, files, health, openai, unified};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -28,6 +28,8 @@ use super::{account, admin, apixo, callbacks, files, openai, unified};
         callbacks::list,
         callbacks::retry,
         files::serve,
+        health::healthz,
+        health::readyz,
     ),
     components(schemas(
         schemas::ApixoError,
@@ -52,6 +54,7 @@ use super::{account, admin, apixo, callbacks, files, openai, unified};
         (name = "Account", description = "The caller's own account"),
         (name = "Callbacks", description = "Callback deliveries of the caller's tasks"),
         (name = "Files", description = "Result images behind signed links; no API key"),
+        (name = "Probes", description = "Liveness and readiness for load balancers; no API key"),
     ),
 )]
 struct PublicApi;
