@@ -5,14 +5,12 @@
 mod common;
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::wait_until;
 use easel::db::{Db, now_ms};
 use serde_json::{Value, json};
 use sqlx::Row;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 const EASEL: &str = env!("CARGO_BIN_EXE_easel");
@@ -45,26 +43,8 @@ async fn cli_json(data_dir: &Path, args: &[&str]) -> Value {
 
 /// Starts `easel serve` on a free port and returns it with its base URL.
 async fn serve(data_dir: &Path) -> (Child, String) {
-    let mut child = easel(data_dir)
-        .await
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let base = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(url) = line.strip_prefix("Easel listening on ") {
-                return url.to_owned();
-            }
-        }
-        panic!("the server exited before listening");
-    })
-    .await
-    .expect("the server starts");
-    (child, base)
+    let served = common::process::serve(easel(data_dir).await).await;
+    (served.child, served.base)
 }
 
 #[tokio::test]
@@ -124,26 +104,10 @@ async fn operator_cli_manages_accounts_keys_and_credits() {
 #[tokio::test]
 async fn first_start_prints_a_working_key_once() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = easel(dir.path())
-        .await
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut key = None;
-    while let Some(line) = lines.next_line().await.unwrap() {
-        if let Some(k) = line.strip_prefix("API key (shown once, keep it): ") {
-            key = Some(k.to_owned());
-        }
-        if line.starts_with("Easel listening on ") {
-            break;
-        }
-    }
-    let key = key.expect("the bootstrap key is printed");
-    child.kill().await.unwrap();
+    let mut first = common::process::serve(easel(dir.path()).await).await;
+    let key = first.printed.iter().find_map(|line| line.strip_prefix("API key (shown once, keep it): "));
+    let key = key.expect("the bootstrap key is printed").to_owned();
+    first.child.kill().await.unwrap();
     let shown = cli_json(dir.path(), &["accounts", "show", "default", "--json"]).await;
     assert_eq!(shown["balance"], 10.0);
     // A second start does not create another account or print a key.

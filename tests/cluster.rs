@@ -8,14 +8,12 @@
 mod common;
 
 use std::collections::{BTreeMap, HashSet};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::{create_postgres_database, postgres_server, redis_server, s3_server, wait_until};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use sqlx::{PgPool, Row};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 const EASEL: &str = env!("CARGO_BIN_EXE_easel");
@@ -65,26 +63,8 @@ impl Cluster {
     }
 
     async fn start(&self, node: &str) -> Node {
-        let mut child = self
-            .command(node)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let base = tokio::time::timeout(Duration::from_secs(30), async {
-            while let Some(line) = lines.next_line().await.unwrap() {
-                if let Some(url) = line.strip_prefix("Easel listening on ") {
-                    return url.to_owned();
-                }
-            }
-            panic!("{node} exited before listening");
-        })
-        .await
-        .expect("the node starts");
-        Node { name: node.to_owned(), base, child }
+        let served = common::process::serve(self.command(node)).await;
+        Node { name: node.to_owned(), base: served.base, child: served.child }
     }
 }
 

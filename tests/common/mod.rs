@@ -4,6 +4,7 @@
 
 pub mod apixo_fake;
 pub mod fakes;
+pub mod process;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -1,0 +1,42 @@
+//! The real `easel` binary as a server process.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// A running `easel serve`.
+pub struct Served {
+    pub child: Child,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    /// What it printed before it listened (the bootstrap key, for one).
+    pub printed: Vec<String>,
+}
+
+/// Runs `cmd serve --listen 127.0.0.1:0` and waits (up to 30 s) until it says where it listens.
+/// The process is killed when the returned child is dropped.
+pub async fn serve(mut cmd: Command) -> Served {
+    let mut child = cmd
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("easel starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (base, printed) = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut printed = Vec::new();
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(url) = line.strip_prefix("Easel listening on ") {
+                return (url.to_owned(), printed);
+            }
+            printed.push(line);
+        }
+        panic!("the server exited before listening; it printed {printed:?}");
+    })
+    .await
+    .expect("the server listens within 30 s");
+    Served { child, base, printed }
+}
