@@ -28,13 +28,22 @@ async fn expect_pngs(app: &TestApp, data: &Value, count: usize, size: (u32, u32)
     }
 }
 
-#[tokio::test]
-async fn generations_return_the_requested_pngs() {
+/// A fake OpenAI that answers every request with its images, and an app whose one channel for
+/// gpt-image-1 is that fake; references on loopback are allowed.
+async fn app_on_working_openai() -> (Fake, TestApp) {
     let fake = Fake::start(Wire::OpenAi, |seen, _, _| Reply::ok(openai_images(seen))).await;
     let base = fake.base_url.clone();
-    let app =
-        spawn_app_with(|c| c.channels = vec![channel("openai", ProviderKind::Openai, &base, &[(MODEL, UPSTREAM)])])
-            .await;
+    let app = spawn_app_with(|c| {
+        c.server.allow_private_network = true;
+        c.channels = vec![channel("openai", ProviderKind::Openai, &base, &[(MODEL, UPSTREAM)])];
+    })
+    .await;
+    (fake, app)
+}
+
+#[tokio::test]
+async fn generations_return_the_requested_pngs() {
+    let (fake, app) = app_on_working_openai().await;
     let mut body = gpt_t2i(2);
     body["input"]["aspect_ratio"] = json!("3:2");
     let task = app.submit_ok(MODEL, &body).await;
@@ -57,13 +66,7 @@ async fn generations_return_the_requested_pngs() {
 
 #[tokio::test]
 async fn references_go_to_edits_as_multipart_image_parts() {
-    let fake = Fake::start(Wire::OpenAi, |seen, _, _| Reply::ok(openai_images(seen))).await;
-    let base = fake.base_url.clone();
-    let app = spawn_app_with(|c| {
-        c.server.allow_private_network = true;
-        c.channels = vec![channel("openai", ProviderKind::Openai, &base, &[(MODEL, UPSTREAM)])];
-    })
-    .await;
+    let (fake, app) = app_on_working_openai().await;
     let refs = spawn_reference_server().await;
     let body = json!({"input": {"mode": "gpt-image-1", "prompt": "put the boat on a lake", "num_images": 1,
         "image_urls": [format!("http://{refs}/red.png"), format!("http://{refs}/blue.jpg")]}});
@@ -158,13 +161,7 @@ async fn retryable_failures_fail_over_to_the_next_channel() {
 /// Inpaints the reference server's red PNG through the unified API with the mask at `mask_path`
 /// on that server; returns the fake OpenAI, the app and the finished task's status.
 async fn inpaint_with_mask(mask_path: &str) -> (Fake, TestApp, Value) {
-    let fake = Fake::start(Wire::OpenAi, |seen, _, _| Reply::ok(openai_images(seen))).await;
-    let base = fake.base_url.clone();
-    let app = spawn_app_with(|c| {
-        c.server.allow_private_network = true;
-        c.channels = vec![channel("openai", ProviderKind::Openai, &base, &[(MODEL, UPSTREAM)])];
-    })
-    .await;
+    let (fake, app) = app_on_working_openai().await;
     let refs = spawn_reference_server().await;
     let body = json!({"model": MODEL, "prompt": "fill the hole", "image_url": format!("http://{refs}/red.png"),
         "mask_url": format!("http://{refs}/{mask_path}")});
