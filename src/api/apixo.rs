@@ -198,13 +198,16 @@ pub struct TaskStatus {
     pub cost_time: Option<i64>,
 }
 
+/// `resultJson` of a task that succeeded: `{"resultUrls": [...]}` as a string.
+pub fn result_json(state: &AppState, task: &Task) -> Option<String> {
+    (task.state == TaskState::Success).then(|| serde_json::json!({ "resultUrls": state.result_urls(task) }).to_string())
+}
+
 pub fn task_status(state: &AppState, task: &Task) -> TaskStatus {
-    let result_json = (task.state == TaskState::Success)
-        .then(|| serde_json::json!({ "resultUrls": state.result_urls(task) }).to_string());
     TaskStatus {
         task_id: task.id.to_string(),
         state: task.state,
-        result_json,
+        result_json: result_json(state, task),
         fail_code: task.fail_code.clone(),
         fail_msg: task.fail_msg.clone(),
         create_time: task.created_at,

@@ -18,6 +18,7 @@ use crate::catalog::{Routing, unified};
 use crate::ids::TaskId;
 use crate::money::Micros;
 use crate::tasks::{Dialect, NewTask, Task, TaskState};
+use crate::webhooks::CallbackData;
 
 /// The envelope of seed 003: `code` is 200 and `msg` is `success`.
 #[derive(Serialize, ToSchema)]
@@ -251,35 +252,7 @@ pub fn vendor_model(model: &str) -> String {
 }
 
 /// The callback body of seed 003, every key present.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Callback {
-    task_id: String,
-    model: String,
-    state: UnifiedState,
-    param: String,
-    result_json: Option<String>,
-    fail_code: Option<String>,
-    fail_msg: Option<String>,
-    cost_time: Option<i64>,
-    complete_time: Option<i64>,
-    create_time: i64,
-}
-
 pub fn callback_payload(state: &AppState, task: &Task) -> Vec<u8> {
-    let result_json = (task.state == TaskState::Success)
-        .then(|| serde_json::json!({ "resultUrls": state.result_urls(task) }).to_string());
-    let data = Callback {
-        task_id: task.id.to_string(),
-        model: vendor_model(&task.model),
-        state: unified_state(task.state),
-        param: task.param.clone(),
-        result_json,
-        fail_code: task.fail_code.clone(),
-        fail_msg: task.fail_msg.clone(),
-        cost_time: task.completed_at.map(|done| done - task.created_at),
-        complete_time: task.completed_at,
-        create_time: task.created_at,
-    };
+    let data = CallbackData::new(state, task, vendor_model(&task.model), unified_state(task.state));
     serde_json::to_vec(&Envelope { code: 200, msg: "success".into(), data }).expect("callbacks serialize")
 }

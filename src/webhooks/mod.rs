@@ -12,13 +12,13 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::AppState;
-use crate::api::apixo::{Envelope, task_status};
+use crate::api::apixo::{Envelope, result_json};
 use crate::claim_loop;
 use crate::config::WebhookConfig;
 use crate::db::now_ms;
 use crate::egress::Egress;
 use crate::ids::{AccountId, TaskId};
-use crate::tasks::{Dialect, Task, TaskState};
+use crate::tasks::{Dialect, Task};
 use store::{Delivery, Next};
 
 /// When to try again: quick retries first, then doubling gaps up to a ceiling, all within a
@@ -62,13 +62,14 @@ impl Schedule {
     }
 }
 
-/// The APIXO callback body: the status object plus `model` and `param`, every key present.
+/// A callback's `data` in either task dialect: the task's status plus `model` and `param`, every
+/// key present. The dialects differ only in how they name the model and spell the state.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct ApixoCallback {
+pub struct CallbackData<S> {
     task_id: String,
     model: String,
-    state: TaskState,
+    state: S,
     param: String,
     result_json: Option<String>,
     fail_code: Option<String>,
@@ -78,29 +79,32 @@ struct ApixoCallback {
     create_time: i64,
 }
 
+impl<S> CallbackData<S> {
+    pub fn new(state: &AppState, task: &Task, model: String, task_state: S) -> Self {
+        Self {
+            task_id: task.id.to_string(),
+            model,
+            state: task_state,
+            param: task.param.clone(),
+            result_json: result_json(state, task),
+            fail_code: task.fail_code.clone(),
+            fail_msg: task.fail_msg.clone(),
+            cost_time: task.completed_at.map(|done| done - task.created_at),
+            complete_time: task.completed_at,
+            create_time: task.created_at,
+        }
+    }
+}
+
 /// The callback body in the dialect the task was created in.
 pub fn payload(state: &AppState, task: &Task) -> Vec<u8> {
     match task.dialect {
         Dialect::Unified => crate::api::unified::callback_payload(state, task),
-        Dialect::Apixo | Dialect::OpenAi => apixo_payload(state, task),
+        Dialect::Apixo | Dialect::OpenAi => {
+            let data = CallbackData::new(state, task, task.model.clone(), task.state);
+            serde_json::to_vec(&Envelope { code: 200, message: "success".into(), data }).expect("callbacks serialize")
+        }
     }
-}
-
-fn apixo_payload(state: &AppState, task: &Task) -> Vec<u8> {
-    let status = task_status(state, task);
-    let data = ApixoCallback {
-        task_id: status.task_id,
-        model: task.model.clone(),
-        state: status.state,
-        param: task.param.clone(),
-        result_json: status.result_json,
-        fail_code: status.fail_code,
-        fail_msg: status.fail_msg,
-        cost_time: status.cost_time,
-        complete_time: status.complete_time,
-        create_time: status.create_time,
-    };
-    serde_json::to_vec(&Envelope { code: 200, message: "success".into(), data }).expect("callbacks serialize")
 }
 
 pub struct Dispatcher {
