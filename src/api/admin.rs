@@ -14,7 +14,10 @@ use super::account::{AccountView, PageQuery, account_view};
 use super::apixo::{Envelope, TaskStatus, success, task_status};
 use super::error::ApiError;
 use super::extract::{JsonBody, Query};
-use super::openapi::schemas::{AddCreditsRequest, AdminAuthErrors, ApixoError, CreateAccountRequest, SetLimitsRequest};
+use super::openapi::schemas::{
+    AccountPath, AddCreditsRequest, AdminAccountErrors, AdminAuthErrors, ApixoError, CreateAccountRequest,
+    SetLimitsRequest,
+};
 use crate::accounts::{Account, AccountError, limits};
 use crate::catalog::ValidationError;
 use crate::catalog::fields::{Fields, invalid};
@@ -165,11 +168,10 @@ pub(super) async fn list_accounts(
     operation_id = "adminGetAccount",
     tag = "Admin",
     security(("adminToken" = [])),
-    params(("id" = String, Path, description = "The account's id or name", example = "default")),
+    params(AccountPath),
     responses(
         (status = 200, description = "The account", body = Envelope<AccountView>),
-        (status = 404, description = "No such account", body = ApixoError),
-        AdminAuthErrors,
+        AdminAccountErrors,
     ),
 )]
 pub(super) async fn show_account(
@@ -196,11 +198,10 @@ pub struct IssuedKeyView {
     operation_id = "adminCreateKey",
     tag = "Admin",
     security(("adminToken" = [])),
-    params(("id" = String, Path, description = "The account's id or name", example = "default")),
+    params(AccountPath),
     responses(
         (status = 200, description = "The key", body = Envelope<IssuedKeyView>),
-        (status = 404, description = "No such account", body = ApixoError),
-        AdminAuthErrors,
+        AdminAccountErrors,
     ),
 )]
 pub(super) async fn create_key(
@@ -253,14 +254,13 @@ pub(super) async fn revoke_key(
     operation_id = "adminAddCredits",
     tag = "Admin",
     security(("adminToken" = [])),
-    params(("id" = String, Path, description = "The account's id or name", example = "default")),
+    params(AccountPath),
     request_body(content = AddCreditsRequest, example = json!({"amount": 10.0})),
     responses(
         (status = 200, description = "The account", body = Envelope<AccountView>),
         (status = 400, description = "`amount` is not a positive amount of USD", body = ApixoError),
-        (status = 404, description = "No such account", body = ApixoError),
         (status = 413, description = "The body is larger than 1 MiB", body = ApixoError),
-        AdminAuthErrors,
+        AdminAccountErrors,
     ),
 )]
 pub(super) async fn add_credits(
@@ -291,11 +291,10 @@ pub struct WebhookSecret {
     operation_id = "adminRotateWebhookSecret",
     tag = "Admin",
     security(("adminToken" = [])),
-    params(("id" = String, Path, description = "The account's id or name", example = "default")),
+    params(AccountPath),
     responses(
         (status = 200, description = "The new secret", body = Envelope<WebhookSecret>),
-        (status = 404, description = "No such account", body = ApixoError),
-        AdminAuthErrors,
+        AdminAccountErrors,
     ),
 )]
 pub(super) async fn rotate_webhook_secret(
@@ -315,14 +314,13 @@ pub(super) async fn rotate_webhook_secret(
     operation_id = "adminSetLimits",
     tag = "Admin",
     security(("adminToken" = [])),
-    params(("id" = String, Path, description = "The account's id or name", example = "default")),
+    params(AccountPath),
     request_body(content = SetLimitsRequest, example = json!({"model": "seedream-5-0", "rpm": 120, "concurrency": 20})),
     responses(
         (status = 200, description = "The account", body = Envelope<AccountView>),
         (status = 400, description = "Invalid model or limits", body = ApixoError),
-        (status = 404, description = "No such account", body = ApixoError),
         (status = 413, description = "The body is larger than 1 MiB", body = ApixoError),
-        AdminAuthErrors,
+        AdminAccountErrors,
     ),
 )]
 pub(super) async fn set_limits(
@@ -405,7 +403,7 @@ pub struct TaskPage {
     tag = "Admin",
     security(("adminToken" = [])),
     params(
-        ("id" = String, Path, description = "The account's id or name", example = "default"),
+        AccountPath,
         ("limit" = Option<i64>, Query, description = "Tasks per page, 1 to 200; default 50", minimum = 1,
             maximum = 200),
         ("before" = Option<String>, Query, description = "`nextBefore` of the previous page (a task id)",
@@ -414,8 +412,7 @@ pub struct TaskPage {
     responses(
         (status = 200, description = "A page of tasks", body = Envelope<TaskPage>),
         (status = 400, description = "`limit` or `before` is invalid", body = ApixoError),
-        (status = 404, description = "No such account", body = ApixoError),
-        AdminAuthErrors,
+        AdminAccountErrors,
     ),
 )]
 pub(super) async fn list_tasks(

@@ -546,6 +546,30 @@ pub enum AdminAuthErrors {
     Internal(ApixoError),
 }
 
+/// What an operator route on one account may also answer.
+#[derive(IntoResponses)]
+pub enum AdminAccountErrors {
+    /// No such account
+    #[response(status = 404)]
+    NotFound(ApixoError),
+    /// Missing or wrong admin token
+    #[response(status = 401)]
+    Unauthorized(ApixoError),
+    /// Internal error (the details are in the server's log)
+    #[response(status = 500)]
+    Internal(ApixoError),
+}
+
+/// The account an operator route is about.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct AccountPath {
+    /// The account's id or name
+    #[param(example = "default")]
+    #[allow(dead_code)]
+    id: String,
+}
+
 /// File contents.
 pub struct Binary;
 
