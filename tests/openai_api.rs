@@ -74,6 +74,41 @@ async fn edits_take_multipart_images() {
     assert!(body["error"]["message"].as_str().unwrap().contains("not a PNG"), "{body}");
 }
 
+/// Files under the app's local store's `uploads/`.
+fn uploads(app: &TestApp) -> Vec<std::path::PathBuf> {
+    fn walk(dir: &std::path::Path, found: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() { walk(&path, found) } else { found.push(path) }
+        }
+    }
+    let mut found = Vec::new();
+    walk(&app.data_dir.path().join("files").join("uploads"), &mut found);
+    found
+}
+
+#[tokio::test]
+async fn a_refused_edit_leaves_no_upload_behind() {
+    let app = spawn_app_with(|c| c.server.bootstrap_credits_usd = 0.0).await;
+    let edit = |size: &'static str| {
+        let png = common::fakes::encoded(8, 8, [200, 10, 10], image::ImageFormat::Png);
+        let png = reqwest::multipart::Part::bytes(png).file_name("a.png");
+        let form = reqwest::multipart::Form::new().part("image", png).text("prompt", "p").text("size", size);
+        app.client.post(app.url("/v1/images/edits")).bearer_auth(&app.key).multipart(form).send()
+    };
+    let invalid = edit("999x999").await.unwrap();
+    assert_eq!(invalid.status(), 400);
+    let body: Value = invalid.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("size"), "{body}");
+    assert_eq!(uploads(&app), Vec::<std::path::PathBuf>::new(), "an invalid request stores nothing");
+
+    let unpaid = edit("1024x1024").await.unwrap();
+    assert_eq!(unpaid.status(), 429);
+    let body: Value = unpaid.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "insufficient_quota", "{body}");
+    assert_eq!(uploads(&app), Vec::<std::path::PathBuf>::new(), "a refused task takes its uploads with it");
+}
+
 #[tokio::test]
 async fn errors_have_openai_shape_and_statuses() {
     let app = spawn_app_with(|c| c.server.bootstrap_credits_usd = 0.04).await;

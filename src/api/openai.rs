@@ -23,7 +23,7 @@ use crate::catalog::fields::{Checked, Fields, invalid, prompt};
 use crate::catalog::size::{Resolution, parse_explicit, seedream_preset};
 use crate::catalog::{Model, ModelKind, OutputFormat, Routing, Size, TaskSpec, ValidationError, gpt_image};
 use crate::db::now_ms;
-use crate::ids::random_hex;
+use crate::ids::{TaskId, random_hex};
 use crate::storage::UPLOAD_SCHEME;
 use crate::tasks::{Dialect, FailCode, NewTask, Task, TaskState};
 
@@ -277,6 +277,18 @@ async fn run(
     request: ImageRequest<'_>,
     param: String,
 ) -> Result<Response, ApiError> {
+    let b64 = request.b64;
+    let id = create(state, caller, request, param).await?;
+    answer(state, caller, &id, b64).await
+}
+
+/// Submits the request as a task (billed and limited like any other).
+async fn create(
+    state: &AppState,
+    caller: &Caller,
+    request: ImageRequest<'_>,
+    param: String,
+) -> Result<TaskId, ApiError> {
     let new = NewTask {
         account_id: caller.0.account_id.clone(),
         dialect: Dialect::OpenAi,
@@ -287,13 +299,18 @@ async fn run(
         price: request.model.price,
     };
     let (Submitted::Created(id) | Submitted::Replayed(id)) = state.submit(&new, request.model, None).await?;
+    Ok(id)
+}
+
+/// Waits for the task to end and answers with its images, or OpenAI's error for its failure.
+async fn answer(state: &AppState, caller: &Caller, id: &TaskId, b64: bool) -> Result<Response, ApiError> {
     let wait = Duration::from_secs(state.config.server.openai_wait_secs);
-    let task = state.wait_for_end(&id, &caller.0.account_id, wait).await?;
+    let task = state.wait_for_end(id, &caller.0.account_id, wait).await?;
     if task.state != TaskState::Success {
         return Ok(task_error(&task));
     }
     let mut data = Vec::with_capacity(task.result_keys.len());
-    if request.b64 {
+    if b64 {
         for key in &task.result_keys {
             let bytes = state.storage.read(key).await.map_err(ApiError::internal)?;
             let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
@@ -343,16 +360,49 @@ pub async fn generations(
     run(&state, &caller, request, body.to_string()).await
 }
 
-/// Keeps an uploaded image in the store and names it for the task.
-async fn keep_upload(state: &AppState, batch: &str, name: &str, bytes: Vec<u8>) -> Result<String, ApiError> {
-    if bytes.len() > MAX_UPLOAD_BYTES {
-        return Err(ApiError::BadRequest(format!("{name} is larger than 10 MB")));
+/// An image uploaded to `/v1/images/edits`, checked and named, not stored yet.
+struct Upload {
+    key: String,
+    bytes: Vec<u8>,
+}
+
+impl Upload {
+    /// Checks the size and that the bytes are an image; `name` names it in errors and its key.
+    fn check(batch: &str, name: &str, bytes: Vec<u8>) -> Result<Self, ApiError> {
+        if bytes.len() > MAX_UPLOAD_BYTES {
+            return Err(ApiError::BadRequest(format!("{name} is larger than 10 MB")));
+        }
+        let format = crate::egress::sniff(&bytes)
+            .ok_or_else(|| ApiError::BadRequest(format!("{name} is not a PNG, JPEG, WebP or GIF image")))?;
+        Ok(Upload { key: format!("uploads/{batch}/{name}.{}", format.extensions_str()[0]), bytes })
     }
-    let format = crate::egress::sniff(&bytes)
-        .ok_or_else(|| ApiError::BadRequest(format!("{name} is not a PNG, JPEG, WebP or GIF image")))?;
-    let key = format!("uploads/{batch}/{name}.{}", format.extensions_str()[0]);
-    state.storage.put(&key, bytes).await.map_err(ApiError::internal)?;
-    Ok(format!("{UPLOAD_SCHEME}{key}"))
+
+    /// How a task names it among its references.
+    fn reference(&self) -> String {
+        format!("{UPLOAD_SCHEME}{}", self.key)
+    }
+}
+
+/// Stores the uploads; on failure, removes those already stored.
+async fn store_uploads(state: &AppState, uploads: Vec<Upload>) -> Result<Vec<String>, ApiError> {
+    let mut stored = Vec::with_capacity(uploads.len());
+    for upload in uploads {
+        if let Err(e) = state.storage.put(&upload.key, upload.bytes).await {
+            discard_uploads(state, &stored).await;
+            return Err(ApiError::internal(e));
+        }
+        stored.push(upload.key);
+    }
+    Ok(stored)
+}
+
+/// Removes uploads no task refers to; one left behind goes with the store's lifecycle rule.
+async fn discard_uploads(state: &AppState, keys: &[String]) {
+    for key in keys {
+        if let Err(e) = state.storage.delete(key).await {
+            tracing::warn!(key, error = format!("{e:#}"), "could not remove an upload of a refused edit");
+        }
+    }
 }
 
 /// Edit images (OpenAI's `images.edit`).
@@ -380,18 +430,17 @@ pub async fn edits(
     let mut form = form.map_err(|e| ApiError::BadRequest(format!("bad multipart body: {}", e.body_text())))?;
     let bad = |e: axum::extract::multipart::MultipartError| ApiError::BadRequest(format!("bad multipart body: {e}"));
     let batch = random_hex::<12>();
-    let (mut references, mut mask, mut fields) = (Vec::new(), None, serde_json::Map::new());
+    let (mut images, mut mask, mut fields) = (Vec::new(), None, serde_json::Map::new());
     while let Some(field) = form.next_field().await.map_err(bad)? {
         let name = field.name().unwrap_or_default().to_owned();
         match name.as_str() {
             "image" | "image[]" => {
                 let bytes = field.bytes().await.map_err(bad)?.to_vec();
-                let n = references.len();
-                references.push(keep_upload(&state, &batch, &format!("image{n}"), bytes).await?);
+                images.push(Upload::check(&batch, &format!("image{}", images.len()), bytes)?);
             }
             "mask" => {
                 let bytes = field.bytes().await.map_err(bad)?.to_vec();
-                mask = Some(keep_upload(&state, &batch, "mask", bytes).await?);
+                mask = Some(Upload::check(&batch, "mask", bytes)?);
             }
             _ => {
                 let text = field.text().await.map_err(bad)?;
@@ -404,15 +453,27 @@ pub async fn edits(
             }
         }
     }
-    if references.is_empty() {
+    if images.is_empty() {
         return Err(ApiError::BadRequest("image is required: send one or more image files".into()));
     }
-    if references.len() > 16 {
+    if images.len() > 16 {
         return Err(ApiError::BadRequest("at most 16 images may be sent".into()));
     }
+    // Everything is checked before anything is stored, and a task that is refused (credits,
+    // limits) takes its uploads with it: a bad request leaves nothing behind.
     let body = Value::Object(fields);
-    let request = parse_request(&state, &body, references, mask)?;
-    run(&state, &caller, request, body.to_string()).await
+    let references = images.iter().map(Upload::reference).collect();
+    let request = parse_request(&state, &body, references, mask.as_ref().map(Upload::reference))?;
+    let b64 = request.b64;
+    let stored = store_uploads(&state, images.into_iter().chain(mask).collect()).await?;
+    let id = match create(&state, &caller, request, body.to_string()).await {
+        Ok(id) => id,
+        Err(refused) => {
+            discard_uploads(&state, &stored).await;
+            return Err(refused);
+        }
+    };
+    answer(&state, &caller, &id, b64).await
 }
 
 /// List the models.
