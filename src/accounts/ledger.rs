@@ -7,7 +7,7 @@
 
 use sqlx::{Any, Row, Transaction};
 
-use crate::db::{Db, now_ms};
+use crate::db::{Db, now_ms, placeholders};
 use crate::ids::{AccountId, TaskId};
 use crate::money::Micros;
 
@@ -30,6 +30,38 @@ impl EntryKind {
     }
 }
 
+/// A ledger row to append.
+#[derive(Debug, Clone, Copy)]
+pub struct NewEntry<'a> {
+    pub account: &'a AccountId,
+    pub task: Option<&'a TaskId>,
+    pub kind: EntryKind,
+    pub amount: Micros,
+}
+
+/// Appends `entries` in one statement.
+pub async fn append_all(tx: &mut Transaction<'_, Any>, entries: &[NewEntry<'_>], now: i64) -> Result<(), sqlx::Error> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "INSERT INTO ledger (id, account_id, task_id, kind, amount_micros, created_at) VALUES {}",
+        placeholders(entries.len(), 6)
+    );
+    let mut query = sqlx::query(&sql);
+    for entry in entries {
+        query = query
+            .bind(uuid::Uuid::now_v7().simple().to_string())
+            .bind(entry.account.as_str())
+            .bind(entry.task.map(TaskId::as_str))
+            .bind(entry.kind.as_str())
+            .bind(entry.amount.0)
+            .bind(now);
+    }
+    query.execute(&mut **tx).await?;
+    Ok(())
+}
+
 async fn append(
     tx: &mut Transaction<'_, Any>,
     account: &AccountId,
@@ -37,18 +69,7 @@ async fn append(
     kind: EntryKind,
     amount: Micros,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO ledger (id, account_id, task_id, kind, amount_micros, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(uuid::Uuid::now_v7().simple().to_string())
-    .bind(account.as_str())
-    .bind(task.map(TaskId::as_str))
-    .bind(kind.as_str())
-    .bind(amount.0)
-    .bind(now_ms())
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    append_all(tx, &[NewEntry { account, task, kind, amount }], now_ms()).await
 }
 
 /// Adds credits. Returns false if the account does not exist.
@@ -92,17 +113,29 @@ pub async fn hold_in(
     Ok(true)
 }
 
-/// Closes a task's hold: `charge` leaves the held pot for good, `held - charge` returns to the
-/// balance. Both ledger rows are unique per task, so a second call fails instead of paying twice.
-pub async fn settle_in(
+/// How a task's hold closes: `charge` leaves the held pot for good, `refund` returns to the
+/// balance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settlement {
+    pub charge: Micros,
+    pub refund: Micros,
+}
+
+impl Settlement {
+    /// Never charges more than was held.
+    pub fn of(held: Micros, charge: Micros) -> Self {
+        let charge = charge.min(held);
+        Settlement { charge, refund: Micros(held.0 - charge.0) }
+    }
+}
+
+/// Takes `held` out of the account's held pot and returns `refund` of it to the balance.
+pub async fn close_holds_in(
     tx: &mut Transaction<'_, Any>,
     account: &AccountId,
-    task: &TaskId,
     held: Micros,
-    charge: Micros,
+    refund: Micros,
 ) -> Result<(), sqlx::Error> {
-    let charge = charge.min(held);
-    let refund = Micros(held.0 - charge.0);
     sqlx::query(
         "UPDATE accounts SET held_micros = held_micros - $1, balance_micros = balance_micros + $2 WHERE id = $3",
     )
@@ -111,9 +144,22 @@ pub async fn settle_in(
     .bind(account.as_str())
     .execute(&mut **tx)
     .await?;
-    append(tx, account, Some(task), EntryKind::Settle, charge).await?;
-    append(tx, account, Some(task), EntryKind::Release, refund).await?;
     Ok(())
+}
+
+/// Closes a task's hold (see [`Settlement`]). Both ledger rows are unique per task, so a second
+/// call fails instead of paying twice.
+pub async fn settle_in(
+    tx: &mut Transaction<'_, Any>,
+    account: &AccountId,
+    task: &TaskId,
+    held: Micros,
+    charge: Micros,
+) -> Result<(), sqlx::Error> {
+    let Settlement { charge, refund } = Settlement::of(held, charge);
+    close_holds_in(tx, account, held, refund).await?;
+    let entry = |kind, amount| NewEntry { account, task: Some(task), kind, amount };
+    append_all(tx, &[entry(EntryKind::Settle, charge), entry(EntryKind::Release, refund)], now_ms()).await
 }
 
 /// One ledger row as clients see it.

@@ -1,6 +1,7 @@
 //! Generation tasks: their states, failure codes and durable store, and the workers that run them.
 
 pub mod ended;
+mod group_commit;
 pub mod idempotency;
 pub mod store;
 pub mod worker;

@@ -7,6 +7,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
 use super::ended::EndedTasks;
+use super::group_commit::Writer;
 use super::idempotency::{self, Idempotency};
 use super::{ChannelAttempt, Dialect, FailCode, NewTask, Task, TaskState};
 use crate::accounts::ledger;
@@ -28,6 +29,8 @@ pub enum StoreError {
     Db(#[from] sqlx::Error),
     #[error("corrupt task row: {0}")]
     Corrupt(String),
+    #[error("the task writer has stopped")]
+    Stopped,
 }
 
 /// How a finished task ends.
@@ -50,13 +53,46 @@ pub struct Admission<'a> {
 pub struct TaskStore {
     db: Db,
     ended: Arc<EndedTasks>,
+    /// On SQLite, creations and finishes go through one writer that commits them in groups.
+    writer: Option<Writer>,
+}
+
+/// The columns a finish writes, from the task and how it ended.
+pub(super) struct Ending<'a> {
+    pub state: TaskState,
+    pub result_keys: Option<String>,
+    pub fail_code: Option<&'static str>,
+    pub fail_msg: Option<&'a str>,
+    /// Images delivered and charged: never more than were asked for (and held).
+    pub delivered: u32,
+}
+
+impl<'a> Ending<'a> {
+    pub fn of(task: &Task, outcome: &'a Outcome) -> Result<Self, StoreError> {
+        Ok(match outcome {
+            Outcome::Success { result_keys } => Ending {
+                state: TaskState::Success,
+                result_keys: Some(serde_json::to_string(result_keys).map_err(corrupt)?),
+                fail_code: None,
+                fail_msg: None,
+                delivered: result_keys.len().min(task.requested_images as usize) as u32,
+            },
+            Outcome::Failed { code, message } => Ending {
+                state: TaskState::Failed,
+                result_keys: None,
+                fail_code: Some(code.as_str()),
+                fail_msg: Some(message),
+                delivered: 0,
+            },
+        })
+    }
 }
 
 const COLUMNS: &str = "id, account_id, model, dialect, state, spec, param, routing, callback_url, requested_images, \
      delivered_images, price_micros, result_keys, fail_code, fail_msg, attempts, created_at, completed_at, deadline_at, \
      upstream_task_id, upstream_channel, channel_log";
 
-fn corrupt(e: impl std::fmt::Display) -> StoreError {
+pub(super) fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
 
@@ -104,13 +140,19 @@ pub fn lease_token(node: &str) -> String {
     format!("{node}.{}", crate::ids::random_hex::<12>())
 }
 
-fn node_of(token: &str) -> Option<&str> {
+pub(super) fn node_of(token: &str) -> Option<&str> {
     token.split_once('.').map(|(node, _)| node)
 }
 
 impl TaskStore {
+    /// A store on `db`; on SQLite this starts the group-commit writer, so call it in a runtime.
     pub fn new(db: Db) -> Self {
-        Self { db, ended: Arc::default() }
+        let alone = Self { db: db.clone(), ended: Arc::default(), writer: None };
+        let writer = match db.dialect {
+            db::Dialect::Sqlite => Some(Writer::start(db, alone.clone())),
+            db::Dialect::Postgres => None,
+        };
+        Self { writer, ..alone }
     }
 
     /// Holds `images × price`, checks the account's unfinished tasks against `max_concurrent`,
@@ -118,6 +160,13 @@ impl TaskStore {
     /// returns, the task is durable; when it fails, nothing was written.
     #[tracing::instrument(skip_all, fields(account = %new.account_id, model = %new.spec.model))]
     pub async fn create(&self, new: &NewTask, admission: &Admission<'_>) -> Result<TaskId, StoreError> {
+        match &self.writer {
+            Some(writer) => writer.create(new, admission).await,
+            None => self.create_in_own_transaction(new, admission).await,
+        }
+    }
+
+    async fn create_in_own_transaction(&self, new: &NewTask, admission: &Admission<'_>) -> Result<TaskId, StoreError> {
         let id = TaskId::generate();
         let now = now_ms();
         let mut tx = self.db.write.begin().await?;
@@ -313,28 +362,26 @@ impl TaskStore {
     /// Returns false (changing nothing) when the lease was lost to another worker.
     #[tracing::instrument(skip(self, task, outcome), fields(task = %task.id))]
     pub async fn finish(&self, task: &Task, token: &str, outcome: &Outcome) -> Result<bool, StoreError> {
+        match &self.writer {
+            Some(writer) => writer.finish(task, token, outcome).await,
+            None => self.finish_in_own_transaction(task, token, outcome).await,
+        }
+    }
+
+    async fn finish_in_own_transaction(&self, task: &Task, token: &str, outcome: &Outcome) -> Result<bool, StoreError> {
         let now = now_ms();
         let mut tx = self.db.write.begin().await?;
-        let (state, keys, code, message) = match outcome {
-            Outcome::Success { result_keys } => {
-                (TaskState::Success, Some(serde_json::to_string(result_keys).map_err(corrupt)?), None, None)
-            }
-            Outcome::Failed { code, message } => (TaskState::Failed, None, Some(code.as_str()), Some(message.as_str())),
-        };
-        let delivered = match outcome {
-            Outcome::Success { result_keys } => result_keys.len().min(task.requested_images as usize) as u32,
-            Outcome::Failed { .. } => 0,
-        };
+        let ending = Ending::of(task, outcome)?;
         let updated = sqlx::query(
             "UPDATE tasks SET state = $1, result_keys = $2, fail_code = $3, fail_msg = $4, delivered_images = $5, \
              completed_at = $6, lease_token = NULL, lease_until = NULL, finished_by = $9 \
              WHERE id = $7 AND lease_token = $8 AND state = 'processing'",
         )
-        .bind(state.as_str())
-        .bind(keys)
-        .bind(code)
-        .bind(message)
-        .bind(i64::from(delivered))
+        .bind(ending.state.as_str())
+        .bind(ending.result_keys)
+        .bind(ending.fail_code)
+        .bind(ending.fail_msg)
+        .bind(i64::from(ending.delivered))
         .bind(now)
         .bind(task.id.as_str())
         .bind(token)
@@ -344,7 +391,7 @@ impl TaskStore {
         if updated.rows_affected() == 0 {
             return Ok(false);
         }
-        settle(&mut tx, task, delivered).await?;
+        settle(&mut tx, task, ending.delivered).await?;
         if let Some(url) = &task.callback_url {
             webhooks::store::enqueue_in(&mut tx, &task.id, &task.account_id, url).await?;
             signals::notify(&mut *tx, self.db.dialect, &Event::CallbackQueued).await?;

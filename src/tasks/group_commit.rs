@@ -1,0 +1,332 @@
+//! Group commit of task writes on SQLite.
+//!
+//! SQLite has one writer, and sqlx reaches it through one connection thread: every statement is
+//! a round trip between threads, and those hand-offs, not SQLite's own work, bound how many tasks
+//! a second one node takes and ends. So creations and finishes wait in one queue, and a writer
+//! takes everything waiting into one transaction: a conditional UPDATE per new task for its
+//! credit hold (with the concurrency limit in the same statement), a conditional UPDATE per
+//! ending task, one balance UPDATE per account, and multi-row INSERTs for the task and ledger
+//! rows. Each caller still hears back only after the transaction with its write has committed.
+//!
+//! Should a group fail, its writes run again one by one, so that whatever failed fails only its
+//! own. PostgreSQL takes concurrent transactions, so there every write keeps its own.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+
+use futures::FutureExt;
+
+use sqlx::{Any, Row, Transaction};
+use tokio::sync::{mpsc, oneshot};
+
+use super::idempotency::{self, Idempotency};
+use super::store::{Admission, Ending, Outcome, StoreError, TaskStore, corrupt, node_of};
+use super::{NewTask, Task, TaskId};
+use crate::accounts::ledger::{self, EntryKind, NewEntry};
+use crate::db::{Db, now_ms, placeholders};
+use crate::ids::AccountId;
+use crate::money::Micros;
+use crate::webhooks;
+
+/// The most writes one transaction takes. A task row binds 13 values, far below SQLite's limit
+/// of 32,766 a statement even at this many rows.
+const MOST_PER_COMMIT: usize = 256;
+
+/// A task to create, as [`TaskStore::create`] was asked.
+struct Create {
+    new: NewTask,
+    timeout_ms: i64,
+    max_concurrent: Option<u32>,
+    idempotency: Option<Idempotency>,
+    reply: oneshot::Sender<Result<TaskId, StoreError>>,
+}
+
+/// A task to end, as [`TaskStore::finish`] was asked.
+struct Finish {
+    task: Box<Task>,
+    token: String,
+    outcome: Outcome,
+    reply: oneshot::Sender<Result<bool, StoreError>>,
+}
+
+enum Write {
+    Create(Create),
+    Finish(Finish),
+}
+
+/// The queue in front of the writer.
+#[derive(Clone)]
+pub struct Writer {
+    queue: mpsc::UnboundedSender<Write>,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer").finish_non_exhaustive()
+    }
+}
+
+impl Writer {
+    /// Starts the writer on `db`; it stops when the last handle is dropped. `alone` makes each
+    /// write in a transaction of its own, for the writes of a group that failed.
+    pub fn start(db: Db, alone: TaskStore) -> Self {
+        let (queue, waiting) = mpsc::unbounded_channel();
+        tokio::spawn(write_groups(db, alone, waiting));
+        Self { queue }
+    }
+
+    pub async fn create(&self, new: &NewTask, admission: &Admission<'_>) -> Result<TaskId, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Write::Create(Create {
+            new: new.clone(),
+            timeout_ms: admission.timeout_ms,
+            max_concurrent: admission.max_concurrent,
+            idempotency: admission.idempotency.cloned(),
+            reply,
+        }))?;
+        answer.await.map_err(|_| StoreError::Stopped)?
+    }
+
+    pub async fn finish(&self, task: &Task, token: &str, outcome: &Outcome) -> Result<bool, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Write::Finish(Finish {
+            task: Box::new(task.clone()),
+            token: token.to_owned(),
+            outcome: outcome.clone(),
+            reply,
+        }))?;
+        answer.await.map_err(|_| StoreError::Stopped)?
+    }
+
+    fn send(&self, write: Write) -> Result<(), StoreError> {
+        self.queue.send(write).map_err(|_| StoreError::Stopped)
+    }
+}
+
+async fn write_groups(db: Db, alone: TaskStore, mut waiting: mpsc::UnboundedReceiver<Write>) {
+    let mut group = Vec::with_capacity(MOST_PER_COMMIT);
+    while waiting.recv_many(&mut group, MOST_PER_COMMIT).await > 0 {
+        let writes = std::mem::replace(&mut group, Vec::with_capacity(MOST_PER_COMMIT));
+        // A panic must not stop the writer: its group's callers hear `Stopped`, later ones go on.
+        if AssertUnwindSafe(write_group(&db, &alone, writes)).catch_unwind().await.is_err() {
+            tracing::error!("the task writer panicked on a group; its writes were answered with an error");
+        }
+    }
+}
+
+async fn write_group(db: &Db, alone: &TaskStore, writes: Vec<Write>) {
+    let (mut creates, mut finishes) = (Vec::new(), Vec::new());
+    for write in writes {
+        match write {
+            Write::Create(c) => creates.push(c),
+            Write::Finish(f) => finishes.push(f),
+        }
+    }
+    match commit_group(db, &creates, &finishes).await {
+        Ok((created, finished)) => {
+            // A caller that went away still has its write: as when an answer is lost on the wire.
+            for (c, outcome) in creates.into_iter().zip(created) {
+                let _ = c.reply.send(outcome);
+            }
+            for (f, outcome) in finishes.into_iter().zip(finished) {
+                let _ = f.reply.send(Ok(outcome));
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, creates = creates.len(), finishes = finishes.len(),
+                "a group commit failed; writing its tasks one by one");
+            for c in creates {
+                let admission = Admission {
+                    timeout_ms: c.timeout_ms,
+                    max_concurrent: c.max_concurrent,
+                    idempotency: c.idempotency.as_ref(),
+                };
+                let _ = c.reply.send(alone.create(&c.new, &admission).await);
+            }
+            for f in finishes {
+                let _ = f.reply.send(alone.finish(&f.task, &f.token, &f.outcome).await);
+            }
+        }
+    }
+}
+
+/// Writes a group in one transaction: the outcome of each creation and whether each finish
+/// ended its task, in order. An error means the transaction was rolled back.
+async fn commit_group(
+    db: &Db,
+    creates: &[Create],
+    finishes: &[Finish],
+) -> Result<(Vec<Result<TaskId, StoreError>>, Vec<bool>), StoreError> {
+    let now = now_ms();
+    let mut tx = db.write.begin().await?;
+    let created = create_all(&mut tx, creates, now).await?;
+    let finished = finish_all(&mut tx, finishes, now).await?;
+    tx.commit().await?;
+    Ok((created, finished))
+}
+
+/// A task the group admitted, with its id and credit hold.
+struct Admitted<'a> {
+    create: &'a Create,
+    id: TaskId,
+    hold: Micros,
+}
+
+async fn create_all(
+    tx: &mut Transaction<'_, Any>,
+    creates: &[Create],
+    now: i64,
+) -> Result<Vec<Result<TaskId, StoreError>>, StoreError> {
+    let mut outcomes = Vec::with_capacity(creates.len());
+    let mut admitted = Vec::with_capacity(creates.len());
+    // Tasks this group admitted per (account, model): their rows are inserted only at the end,
+    // so the concurrency check adds them to what the table holds.
+    let mut admitted_per_model: HashMap<(&str, &str), i64> = HashMap::new();
+    for create in creates {
+        let new = &create.new;
+        let hold = new.price.times(new.spec.images);
+        let earlier = admitted_per_model.entry((new.account_id.as_str(), new.spec.model.as_str())).or_default();
+        let held = sqlx::query(
+            "UPDATE accounts SET balance_micros = balance_micros - $1, held_micros = held_micros + $1 \
+             WHERE id = $2 AND balance_micros >= $1 AND ($3 IS NULL OR $4 + (SELECT COUNT(*) FROM tasks \
+             WHERE account_id = $2 AND model = $5 AND state IN ('pending', 'processing')) < $3)",
+        )
+        .bind(hold.0)
+        .bind(new.account_id.as_str())
+        .bind(create.max_concurrent.map(i64::from))
+        .bind(*earlier)
+        .bind(&new.spec.model)
+        .execute(&mut **tx)
+        .await?;
+        if held.rows_affected() == 1 {
+            *earlier += 1;
+            let id = TaskId::generate();
+            outcomes.push(Ok(id.clone()));
+            admitted.push(Admitted { create, id, hold });
+        } else {
+            outcomes.push(Err(refusal(tx, create, hold).await?));
+        }
+    }
+    if admitted.is_empty() {
+        return Ok(outcomes);
+    }
+    let holds: Vec<NewEntry> = admitted
+        .iter()
+        .map(|a| NewEntry {
+            account: &a.create.new.account_id,
+            task: Some(&a.id),
+            kind: EntryKind::Hold,
+            amount: a.hold,
+        })
+        .collect();
+    ledger::append_all(tx, &holds, now).await?;
+    insert_tasks(tx, &admitted, now).await?;
+    for a in &admitted {
+        if let Some(idem) = &a.create.idempotency {
+            idempotency::complete_in(tx, &a.create.new.account_id, idem, &a.id).await?;
+        }
+    }
+    Ok(outcomes)
+}
+
+/// Why a hold was refused: the balance, else the concurrency limit.
+async fn refusal(tx: &mut Transaction<'_, Any>, create: &Create, hold: Micros) -> Result<StoreError, StoreError> {
+    let balance = sqlx::query("SELECT balance_micros FROM accounts WHERE id = $1")
+        .bind(create.new.account_id.as_str())
+        .fetch_optional(&mut **tx)
+        .await?
+        .map(|row| row.try_get::<i64, _>(0))
+        .transpose()?;
+    Ok(match (balance, create.max_concurrent) {
+        (Some(balance), Some(limit)) if balance >= hold.0 => StoreError::ConcurrencyLimit { limit },
+        _ => StoreError::InsufficientCredits,
+    })
+}
+
+async fn insert_tasks(tx: &mut Transaction<'_, Any>, admitted: &[Admitted<'_>], now: i64) -> Result<(), StoreError> {
+    let sql = format!(
+        "INSERT INTO tasks (id, account_id, model, dialect, state, spec, param, routing, callback_url, \
+         requested_images, price_micros, created_at, deadline_at) VALUES {}",
+        placeholders(admitted.len(), 13)
+    );
+    let mut query = sqlx::query(&sql);
+    for a in admitted {
+        let new = &a.create.new;
+        query = query
+            .bind(a.id.as_str())
+            .bind(new.account_id.as_str())
+            .bind(&new.spec.model)
+            .bind(new.dialect.as_str())
+            .bind("pending")
+            .bind(serde_json::to_string(&new.spec).map_err(corrupt)?)
+            .bind(&new.param)
+            .bind(new.routing.as_str())
+            .bind(new.callback_url.as_deref())
+            .bind(i64::from(new.spec.images))
+            .bind(new.price.0)
+            .bind(now)
+            .bind(now + a.create.timeout_ms);
+    }
+    query.execute(&mut **tx).await?;
+    Ok(())
+}
+
+async fn finish_all(tx: &mut Transaction<'_, Any>, finishes: &[Finish], now: i64) -> Result<Vec<bool>, StoreError> {
+    let mut ended = Vec::with_capacity(finishes.len());
+    let mut settled = Vec::new();
+    for f in finishes {
+        let ending = Ending::of(&f.task, &f.outcome)?;
+        let updated = sqlx::query(
+            "UPDATE tasks SET state = $1, result_keys = $2, fail_code = $3, fail_msg = $4, delivered_images = $5, \
+             completed_at = $6, lease_token = NULL, lease_until = NULL, finished_by = $9 \
+             WHERE id = $7 AND lease_token = $8 AND state = 'processing'",
+        )
+        .bind(ending.state.as_str())
+        .bind(ending.result_keys)
+        .bind(ending.fail_code)
+        .bind(ending.fail_msg)
+        .bind(i64::from(ending.delivered))
+        .bind(now)
+        .bind(f.task.id.as_str())
+        .bind(&f.token)
+        .bind(node_of(&f.token))
+        .execute(&mut **tx)
+        .await?;
+        let done = updated.rows_affected() == 1;
+        ended.push(done);
+        if done {
+            settled.push((&f.task, ledger::Settlement::of(f.task.held(), f.task.price.times(ending.delivered))));
+        }
+    }
+    // One balance update per account, however many of its tasks ended.
+    let mut per_account: HashMap<&AccountId, (Micros, Micros)> = HashMap::new();
+    for (task, settlement) in &settled {
+        let (held, refund) = per_account.entry(&task.account_id).or_default();
+        *held = Micros(held.0 + task.held().0);
+        *refund = Micros(refund.0 + settlement.refund.0);
+    }
+    for (account, (held, refund)) in per_account {
+        ledger::close_holds_in(tx, account, held, refund).await?;
+    }
+    let entries: Vec<NewEntry> = settled
+        .iter()
+        .flat_map(|(task, s)| {
+            [
+                NewEntry { account: &task.account_id, task: Some(&task.id), kind: EntryKind::Settle, amount: s.charge },
+                NewEntry {
+                    account: &task.account_id,
+                    task: Some(&task.id),
+                    kind: EntryKind::Release,
+                    amount: s.refund,
+                },
+            ]
+        })
+        .collect();
+    ledger::append_all(tx, &entries, now).await?;
+    for (task, _) in &settled {
+        if let Some(url) = &task.callback_url {
+            webhooks::store::enqueue_in(tx, &task.id, &task.account_id, url).await?;
+        }
+    }
+    Ok(ended)
+}

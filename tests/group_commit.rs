@@ -1,0 +1,109 @@
+//! Task writes that wait together commit together (group commit on SQLite), without changing
+//! what any one of them does: the credit and concurrency checks still see the writes before them,
+//! and a write that fails takes none of the others down with it. On PostgreSQL, where every write
+//! has its own transaction, the same answers hold.
+
+mod common;
+
+use common::*;
+use easel::accounts::limits;
+use easel::config::Role;
+use easel::ids::AccountId;
+use easel::tasks::store::{Admission, Outcome, StoreError, lease_token};
+use easel::tasks::{Dialect, NewTask, TaskState};
+use serde_json::json;
+
+/// A text-to-image task of one seedream-5-0 image for `account`.
+fn seedream_task(app: &TestApp, account: &AccountId) -> NewTask {
+    let model = app.state.catalog.get("seedream-5-0").unwrap();
+    let input = json!({"mode": "text-to-image", "prompt": "a group", "max_images": 1});
+    NewTask {
+        account_id: account.clone(),
+        dialect: Dialect::Apixo,
+        spec: model.parse_apixo_input(&input).unwrap(),
+        param: "{}".into(),
+        routing: easel::catalog::Routing::Auto,
+        callback_url: None,
+        price: model.price,
+    }
+}
+
+const NO_LIMITS: Admission<'static> = Admission { timeout_ms: 600_000, max_concurrent: None, idempotency: None };
+
+#[tokio::test]
+async fn a_burst_past_the_concurrency_limit_admits_exactly_the_limit() {
+    // No workers: every admitted task stays pending, so each counts against the limit.
+    let app = spawn_app_with(|c| c.role = Role::Api).await;
+    let account = app.state.accounts.find("default").await.unwrap();
+    limits::set(&app.state.db, &account.id, "seedream-5-0", Some(1000), Some(7)).await.unwrap();
+    let body = json!({"input": {"mode": "text-to-image", "prompt": "burst", "max_images": 1}});
+    let answers = futures::future::join_all((0..25).map(|_| app.submit("seedream-5-0", &body))).await;
+    let admitted = answers.iter().filter(|(status, _)| *status == 200).count();
+    let refused: Vec<_> = answers.iter().filter(|(status, _)| *status == 429).collect();
+    assert_eq!(admitted, 7, "{answers:?}");
+    assert_eq!(refused.len(), 18, "{answers:?}");
+    for (_, json) in refused {
+        assert!(json["message"].as_str().unwrap().contains("concurrency limit reached: 7"), "{json}");
+    }
+    let account = app.state.accounts.find("default").await.unwrap();
+    assert_eq!(account.held.0, 7 * 32_000, "only the admitted tasks hold credits");
+    assert_ledger_invariant(&app.state, "default").await;
+}
+
+#[tokio::test]
+async fn a_finish_that_fails_fails_alone() {
+    let app = spawn_app_with(|c| c.role = Role::Api).await;
+    let store = &app.state.tasks;
+    let account = app.state.accounts.find("default").await.unwrap();
+    let first = store.create(&seedream_task(&app, &account.id), &NO_LIMITS).await.unwrap();
+    let token = lease_token("test");
+    let task = store.claim(&token, 60_000).await.unwrap().expect("the task is pending");
+    assert_eq!(task.id, first);
+    // A settle row already on record: finishing the task must fail on the ledger's
+    // once-per-task rule instead of paying twice.
+    sqlx::query(
+        "INSERT INTO ledger (id, account_id, task_id, kind, amount_micros, created_at) \
+         VALUES ('stray', $1, $2, 'settle', 0, 0)",
+    )
+    .bind(account.id.as_str())
+    .bind(first.as_str())
+    .execute(&app.state.db.write)
+    .await
+    .unwrap();
+
+    // Both writes reach the queue before the writer runs (this test's runtime has one thread),
+    // so on SQLite they share a group.
+    let second = seedream_task(&app, &account.id);
+    let outcome = Outcome::Success { result_keys: vec!["results/x/0.png".into()] };
+    let (finished, created) = tokio::join!(store.finish(&task, &token, &outcome), store.create(&second, &NO_LIMITS),);
+    assert!(matches!(finished, Err(StoreError::Db(_))), "{finished:?}");
+    let created = created.expect("the other write of the group commits");
+    let stored = store.get(&created).await.unwrap().expect("the new task is stored");
+    assert_eq!(stored.state, TaskState::Pending);
+    let first = store.get(&first).await.unwrap().unwrap();
+    assert_eq!(first.state, TaskState::Processing, "the failed finish changed nothing");
+    let account = app.state.accounts.find("default").await.unwrap();
+    assert_eq!(account.held.0, 2 * 32_000, "both holds stand");
+}
+
+#[tokio::test]
+async fn writes_of_one_group_see_each_other() {
+    let app = spawn_app_with(|c| c.role = Role::Api).await;
+    let store = &app.state.tasks;
+    let account = app.state.accounts.find("default").await.unwrap();
+    // Credit for exactly three tasks of 32,000 micro-dollars.
+    let spare = account.balance.0 - 3 * 32_000;
+    sqlx::query("UPDATE accounts SET balance_micros = balance_micros - $1 WHERE id = $2")
+        .bind(spare)
+        .bind(account.id.as_str())
+        .execute(&app.state.db.write)
+        .await
+        .unwrap();
+    let tasks: Vec<NewTask> = (0..5).map(|_| seedream_task(&app, &account.id)).collect();
+    let outcomes = futures::future::join_all(tasks.iter().map(|t| store.create(t, &NO_LIMITS))).await;
+    let admitted = outcomes.iter().filter(|o| o.is_ok()).count();
+    assert_eq!(admitted, 3, "{outcomes:?}");
+    assert!(outcomes.iter().filter(|o| o.is_err()).all(|o| matches!(o, Err(StoreError::InsufficientCredits))));
+    let account = app.state.accounts.find("default").await.unwrap();
+    assert_eq!((account.balance.0, account.held.0), (0, 3 * 32_000));
+}
