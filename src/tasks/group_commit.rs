@@ -20,7 +20,7 @@ use sqlx::{Any, Row, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
 use super::idempotency::{self, Idempotency};
-use super::store::{Admission, Ending, Outcome, StoreError, TaskStore, corrupt, node_of};
+use super::store::{Admission, Ending, Outcome, StoreError, TaskStore, corrupt, end_in};
 use super::{NewTask, Task, TaskId};
 use crate::accounts::ledger::{self, EntryKind, NewEntry};
 use crate::db::{Db, now_ms, placeholders};
@@ -276,23 +276,7 @@ async fn finish_all(tx: &mut Transaction<'_, Any>, finishes: &[Finish], now: i64
     let mut settled = Vec::new();
     for f in finishes {
         let ending = Ending::of(&f.task, &f.outcome)?;
-        let updated = sqlx::query(
-            "UPDATE tasks SET state = $1, result_keys = $2, fail_code = $3, fail_msg = $4, delivered_images = $5, \
-             completed_at = $6, lease_token = NULL, lease_until = NULL, finished_by = $9 \
-             WHERE id = $7 AND lease_token = $8 AND state = 'processing'",
-        )
-        .bind(ending.state.as_str())
-        .bind(ending.result_keys)
-        .bind(ending.fail_code)
-        .bind(ending.fail_msg)
-        .bind(i64::from(ending.delivered))
-        .bind(now)
-        .bind(f.task.id.as_str())
-        .bind(&f.token)
-        .bind(node_of(&f.token))
-        .execute(&mut **tx)
-        .await?;
-        let done = updated.rows_affected() == 1;
+        let done = end_in(tx, &f.task, &f.token, &ending, now).await?;
         ended.push(done);
         if done {
             settled.push((&f.task, ledger::Settlement::of(f.task.held(), f.task.price.times(ending.delivered))));

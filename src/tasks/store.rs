@@ -140,7 +140,7 @@ pub fn lease_token(node: &str) -> String {
     format!("{node}.{}", crate::ids::random_hex::<12>())
 }
 
-pub(super) fn node_of(token: &str) -> Option<&str> {
+fn node_of(token: &str) -> Option<&str> {
     token.split_once('.').map(|(node, _)| node)
 }
 
@@ -372,23 +372,7 @@ impl TaskStore {
         let now = now_ms();
         let mut tx = self.db.write.begin().await?;
         let ending = Ending::of(task, outcome)?;
-        let updated = sqlx::query(
-            "UPDATE tasks SET state = $1, result_keys = $2, fail_code = $3, fail_msg = $4, delivered_images = $5, \
-             completed_at = $6, lease_token = NULL, lease_until = NULL, finished_by = $9 \
-             WHERE id = $7 AND lease_token = $8 AND state = 'processing'",
-        )
-        .bind(ending.state.as_str())
-        .bind(ending.result_keys)
-        .bind(ending.fail_code)
-        .bind(ending.fail_msg)
-        .bind(i64::from(ending.delivered))
-        .bind(now)
-        .bind(task.id.as_str())
-        .bind(token)
-        .bind(node_of(token))
-        .execute(&mut *tx)
-        .await?;
-        if updated.rows_affected() == 0 {
+        if !end_in(&mut tx, task, token, &ending, now).await? {
             return Ok(false);
         }
         settle(&mut tx, task, ending.delivered).await?;
@@ -433,6 +417,34 @@ impl TaskStore {
             .await?;
         Ok(())
     }
+}
+
+/// Writes how the task ended, if `token` still leases it; false (changing nothing) when the
+/// lease was lost.
+pub(super) async fn end_in(
+    tx: &mut Transaction<'_, Any>,
+    task: &Task,
+    token: &str,
+    ending: &Ending<'_>,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let updated = sqlx::query(
+        "UPDATE tasks SET state = $1, result_keys = $2, fail_code = $3, fail_msg = $4, delivered_images = $5, \
+         completed_at = $6, lease_token = NULL, lease_until = NULL, finished_by = $9 \
+         WHERE id = $7 AND lease_token = $8 AND state = 'processing'",
+    )
+    .bind(ending.state.as_str())
+    .bind(ending.result_keys.as_deref())
+    .bind(ending.fail_code)
+    .bind(ending.fail_msg)
+    .bind(i64::from(ending.delivered))
+    .bind(now)
+    .bind(task.id.as_str())
+    .bind(token)
+    .bind(node_of(token))
+    .execute(&mut **tx)
+    .await?;
+    Ok(updated.rows_affected() == 1)
 }
 
 /// Charges the delivered images and releases the rest of the hold.
