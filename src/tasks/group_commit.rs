@@ -20,10 +20,10 @@ use sqlx::{Any, Row, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
 use super::idempotency::{self, Idempotency};
-use super::store::{Admission, Ending, Outcome, StoreError, TaskStore, corrupt, end_in};
+use super::store::{Admission, Ending, NewRow, Outcome, StoreError, TaskStore, end_in, insert_pending_in};
 use super::{NewTask, Task, TaskId};
 use crate::accounts::ledger::{self, EntryKind, NewEntry};
-use crate::db::{Db, now_ms, placeholders};
+use crate::db::{Db, now_ms};
 use crate::ids::AccountId;
 use crate::money::Micros;
 use crate::webhooks;
@@ -220,7 +220,9 @@ async fn create_all(
         })
         .collect();
     ledger::append_all(tx, &holds, now).await?;
-    insert_tasks(tx, &admitted, now).await?;
+    let rows: Vec<NewRow> =
+        admitted.iter().map(|a| NewRow { id: &a.id, new: &a.create.new, timeout_ms: a.create.timeout_ms }).collect();
+    insert_pending_in(tx, &rows, now).await?;
     for a in &admitted {
         if let Some(idem) = &a.create.idempotency {
             idempotency::complete_in(tx, &a.create.new.account_id, idem, &a.id).await?;
@@ -241,34 +243,6 @@ async fn refusal(tx: &mut Transaction<'_, Any>, create: &Create, hold: Micros) -
         (Some(balance), Some(limit)) if balance >= hold.0 => StoreError::ConcurrencyLimit { limit },
         _ => StoreError::InsufficientCredits,
     })
-}
-
-async fn insert_tasks(tx: &mut Transaction<'_, Any>, admitted: &[Admitted<'_>], now: i64) -> Result<(), StoreError> {
-    let sql = format!(
-        "INSERT INTO tasks (id, account_id, model, dialect, state, spec, param, routing, callback_url, \
-         requested_images, price_micros, created_at, deadline_at) VALUES {}",
-        placeholders(admitted.len(), 13)
-    );
-    let mut query = sqlx::query(&sql);
-    for a in admitted {
-        let new = &a.create.new;
-        query = query
-            .bind(a.id.as_str())
-            .bind(new.account_id.as_str())
-            .bind(&new.spec.model)
-            .bind(new.dialect.as_str())
-            .bind("pending")
-            .bind(serde_json::to_string(&new.spec).map_err(corrupt)?)
-            .bind(&new.param)
-            .bind(new.routing.as_str())
-            .bind(new.callback_url.as_deref())
-            .bind(i64::from(new.spec.images))
-            .bind(new.price.0)
-            .bind(now)
-            .bind(now + a.create.timeout_ms);
-    }
-    query.execute(&mut **tx).await?;
-    Ok(())
 }
 
 async fn finish_all(tx: &mut Transaction<'_, Any>, finishes: &[Finish], now: i64) -> Result<Vec<bool>, StoreError> {

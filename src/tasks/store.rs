@@ -92,7 +92,7 @@ const COLUMNS: &str = "id, account_id, model, dialect, state, spec, param, routi
      delivered_images, price_micros, result_keys, fail_code, fail_msg, attempts, created_at, completed_at, deadline_at, \
      upstream_task_id, upstream_channel, channel_log";
 
-pub(super) fn corrupt(e: impl std::fmt::Display) -> StoreError {
+fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
 
@@ -188,25 +188,7 @@ impl TaskStore {
                 return Err(StoreError::ConcurrencyLimit { limit });
             }
         }
-        sqlx::query(
-            "INSERT INTO tasks (id, account_id, model, dialect, state, spec, param, routing, callback_url, \
-             requested_images, price_micros, created_at, deadline_at) \
-             VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7, $8, $9, $10, $11, $12)",
-        )
-        .bind(id.as_str())
-        .bind(new.account_id.as_str())
-        .bind(&new.spec.model)
-        .bind(new.dialect.as_str())
-        .bind(serde_json::to_string(&new.spec).map_err(corrupt)?)
-        .bind(&new.param)
-        .bind(new.routing.as_str())
-        .bind(new.callback_url.as_deref())
-        .bind(i64::from(new.spec.images))
-        .bind(new.price.0)
-        .bind(now)
-        .bind(now + admission.timeout_ms)
-        .execute(&mut *tx)
-        .await?;
+        insert_pending_in(&mut tx, &[NewRow { id: &id, new, timeout_ms: admission.timeout_ms }], now).await?;
         if let Some(idem) = admission.idempotency {
             idempotency::complete_in(&mut tx, &new.account_id, idem, &id).await?;
         }
@@ -417,6 +399,46 @@ impl TaskStore {
             .await?;
         Ok(())
     }
+}
+
+/// A task row to insert.
+pub(super) struct NewRow<'a> {
+    pub id: &'a TaskId,
+    pub new: &'a NewTask,
+    pub timeout_ms: i64,
+}
+
+/// Inserts pending tasks, in one statement however many.
+pub(super) async fn insert_pending_in(
+    tx: &mut Transaction<'_, Any>,
+    rows: &[NewRow<'_>],
+    now: i64,
+) -> Result<(), StoreError> {
+    let sql = format!(
+        "INSERT INTO tasks (id, account_id, model, dialect, state, spec, param, routing, callback_url, \
+         requested_images, price_micros, created_at, deadline_at) VALUES {}",
+        db::placeholders(rows.len(), 13)
+    );
+    let mut query = sqlx::query(&sql);
+    for row in rows {
+        let new = row.new;
+        query = query
+            .bind(row.id.as_str())
+            .bind(new.account_id.as_str())
+            .bind(&new.spec.model)
+            .bind(new.dialect.as_str())
+            .bind(TaskState::Pending.as_str())
+            .bind(serde_json::to_string(&new.spec).map_err(corrupt)?)
+            .bind(&new.param)
+            .bind(new.routing.as_str())
+            .bind(new.callback_url.as_deref())
+            .bind(i64::from(new.spec.images))
+            .bind(new.price.0)
+            .bind(now)
+            .bind(now + row.timeout_ms);
+    }
+    query.execute(&mut **tx).await?;
+    Ok(())
 }
 
 /// Writes how the task ended, if `token` still leases it; false (changing nothing) when the
