@@ -70,7 +70,8 @@ async fn seed_003_examples_work_verbatim() {
     let (_, created) = create(&app, &i2i("https://ref.invalid/landscape.jpg".into())).await;
     let failed = query_until_done(&app, created["data"]["taskId"].as_str().unwrap()).await;
     assert_eq!(failed["state"], "failed");
-    assert!(failed["failMsg"].as_str().unwrap().contains("image_urls[0]"), "{failed}");
+    // The message names the field as this API spells it.
+    assert!(failed["failMsg"].as_str().unwrap().starts_with("image_url[0] "), "{failed}");
     assert!(failed.get("resultUrls").is_none());
     let refs = spawn_reference_server().await;
     expect_completed(&app, i2i(format!("http://{refs}/red.png")), (4096, 4096), image::ImageFormat::Jpeg).await;

@@ -88,6 +88,15 @@ impl Dialect {
         }
     }
 
+    /// The request field that names reference images in this dialect, for failure messages.
+    pub fn references_field(self) -> &'static str {
+        match self {
+            Dialect::Apixo => "image_urls",
+            Dialect::Unified => "image_url",
+            Dialect::OpenAi => "image",
+        }
+    }
+
     pub(crate) fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "apixo" => Dialect::Apixo,

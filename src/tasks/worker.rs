@@ -223,7 +223,7 @@ impl WorkerPool {
                     tracing::warn!(channel = %channel.id, error = %e, "retryable failure; trying the next channel");
                     last_error = Some(e);
                 }
-                Err(e) => return Err(failure(e)),
+                Err(e) => return Err(failure(e, task)),
             }
         }
         let message = match last_error {
@@ -237,7 +237,8 @@ impl WorkerPool {
     async fn fetch_references(&self, task: &Task) -> Result<Vec<Reference>, String> {
         let fetches = task.spec.references.iter().map(|url| self.reference(url));
         let results = futures::future::join_all(fetches).await;
-        results.into_iter().enumerate().map(|(i, r)| r.map_err(|e| format!("image_urls[{i}] {e}"))).collect()
+        let field = task.dialect.references_field();
+        results.into_iter().enumerate().map(|(i, r)| r.map_err(|e| format!("{field}[{i}] {e}"))).collect()
     }
 
     /// A reference from the web (through the egress guard) or one the client uploaded.
@@ -251,11 +252,11 @@ impl WorkerPool {
     }
 }
 
-fn failure(error: ProviderError) -> Outcome {
+fn failure(error: ProviderError, task: &Task) -> Outcome {
     let (code, message) = match error {
         ProviderError::ContentViolation(m) => (FailCode::ContentViolation, m),
         ProviderError::InvalidReference { index, reason } => {
-            (FailCode::InvalidImageUrl, format!("image_urls[{index}] {reason}"))
+            (FailCode::InvalidImageUrl, format!("{}[{index}] {reason}", task.dialect.references_field()))
         }
         ProviderError::Retryable { message, .. } | ProviderError::Permanent(message) => {
             (FailCode::GenerationFailed, message)
