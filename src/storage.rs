@@ -59,7 +59,9 @@ async fn signing_key(db: &Db) -> anyhow::Result<Vec<u8>> {
 fn open_store(url: &str) -> anyhow::Result<Arc<dyn ObjectStore>> {
     if let Some(path) = url.strip_prefix("file://") {
         std::fs::create_dir_all(path).with_context(|| format!("creating {path}"))?;
-        return Ok(Arc::new(LocalFileSystem::new_with_prefix(path)?));
+        // Each task's results sit in a folder of their own; once the sweeper deletes the last
+        // file, the emptied folders go too, instead of piling up one per task forever.
+        return Ok(Arc::new(LocalFileSystem::new_with_prefix(path)?.with_automatic_cleanup(true)));
     }
     if url.starts_with("s3://") {
         return open_s3(url);

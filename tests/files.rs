@@ -85,6 +85,8 @@ async fn sweeper_deletes_results_after_retention() {
     assert_eq!(swept, 1);
     let path = app.data_dir.path().join("files").join(key_of(&url));
     assert!(!path.exists(), "{} still exists", path.display());
+    let task_dir = path.parent().unwrap();
+    assert!(!task_dir.exists(), "the task's emptied folder {} is left behind", task_dir.display());
     assert_eq!(app.client.get(&url).send().await.unwrap().status(), 410);
     // A second sweep finds nothing more to do.
     assert_eq!(easel::retention::sweep(&app.state.tasks, &app.state.storage, completed + retention).await.unwrap(), 0);
