@@ -5,6 +5,8 @@
 //! the write lock at its first statement. Task entries are unique per (task, kind), so a retried
 //! or recovered worker can never hold, settle or release twice.
 
+use std::collections::BTreeMap;
+
 use sqlx::{Any, Row, Transaction};
 
 use crate::db::{Db, now_ms, placeholders};
@@ -113,53 +115,47 @@ pub async fn hold_in(
     Ok(true)
 }
 
-/// How a task's hold closes: `charge` leaves the held pot for good, `refund` returns to the
-/// balance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Settlement {
+/// A task's hold to close: all of `held` leaves the held pot; `charge` of it (never more than
+/// `held`) is spent, the rest returns to the balance.
+#[derive(Debug, Clone, Copy)]
+pub struct Closing<'a> {
+    pub account: &'a AccountId,
+    pub task: &'a TaskId,
+    pub held: Micros,
     pub charge: Micros,
-    pub refund: Micros,
 }
 
-impl Settlement {
-    /// Never charges more than was held.
-    pub fn of(held: Micros, charge: Micros) -> Self {
-        let charge = charge.min(held);
-        Settlement { charge, refund: Micros(held.0 - charge.0) }
+/// Closes the holds of tasks that ended: one balance update per account, however many of its
+/// tasks ended, and one INSERT of every task's settle and release rows. Both rows are unique per
+/// task, so settling a task twice fails instead of paying twice.
+pub async fn settle_all_in(
+    tx: &mut Transaction<'_, Any>,
+    closings: &[Closing<'_>],
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    // Ordered by account, so that concurrent settlements lock accounts in one order.
+    let mut per_account: BTreeMap<&str, (Micros, Micros)> = BTreeMap::new();
+    let mut entries = Vec::with_capacity(2 * closings.len());
+    for c in closings {
+        let charge = c.charge.min(c.held);
+        let refund = Micros(c.held.0 - charge.0);
+        let (held, refunded) = per_account.entry(c.account.as_str()).or_default();
+        *held = Micros(held.0 + c.held.0);
+        *refunded = Micros(refunded.0 + refund.0);
+        let entry = |kind, amount| NewEntry { account: c.account, task: Some(c.task), kind, amount };
+        entries.extend([entry(EntryKind::Settle, charge), entry(EntryKind::Release, refund)]);
     }
-}
-
-/// Takes `held` out of the account's held pot and returns `refund` of it to the balance.
-pub async fn close_holds_in(
-    tx: &mut Transaction<'_, Any>,
-    account: &AccountId,
-    held: Micros,
-    refund: Micros,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE accounts SET held_micros = held_micros - $1, balance_micros = balance_micros + $2 WHERE id = $3",
-    )
-    .bind(held.0)
-    .bind(refund.0)
-    .bind(account.as_str())
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-/// Closes a task's hold (see [`Settlement`]). Both ledger rows are unique per task, so a second
-/// call fails instead of paying twice.
-pub async fn settle_in(
-    tx: &mut Transaction<'_, Any>,
-    account: &AccountId,
-    task: &TaskId,
-    held: Micros,
-    charge: Micros,
-) -> Result<(), sqlx::Error> {
-    let Settlement { charge, refund } = Settlement::of(held, charge);
-    close_holds_in(tx, account, held, refund).await?;
-    let entry = |kind, amount| NewEntry { account, task: Some(task), kind, amount };
-    append_all(tx, &[entry(EntryKind::Settle, charge), entry(EntryKind::Release, refund)], now_ms()).await
+    for (account, (held, refund)) in per_account {
+        sqlx::query(
+            "UPDATE accounts SET held_micros = held_micros - $1, balance_micros = balance_micros + $2 WHERE id = $3",
+        )
+        .bind(held.0)
+        .bind(refund.0)
+        .bind(account)
+        .execute(&mut **tx)
+        .await?;
+    }
+    append_all(tx, &entries, now).await
 }
 
 /// One ledger row as clients see it.

@@ -24,7 +24,6 @@ use super::store::{Admission, Ending, NewRow, Outcome, StoreError, TaskStore, en
 use super::{NewTask, Task, TaskId};
 use crate::accounts::ledger::{self, EntryKind, NewEntry};
 use crate::db::{Db, now_ms};
-use crate::ids::AccountId;
 use crate::money::Micros;
 use crate::webhooks;
 
@@ -247,43 +246,19 @@ async fn refusal(tx: &mut Transaction<'_, Any>, create: &Create, hold: Micros) -
 
 async fn finish_all(tx: &mut Transaction<'_, Any>, finishes: &[Finish], now: i64) -> Result<Vec<bool>, StoreError> {
     let mut ended = Vec::with_capacity(finishes.len());
-    let mut settled = Vec::new();
+    let mut closings = Vec::with_capacity(finishes.len());
     for f in finishes {
         let ending = Ending::of(&f.task, &f.outcome)?;
         let done = end_in(tx, &f.task, &f.token, &ending, now).await?;
         ended.push(done);
         if done {
-            settled.push((&f.task, ledger::Settlement::of(f.task.held(), f.task.price.times(ending.delivered))));
+            closings.push(f.task.closing(ending.delivered));
         }
     }
-    // One balance update per account, however many of its tasks ended.
-    let mut per_account: HashMap<&AccountId, (Micros, Micros)> = HashMap::new();
-    for (task, settlement) in &settled {
-        let (held, refund) = per_account.entry(&task.account_id).or_default();
-        *held = Micros(held.0 + task.held().0);
-        *refund = Micros(refund.0 + settlement.refund.0);
-    }
-    for (account, (held, refund)) in per_account {
-        ledger::close_holds_in(tx, account, held, refund).await?;
-    }
-    let entries: Vec<NewEntry> = settled
-        .iter()
-        .flat_map(|(task, s)| {
-            [
-                NewEntry { account: &task.account_id, task: Some(&task.id), kind: EntryKind::Settle, amount: s.charge },
-                NewEntry {
-                    account: &task.account_id,
-                    task: Some(&task.id),
-                    kind: EntryKind::Release,
-                    amount: s.refund,
-                },
-            ]
-        })
-        .collect();
-    ledger::append_all(tx, &entries, now).await?;
-    for (task, _) in &settled {
-        if let Some(url) = &task.callback_url {
-            webhooks::store::enqueue_in(tx, &task.id, &task.account_id, url).await?;
+    ledger::settle_all_in(tx, &closings, now).await?;
+    for f in finishes.iter().zip(&ended).filter_map(|(f, done)| done.then_some(f)) {
+        if let Some(url) = &f.task.callback_url {
+            webhooks::store::enqueue_in(tx, &f.task.id, &f.task.account_id, url).await?;
         }
     }
     Ok(ended)

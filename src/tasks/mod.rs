@@ -8,6 +8,7 @@ pub mod worker;
 
 use serde::Serialize;
 
+use crate::accounts::ledger::Closing;
 use crate::catalog::{Routing, TaskSpec};
 use crate::ids::{AccountId, TaskId};
 use crate::money::Micros;
@@ -153,6 +154,11 @@ impl Task {
     /// What was put on hold when the task was accepted.
     pub fn held(&self) -> Micros {
         self.price.times(self.requested_images)
+    }
+
+    /// How its hold closes once `delivered` images are delivered: those are charged.
+    pub fn closing(&self, delivered: u32) -> Closing<'_> {
+        Closing { account: &self.account_id, task: &self.id, held: self.held(), charge: self.price.times(delivered) }
     }
 }
 

@@ -357,7 +357,7 @@ impl TaskStore {
         if !end_in(&mut tx, task, token, &ending, now).await? {
             return Ok(false);
         }
-        settle(&mut tx, task, ending.delivered).await?;
+        ledger::settle_all_in(&mut tx, &[task.closing(ending.delivered)], now).await?;
         if let Some(url) = &task.callback_url {
             webhooks::store::enqueue_in(&mut tx, &task.id, &task.account_id, url).await?;
             signals::notify(&mut *tx, self.db.dialect, &Event::CallbackQueued).await?;
@@ -467,9 +467,4 @@ pub(super) async fn end_in(
     .execute(&mut **tx)
     .await?;
     Ok(updated.rows_affected() == 1)
-}
-
-/// Charges the delivered images and releases the rest of the hold.
-async fn settle(tx: &mut Transaction<'_, Any>, task: &Task, delivered: u32) -> Result<(), sqlx::Error> {
-    ledger::settle_in(tx, &task.account_id, &task.id, task.held(), task.price.times(delivered)).await
 }
