@@ -166,9 +166,12 @@ impl RateLimiter {
         self.local.admit(key, per_minute)
     }
 
-    /// Whether the shared store answers (`None` when there is none).
-    pub async fn ping_shared(&self) -> Option<Result<(), redis::RedisError>> {
-        Some(self.shared.as_ref()?.ping().await)
+    /// Whether the shared store answers (trivially, when there is none).
+    pub async fn ping_shared(&self) -> Result<(), redis::RedisError> {
+        match &self.shared {
+            Some(shared) => shared.ping().await,
+            None => Ok(()),
+        }
     }
 }
 

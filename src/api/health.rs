@@ -1,9 +1,8 @@
 //! Probes for load balancers and orchestrators, on every node and without authentication:
 //! `/healthz` says the process is up, `/readyz` that the services it depends on answer.
 
-use std::time::Duration;
-
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
@@ -64,14 +63,8 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Probe>) 
         }),
         judge("storage", async { Ok(state.storage.check().await?) }),
         async {
-            let ping = async {
-                state.limiter.ping_shared().await.transpose()?;
-                Ok(())
-            };
-            match state.limiter.is_shared() {
-                true => Some(judge("redis", ping).await),
-                false => None,
-            }
+            let ping = async { Ok(state.limiter.ping_shared().await?) };
+            if state.limiter.is_shared() { Some(judge("redis", ping).await) } else { None }
         },
     );
     let mut checks = BTreeMap::from([("database", database), ("storage", storage)]);
