@@ -237,8 +237,7 @@ impl WorkerPool {
     async fn fetch_references(&self, task: &Task) -> Result<Vec<Reference>, String> {
         let fetches = task.spec.references.iter().map(|url| self.reference(url));
         let results = futures::future::join_all(fetches).await;
-        let field = task.dialect.references_field();
-        results.into_iter().enumerate().map(|(i, r)| r.map_err(|e| format!("{field}[{i}] {e}"))).collect()
+        results.into_iter().enumerate().map(|(i, r)| r.map_err(|e| reference_failure(task, i, e))).collect()
     }
 
     /// A reference from the web (through the egress guard) or one the client uploaded.
@@ -252,11 +251,16 @@ impl WorkerPool {
     }
 }
 
+/// Why a reference image failed, naming it as the task's own API does (`image_urls[1] …`).
+fn reference_failure(task: &Task, index: usize, reason: impl std::fmt::Display) -> String {
+    format!("{}[{index}] {reason}", task.dialect.references_field())
+}
+
 fn failure(error: ProviderError, task: &Task) -> Outcome {
     let (code, message) = match error {
         ProviderError::ContentViolation(m) => (FailCode::ContentViolation, m),
         ProviderError::InvalidReference { index, reason } => {
-            (FailCode::InvalidImageUrl, format!("{}[{index}] {reason}", task.dialect.references_field()))
+            (FailCode::InvalidImageUrl, reference_failure(task, index, reason))
         }
         ProviderError::Retryable { message, .. } | ProviderError::Permanent(message) => {
             (FailCode::GenerationFailed, message)
