@@ -15,8 +15,7 @@ use super::apixo::{Envelope, TaskStatus, success, task_status};
 use super::error::ApiError;
 use super::extract::{JsonBody, Query};
 use super::openapi::schemas::{
-    AccountPath, AddCreditsRequest, AdminAccountErrors, AdminAuthErrors, ApixoError, CreateAccountRequest,
-    SetLimitsRequest,
+    AccountPath, AddCreditsRequest, AdminAuthErrors, ApixoError, CreateAccountRequest, NoSuchAccount, SetLimitsRequest,
 };
 use crate::accounts::{Account, AccountError, limits};
 use crate::catalog::ValidationError;
@@ -171,7 +170,8 @@ pub(super) async fn list_accounts(
     params(AccountPath),
     responses(
         (status = 200, description = "The account", body = Envelope<AccountView>),
-        AdminAccountErrors,
+        NoSuchAccount,
+        AdminAuthErrors,
     ),
 )]
 pub(super) async fn show_account(
@@ -201,7 +201,8 @@ pub struct IssuedKeyView {
     params(AccountPath),
     responses(
         (status = 200, description = "The key", body = Envelope<IssuedKeyView>),
-        AdminAccountErrors,
+        NoSuchAccount,
+        AdminAuthErrors,
     ),
 )]
 pub(super) async fn create_key(
@@ -260,7 +261,8 @@ pub(super) async fn revoke_key(
         (status = 200, description = "The account", body = Envelope<AccountView>),
         (status = 400, description = "`amount` is not a positive amount of USD", body = ApixoError),
         (status = 413, description = "The body is larger than 1 MiB", body = ApixoError),
-        AdminAccountErrors,
+        NoSuchAccount,
+        AdminAuthErrors,
     ),
 )]
 pub(super) async fn add_credits(
@@ -294,7 +296,8 @@ pub struct WebhookSecret {
     params(AccountPath),
     responses(
         (status = 200, description = "The new secret", body = Envelope<WebhookSecret>),
-        AdminAccountErrors,
+        NoSuchAccount,
+        AdminAuthErrors,
     ),
 )]
 pub(super) async fn rotate_webhook_secret(
@@ -320,7 +323,8 @@ pub(super) async fn rotate_webhook_secret(
         (status = 200, description = "The account", body = Envelope<AccountView>),
         (status = 400, description = "Invalid model or limits", body = ApixoError),
         (status = 413, description = "The body is larger than 1 MiB", body = ApixoError),
-        AdminAccountErrors,
+        NoSuchAccount,
+        AdminAuthErrors,
     ),
 )]
 pub(super) async fn set_limits(
@@ -412,7 +416,8 @@ pub struct TaskPage {
     responses(
         (status = 200, description = "A page of tasks", body = Envelope<TaskPage>),
         (status = 400, description = "`limit` or `before` is invalid", body = ApixoError),
-        AdminAccountErrors,
+        NoSuchAccount,
+        AdminAuthErrors,
     ),
 )]
 pub(super) async fn list_tasks(

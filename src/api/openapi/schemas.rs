@@ -546,18 +546,12 @@ pub enum AdminAuthErrors {
     Internal(ApixoError),
 }
 
-/// What an operator route on one account may also answer.
+/// What an operator route on one account answers when there is no such account.
 #[derive(IntoResponses)]
-pub enum AdminAccountErrors {
+pub enum NoSuchAccount {
     /// No such account
     #[response(status = 404)]
     NotFound(ApixoError),
-    /// Missing or wrong admin token
-    #[response(status = 401)]
-    Unauthorized(ApixoError),
-    /// Internal error (the details are in the server's log)
-    #[response(status = 500)]
-    Internal(ApixoError),
 }
 
 /// The account an operator route is about.
