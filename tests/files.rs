@@ -16,10 +16,6 @@ async fn finished_png(app: &TestApp) -> (String, Value) {
     (result_urls(&data)[0].clone(), data)
 }
 
-fn key_of(url: &str) -> String {
-    url.split("/files/").nth(1).unwrap().split('?').next().unwrap().to_owned()
-}
-
 #[tokio::test]
 async fn links_serve_bytes_with_type_length_and_etag() {
     let app = spawn_app().await;

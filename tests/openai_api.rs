@@ -50,13 +50,11 @@ async fn generations_answer_b64_for_gpt_image_and_urls_on_request() {
 #[tokio::test]
 async fn edits_take_multipart_images() {
     let app = spawn_app().await;
-    let mut png = std::io::Cursor::new(Vec::new());
-    image::RgbImage::from_pixel(64, 64, image::Rgb([10, 200, 10])).write_to(&mut png, image::ImageFormat::Png).unwrap();
     let part =
         |bytes: Vec<u8>| reqwest::multipart::Part::bytes(bytes).file_name("ref.png").mime_str("image/png").unwrap();
     let form = reqwest::multipart::Form::new()
-        .part("image[]", part(png.get_ref().clone()))
-        .part("image[]", part(png.get_ref().clone()))
+        .part("image[]", part(green_png()))
+        .part("image[]", part(green_png()))
         .text("model", "gpt-image-1")
         .text("prompt", "make it green")
         .text("n", "1");
@@ -64,7 +62,7 @@ async fn edits_take_multipart_images() {
     assert_eq!(res.status(), 200);
     let body: Value = res.json().await.unwrap();
     let img = decode_b64(&body["data"][0]).to_rgb8();
-    let green = img.pixels().filter(|p| p.0[1] > p.0[0] + 40 && p.0[1] > p.0[2] + 40).count();
+    let green = green_pixels(&img);
     assert!(green > img.pixels().len() / 4, "the uploaded references show through ({green} green pixels)");
 
     let form = reqwest::multipart::Form::new().part("image", part(b"<html>".to_vec())).text("prompt", "x");

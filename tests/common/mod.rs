@@ -254,6 +254,24 @@ pub fn result_urls(data: &Value) -> Vec<String> {
     result["resultUrls"].as_array().unwrap().iter().map(|u| u.as_str().unwrap().to_owned()).collect()
 }
 
+/// The storage key a result link names.
+pub fn key_of(url: &str) -> String {
+    url.split("/files/").nth(1).unwrap().split('?').next().unwrap().to_owned()
+}
+
+/// The colour of [`green_png`], which an edit's result must show through.
+const GREEN: [u8; 3] = [10, 200, 10];
+
+/// A 64×64 PNG of [`GREEN`], for uploads to `/v1/images/edits`.
+pub fn green_png() -> Vec<u8> {
+    fakes::encoded(64, 64, GREEN, image::ImageFormat::Png)
+}
+
+/// How many pixels of `img` are clearly green.
+pub fn green_pixels(img: &image::RgbImage) -> usize {
+    img.pixels().filter(|p| p.0[1] > p.0[0] + 40 && p.0[1] > p.0[2] + 40).count()
+}
+
 /// Downloads and decodes an image, checking the served Content-Type against the bytes.
 pub async fn download(client: &reqwest::Client, url: &str) -> (image::ImageFormat, image::DynamicImage) {
     let res = client.get(url).send().await.unwrap();
