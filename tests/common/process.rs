@@ -17,11 +17,17 @@ pub struct Served {
 
 /// Runs `cmd serve --listen 127.0.0.1:0` and waits (up to 30 s) until it says where it listens.
 /// The process is killed when the returned child is dropped.
-pub async fn serve(mut cmd: Command) -> Served {
+pub async fn serve(cmd: Command) -> Served {
+    serve_at(cmd, "127.0.0.1:0", Stdio::null()).await
+}
+
+/// [`serve`] on a given address (for a server restarted where its clients already point), with
+/// its log (stderr) sent to `log`.
+pub async fn serve_at(mut cmd: Command, listen: &str, log: Stdio) -> Served {
     let mut child = cmd
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["serve", "--listen", listen])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(log)
         .kill_on_drop(true)
         .spawn()
         .expect("easel starts");
