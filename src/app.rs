@@ -19,6 +19,7 @@ use crate::config::{Config, Role};
 use crate::db::{Db, Dialect};
 use crate::egress::{Egress, Policy};
 use crate::ids::random_hex;
+use crate::media::Media;
 use crate::money::Micros;
 use crate::routing::Router;
 use crate::signals::Wakers;
@@ -96,6 +97,8 @@ impl Application {
             router: router.clone(),
             egress: egress.clone(),
             storage: storage.clone(),
+            media: Media::new(&config.media),
+            max_interruptions: config.server.max_task_interruptions,
             workers: config.server.workers.max(1),
             lease: Duration::from_secs(config.server.lease_secs.max(3)),
             grace: config.shutdown_grace(),

@@ -28,6 +28,8 @@ pub struct Config {
     pub role: Role,
     pub server: ServerConfig,
     pub webhooks: WebhookConfig,
+    /// `[media]`: limits on decoding images Easel did not make.
+    pub media: MediaConfig,
     pub channels: Vec<ChannelConfig>,
     /// Options of the built-in local channel used when no `[[channels]]` are configured.
     pub local: LocalOptions,
@@ -62,6 +64,10 @@ pub struct ServerConfig {
     /// On SIGTERM, how long in-flight requests and tasks may run on before their leases are
     /// handed back.
     pub shutdown_grace_secs: u64,
+    /// A task whose processing was lost this many times (the process died or its lease ran
+    /// out while it ran) fails instead of running again, so one task cannot crash-loop a node.
+    /// 0 never gives up.
+    pub max_task_interruptions: u32,
 }
 
 impl Default for ServerConfig {
@@ -80,7 +86,29 @@ impl Default for ServerConfig {
             breaker_failures: 5,
             breaker_cooldown_secs: 30,
             shutdown_grace_secs: 20,
+            max_task_interruptions: 3,
         }
+    }
+}
+
+/// `[media]`: what one image Easel did not make (a reference, a mask, an upstream's result)
+/// may cost to decode. Headers are read first, so an image over a limit is refused before any
+/// pixel is decoded.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MediaConfig {
+    /// Largest width × height accepted (50 MP: above any phone camera's default).
+    pub max_pixels: u64,
+    /// Largest buffer one decode may allocate (256 MiB: a 50 MP RGBA image is 200 MB).
+    pub max_alloc_bytes: u64,
+    /// Memory all decodes in the process share at any moment (1 GiB); a decode waits for its
+    /// share, and one that needs more than the whole budget fails at once.
+    pub decode_budget_bytes: u64,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self { max_pixels: 50_000_000, max_alloc_bytes: 256 << 20, decode_budget_bytes: 1 << 30 }
     }
 }
 
@@ -256,6 +284,7 @@ impl Default for Config {
             role: Role::All,
             server: ServerConfig::default(),
             webhooks: WebhookConfig::default(),
+            media: MediaConfig::default(),
             channels: Vec::new(),
             local: LocalOptions::default(),
             models: BTreeMap::new(),

@@ -19,6 +19,7 @@ use super::{GeneratedImage, Job, Provider, ProviderError};
 use crate::catalog::gpt_image::SIZES as GPT_SIZES;
 use crate::catalog::{OutputFormat, TaskSpec};
 use crate::config::{ApixoOptions, ChannelConfig};
+use crate::media::{Fit, Media};
 use crate::providers::local::render;
 
 pub const DEFAULT_BASE_URL: &str = "https://api.apixo.ai/api/v1";
@@ -74,7 +75,7 @@ impl ApixoProvider {
             }
         };
         let urls = self.wait(model, &task_id).await?;
-        self.download_all(&urls, job.spec.output_format).await
+        self.download_all(job.media, &urls, job.spec.output_format).await
     }
 
     /// Submits the task; any error here means the upstream accepted nothing.
@@ -178,11 +179,16 @@ impl ApixoProvider {
     }
 
     /// Downloads every result; a result that cannot be fetched is left out (a partial success).
-    async fn download_all(&self, urls: &[String], wanted: OutputFormat) -> Result<Vec<GeneratedImage>, ProviderError> {
+    async fn download_all(
+        &self,
+        media: &Media,
+        urls: &[String],
+        wanted: OutputFormat,
+    ) -> Result<Vec<GeneratedImage>, ProviderError> {
         let mut images = Vec::with_capacity(urls.len());
         let mut last_error = None;
         for url in urls {
-            match self.download(url, wanted).await {
+            match self.download(media, url, wanted).await {
                 Ok(image) => images.push(image),
                 Err(e) => {
                     tracing::warn!(error = %e, "a result could not be downloaded");
@@ -197,7 +203,7 @@ impl ApixoProvider {
         }
     }
 
-    async fn download(&self, url: &str, wanted: OutputFormat) -> Result<GeneratedImage, ProviderError> {
+    async fn download(&self, media: &Media, url: &str, wanted: OutputFormat) -> Result<GeneratedImage, ProviderError> {
         let mut tries = 0;
         let bytes = loop {
             tries += 1;
@@ -209,7 +215,7 @@ impl ApixoProvider {
                 Err(e) => return Err(e),
             }
         };
-        sniffed(bytes, wanted).await
+        sniffed(media, bytes, wanted).await
     }
 }
 
@@ -347,18 +353,15 @@ fn jitter(interval: Duration) -> Duration {
 }
 
 /// The image's real format, whatever the URL or headers said; WebP and GIF are re-encoded.
-async fn sniffed(bytes: Vec<u8>, wanted: OutputFormat) -> Result<GeneratedImage, ProviderError> {
+async fn sniffed(media: &Media, bytes: Vec<u8>, wanted: OutputFormat) -> Result<GeneratedImage, ProviderError> {
     match image::guess_format(&bytes) {
         Ok(image::ImageFormat::Png) => Ok(GeneratedImage { bytes, format: OutputFormat::Png }),
         Ok(image::ImageFormat::Jpeg) => Ok(GeneratedImage { bytes, format: OutputFormat::Jpeg }),
-        Ok(format @ (image::ImageFormat::WebP | image::ImageFormat::Gif)) => tokio::task::spawn_blocking(move || {
-            let decoded = image::load_from_memory_with_format(&bytes, format)?.to_rgb8();
-            render::encode(&decoded, wanted)
-        })
-        .await
-        .map_err(|e| ProviderError::Permanent(format!("converting a result crashed: {e}")))?
-        .map(|bytes| GeneratedImage { bytes, format: wanted })
-        .map_err(|e| ProviderError::Permanent(format!("a result could not be decoded: {e}"))),
+        Ok(format @ (image::ImageFormat::WebP | image::ImageFormat::Gif)) => media
+            .decode(bytes, format, Fit::Original, move |i| render::encode(&i.into_rgb8(), wanted))
+            .await
+            .map(|bytes| GeneratedImage { bytes, format: wanted })
+            .map_err(|e| ProviderError::Permanent(format!("a result {e}"))),
         _ => Err(ProviderError::Permanent("a result is not a JPEG, PNG, WebP or GIF image".into())),
     }
 }

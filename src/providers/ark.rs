@@ -2,6 +2,8 @@
 //! result URLs downloaded at once. References travel as data URIs of the bytes Easel already
 //! fetched, so the upstream never reaches out to user URLs.
 
+use std::borrow::Cow;
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use futures::FutureExt;
@@ -14,6 +16,7 @@ use serde_json::{Value, json};
 use super::upstream::{Upstream, retry_after, status_error, transport_error};
 use super::{GeneratedImage, Job, Provider, ProviderError, Reference};
 use crate::catalog::OutputFormat;
+use crate::media::{Fit, Media};
 
 pub const DEFAULT_BASE_URL: &str = "https://ark.ap-southeast.bytepluses.com/api/v3";
 
@@ -80,7 +83,7 @@ fn data_uri(r: &Reference) -> String {
 }
 
 /// The JSON body of one request; `sequential` asks for a series of up to `spec.images`.
-fn request_body(job: &Job<'_>, sequential: bool) -> Value {
+fn request_body(job: &Job<'_>, references: &[Cow<'_, Reference>], sequential: bool) -> Value {
     let spec = job.spec;
     let v5 = is_v5(job.upstream_model);
     let mut body = json!({
@@ -94,7 +97,7 @@ fn request_body(job: &Job<'_>, sequential: bool) -> Value {
     if sequential {
         body["sequential_image_generation_options"] = json!({ "max_images": spec.images });
     }
-    match job.references {
+    match references {
         [] => {}
         [one] => body["image"] = Value::String(data_uri(one)),
         many => body["image"] = Value::Array(many.iter().map(|r| Value::String(data_uri(r))).collect()),
@@ -154,20 +157,50 @@ fn output_format_of(bytes: &[u8]) -> Option<image::ImageFormat> {
 }
 
 /// Reports the true format of the bytes; WebP/GIF (never asked for) are re-encoded.
-async fn to_generated(bytes: Vec<u8>, wanted: OutputFormat) -> Result<GeneratedImage, ProviderError> {
+async fn to_generated(media: &Media, bytes: Vec<u8>, wanted: OutputFormat) -> Result<GeneratedImage, ProviderError> {
     match output_format_of(&bytes) {
         Some(image::ImageFormat::Png) => Ok(GeneratedImage { bytes, format: OutputFormat::Png }),
         Some(image::ImageFormat::Jpeg) => Ok(GeneratedImage { bytes, format: OutputFormat::Jpeg }),
-        Some(_) => tokio::task::spawn_blocking(move || {
-            let decoded = image::load_from_memory(&bytes)?.to_rgb8();
-            super::local::render::encode(&decoded, wanted)
-        })
-        .await
-        .map_err(|e| ProviderError::Permanent(format!("re-encoding a result failed: {e}")))?
-        .map(|bytes| GeneratedImage { bytes, format: wanted })
-        .map_err(|e| ProviderError::Permanent(format!("a result image could not be decoded: {e}"))),
+        Some(format) => media
+            .decode(bytes, format, Fit::Original, move |i| super::local::render::encode(&i.into_rgb8(), wanted))
+            .await
+            .map(|bytes| GeneratedImage { bytes, format: wanted })
+            .map_err(|e| ProviderError::Permanent(format!("a result image {e}"))),
         None => Err(ProviderError::Permanent("Ark returned a result that is not an image".into())),
     }
+}
+
+/// Ark takes references of at most 6000×6000 pixels in all; a larger one (within
+/// `[media] max_pixels`) is scaled down to fit, the others go as they are, undecoded.
+const MAX_REFERENCE_PIXELS: u64 = 6000 * 6000;
+
+async fn fit_references<'a>(
+    media: &Media,
+    references: &'a [Reference],
+) -> Result<Vec<Cow<'a, Reference>>, ProviderError> {
+    let mut fitted = Vec::with_capacity(references.len());
+    for (index, r) in references.iter().enumerate() {
+        let invalid = |e: crate::media::MediaError| ProviderError::InvalidReference { index, reason: e.to_string() };
+        let header = media.probe(&r.bytes, r.format).map_err(invalid)?;
+        let pixels = u64::from(header.width) * u64::from(header.height);
+        if pixels <= MAX_REFERENCE_PIXELS {
+            fitted.push(Cow::Borrowed(r));
+            continue;
+        }
+        let side = (f64::from(header.longest_side()) * (MAX_REFERENCE_PIXELS as f64 / pixels as f64).sqrt()) as u32;
+        let jpeg = r.format == image::ImageFormat::Jpeg;
+        let encode = move |i: image::DynamicImage| {
+            if jpeg {
+                super::local::render::encode(&i.into_rgb8(), OutputFormat::Jpeg)
+            } else {
+                crate::media::encode_png(&i)
+            }
+        };
+        let bytes = media.decode(r.bytes.clone(), r.format, Fit::Within(side), encode).await.map_err(invalid)?;
+        let format = if jpeg { image::ImageFormat::Jpeg } else { image::ImageFormat::Png };
+        fitted.push(Cow::Owned(Reference { bytes, format }));
+    }
+    Ok(fitted)
 }
 
 impl ArkProvider {
@@ -177,7 +210,12 @@ impl ArkProvider {
 
     /// One `images/generations` call: the images it delivered (a partial batch is fine) or
     /// the reason it delivered none.
-    async fn request(&self, body: &Value, wanted: OutputFormat) -> Result<Vec<GeneratedImage>, ProviderError> {
+    async fn request(
+        &self,
+        media: &Media,
+        body: &Value,
+        wanted: OutputFormat,
+    ) -> Result<Vec<GeneratedImage>, ProviderError> {
         let response = self
             .upstream
             .http
@@ -228,7 +266,7 @@ impl ArkProvider {
                 (None, None) => continue,
             };
             tracing::debug!(index = i, size = item.size.as_deref(), "Ark delivered an image");
-            fetches.push(async move { to_generated(fetch.await?, wanted).await });
+            fetches.push(async move { to_generated(media, fetch.await?, wanted).await });
         }
         let mut images = Vec::new();
         let mut first_error = None;
@@ -252,13 +290,14 @@ impl Provider for ArkProvider {
     fn generate<'a>(&'a self, job: Job<'a>) -> BoxFuture<'a, Result<Vec<GeneratedImage>, ProviderError>> {
         async move {
             let wanted = job.spec.output_format;
+            let references = fit_references(job.media, job.references).await?;
             if job.spec.sequential || job.spec.images <= 1 {
-                let body = request_body(&job, job.spec.sequential);
-                return self.request(&body, wanted).await;
+                let body = request_body(&job, &references, job.spec.sequential);
+                return self.request(job.media, &body, wanted).await;
             }
             // Sequential generation off: Ark makes one image per request, so ask N times at once.
-            let body = request_body(&job, false);
-            let calls = (0..job.spec.images).map(|_| self.request(&body, wanted));
+            let body = request_body(&job, &references, false);
+            let calls = (0..job.spec.images).map(|_| self.request(job.media, &body, wanted));
             let mut images = Vec::new();
             let mut first_error = None;
             for result in futures::future::join_all(calls).await {

@@ -9,22 +9,15 @@ pub mod upstream;
 
 use std::time::Duration;
 
-use futures::future::BoxFuture;
-use image::RgbImage;
-
 use crate::catalog::{OutputFormat, TaskSpec};
+use crate::media::Media;
+use futures::future::BoxFuture;
 
 /// A reference image the worker already fetched and checked.
 #[derive(Debug, Clone)]
 pub struct Reference {
     pub bytes: Vec<u8>,
     pub format: image::ImageFormat,
-}
-
-impl Reference {
-    pub fn decode(&self) -> anyhow::Result<RgbImage> {
-        Ok(image::load_from_memory_with_format(&self.bytes, self.format)?.to_rgb8())
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -64,6 +57,8 @@ pub trait Checkpoint: Send + Sync {
 pub struct Job<'a> {
     pub task_id: &'a str,
     pub spec: &'a TaskSpec,
+    /// Every decode of a reference or a result goes through it (limits, shared memory budget).
+    pub media: &'a Media,
     /// The references, already fetched and checked by the egress guard.
     pub references: &'a [Reference],
     /// The inpainting mask for the first reference (`spec.mask`, fetched like a reference).

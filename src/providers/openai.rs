@@ -10,9 +10,13 @@ use reqwest::multipart::{Form, Part};
 use serde::Deserialize;
 use serde_json::json;
 
+use image::ImageFormat;
+
+use super::local::render;
 use super::upstream::{Upstream, status_error, transport_error};
 use super::{GeneratedImage, Job, Provider, ProviderError, Reference};
 use crate::catalog::OutputFormat;
+use crate::media::{self, Fit, Media, MediaError};
 
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
 
@@ -57,36 +61,61 @@ fn clip(s: &str) -> String {
     }
 }
 
-/// A reference as an `image[]` part: PNG, JPEG and WebP as they are, anything else as PNG.
-fn image_part(index: usize, r: &Reference) -> Result<Part, ProviderError> {
-    let (bytes, ext, mime) = match r.format {
-        image::ImageFormat::Png => (r.bytes.clone(), "png", "image/png"),
-        image::ImageFormat::Jpeg => (r.bytes.clone(), "jpg", "image/jpeg"),
-        image::ImageFormat::WebP => (r.bytes.clone(), "webp", "image/webp"),
-        _ => {
-            let decoded = r.decode().map_err(|e| ProviderError::InvalidReference { index, reason: e.to_string() })?;
-            let png = super::local::render::encode(&decoded, OutputFormat::Png)
-                .map_err(|e| ProviderError::InvalidReference { index, reason: e.to_string() })?;
-            (png, "png", "image/png")
-        }
+/// GPT image models work on references no larger than this on their longest side (they scale
+/// bigger ones down themselves), so a bigger one is scaled down here rather than uploaded whole.
+const MAX_REFERENCE_SIDE: u32 = 2048;
+
+/// A reference as an `image[]` part, with the size it is sent at. PNG, JPEG and WebP within
+/// [`MAX_REFERENCE_SIDE`] go as they are (nothing decoded); a larger one is scaled down (JPEG
+/// stays JPEG, anything else becomes PNG, keeping its alpha), and GIF becomes PNG.
+async fn image_part(media: &Media, index: usize, r: &Reference) -> Result<(Part, (u32, u32)), ProviderError> {
+    let invalid = |e: MediaError| ProviderError::InvalidReference { index, reason: e.to_string() };
+    let header = media.probe(&r.bytes, r.format).map_err(invalid)?;
+    let accepted = matches!(r.format, ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::WebP);
+    let (bytes, ext, mime, size) = if accepted && header.longest_side() <= MAX_REFERENCE_SIDE {
+        let (ext, mime) = match r.format {
+            ImageFormat::Png => ("png", "image/png"),
+            ImageFormat::Jpeg => ("jpg", "image/jpeg"),
+            _ => ("webp", "image/webp"),
+        };
+        (r.bytes.clone(), ext, mime, (header.width, header.height))
+    } else {
+        let jpeg = r.format == ImageFormat::Jpeg;
+        let encode = move |image: image::DynamicImage| {
+            let size = (image.width(), image.height());
+            let bytes =
+                if jpeg { render::encode(&image.into_rgb8(), OutputFormat::Jpeg)? } else { media::encode_png(&image)? };
+            Ok((bytes, size))
+        };
+        let (bytes, size) =
+            media.decode(r.bytes.clone(), r.format, Fit::Within(MAX_REFERENCE_SIDE), encode).await.map_err(invalid)?;
+        let (ext, mime) = if jpeg { ("jpg", "image/jpeg") } else { ("png", "image/png") };
+        (bytes, ext, mime, size)
     };
-    Part::bytes(bytes)
+    let part = Part::bytes(bytes)
         .file_name(format!("reference-{index}.{ext}"))
         .mime_str(mime)
-        .map_err(|e| ProviderError::Permanent(format!("building the upload failed: {e}")))
+        .map_err(|e| ProviderError::Permanent(format!("building the upload failed: {e}")))?;
+    Ok((part, size))
 }
 
-/// The mask as a PNG part: OpenAI wants a PNG with an alpha channel, so one in another
-/// format is converted (keeping its alpha, where it has any).
-fn mask_part(mask: &Reference) -> Result<Part, ProviderError> {
+/// The mask as a PNG part: OpenAI wants a PNG with an alpha channel the size of the first
+/// image, so one in another format is converted (keeping its alpha, where it has any), and
+/// one whose image was scaled down is scaled to match.
+async fn mask_part(media: &Media, mask: &Reference, image_size: (u32, u32)) -> Result<Part, ProviderError> {
     let bad = |e: String| ProviderError::Permanent(format!("the mask could not be read: {e}"));
-    let png = if mask.format == image::ImageFormat::Png {
+    let header = media.probe(&mask.bytes, mask.format).map_err(|e| bad(e.to_string()))?;
+    let png = if mask.format == ImageFormat::Png && (header.width, header.height) == image_size {
         mask.bytes.clone()
     } else {
-        let decoded = image::load_from_memory_with_format(&mask.bytes, mask.format).map_err(|e| bad(e.to_string()))?;
-        let mut out = std::io::Cursor::new(Vec::new());
-        decoded.to_rgba8().write_to(&mut out, image::ImageFormat::Png).map_err(|e| bad(e.to_string()))?;
-        out.into_inner()
+        let fit = if (header.width, header.height) == image_size {
+            Fit::Original
+        } else {
+            Fit::Exact { width: image_size.0, height: image_size.1 }
+        };
+        let to_png =
+            |image: image::DynamicImage| media::encode_png(&image::DynamicImage::ImageRgba8(image.into_rgba8()));
+        media.decode(mask.bytes.clone(), mask.format, fit, to_png).await.map_err(|e| bad(e.to_string()))?
     };
     Part::bytes(png).file_name("mask.png").mime_str("image/png").map_err(|e| bad(e.to_string()))
 }
@@ -138,11 +167,14 @@ impl OpenAiProvider {
                 .text("size", size)
                 .text("quality", "auto")
                 .text("output_format", format);
+            let mut first_size = None;
             for (i, r) in job.references.iter().enumerate() {
-                form = form.part("image[]", image_part(i, r)?);
+                let (part, size) = image_part(job.media, i, r).await?;
+                first_size.get_or_insert(size);
+                form = form.part("image[]", part);
             }
-            if let Some(mask) = job.mask {
-                form = form.part("mask", mask_part(mask)?);
+            if let (Some(mask), Some(size)) = (job.mask, first_size) {
+                form = form.part("mask", mask_part(job.media, mask, size).await?);
             }
             self.upstream.http.post(self.upstream.url("images/edits")).multipart(form)
         };

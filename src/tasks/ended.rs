@@ -89,6 +89,7 @@ mod tests {
             fail_code: None,
             fail_msg: None,
             attempts: 1,
+            interruptions: 0,
             created_at: 0,
             completed_at: None,
             deadline_at: 0,

@@ -127,7 +127,11 @@ pub struct Task {
     pub result_keys: Vec<String>,
     pub fail_code: Option<String>,
     pub fail_msg: Option<String>,
+    /// Claims so far, counting every run, handed back or not.
     pub attempts: u32,
+    /// Runs lost without an end or a hand-back (the process died, or the lease ran out):
+    /// counted at the claim that follows, so a task that keeps killing its node is recognised.
+    pub interruptions: u32,
     pub created_at: i64,
     pub completed_at: Option<i64>,
     pub deadline_at: i64,

@@ -89,7 +89,7 @@ impl<'a> Ending<'a> {
 }
 
 const COLUMNS: &str = "id, account_id, model, dialect, state, spec, param, routing, callback_url, requested_images, \
-     delivered_images, price_micros, result_keys, fail_code, fail_msg, attempts, created_at, completed_at, deadline_at, \
+     delivered_images, price_micros, result_keys, fail_code, fail_msg, attempts, interruptions, created_at, completed_at, deadline_at, \
      upstream_task_id, upstream_channel, channel_log";
 
 fn corrupt(e: impl std::fmt::Display) -> StoreError {
@@ -121,6 +121,7 @@ fn task_from_row(row: &AnyRow) -> Result<Task, StoreError> {
         fail_code: row.try_get("fail_code")?,
         fail_msg: row.try_get("fail_msg")?,
         attempts: row.try_get::<i64, _>("attempts")? as u32,
+        interruptions: row.try_get::<i64, _>("interruptions")? as u32,
         created_at: row.try_get("created_at")?,
         completed_at: row.try_get("completed_at")?,
         deadline_at: row.try_get("deadline_at")?,
@@ -237,6 +238,8 @@ impl TaskStore {
     }
 
     /// Takes the oldest task that is pending or whose lease ran out, and leases it to `token`.
+    /// A task still carrying a lease token was lost by its last worker (a handed-back lease has
+    /// none): that counts as an interruption.
     pub async fn claim(&self, token: &str, lease_ms: i64) -> Result<Option<Task>, StoreError> {
         let now = now_ms();
         // SQLite runs the whole statement under its single write lock; PostgreSQL needs
@@ -246,7 +249,8 @@ impl TaskStore {
             db::Dialect::Postgres => "FOR UPDATE SKIP LOCKED",
         };
         let sql = format!(
-            "UPDATE tasks SET state = 'processing', lease_token = $1, lease_until = $2, attempts = attempts + 1 \
+            "UPDATE tasks SET state = 'processing', lease_token = $1, lease_until = $2, attempts = attempts + 1, \
+             interruptions = interruptions + CASE WHEN lease_token IS NULL THEN 0 ELSE 1 END \
              WHERE id = (SELECT id FROM tasks WHERE state = 'pending' OR (state = 'processing' AND lease_until < $3) \
                          ORDER BY created_at LIMIT 1 {lock}) \
              RETURNING {COLUMNS}"
@@ -321,19 +325,24 @@ impl TaskStore {
             .collect()
     }
 
-    /// Gives a lease back so the task is taken again at once (used on shutdown).
+    /// Gives a lease back so the task is taken again at once (used on shutdown). Dropping the
+    /// token marks the run as handed back, not lost.
     pub async fn release_lease(&self, id: &TaskId, token: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE tasks SET lease_until = 0 WHERE id = $1 AND lease_token = $2 AND state = 'processing'")
-            .bind(id.as_str())
-            .bind(token)
-            .execute(&self.db.write)
-            .await?;
+        sqlx::query(
+            "UPDATE tasks SET lease_until = 0, lease_token = NULL \
+             WHERE id = $1 AND lease_token = $2 AND state = 'processing'",
+        )
+        .bind(id.as_str())
+        .bind(token)
+        .execute(&self.db.write)
+        .await?;
         signals::notify(&self.db.write, self.db.dialect, &Event::TaskQueued).await?;
         Ok(())
     }
 
     /// Expires every lease. Only for a single-process store (SQLite) at start-up, where any
-    /// lease still standing belongs to a process that is gone.
+    /// lease still standing belongs to a process that is gone; the tokens stay, so the next
+    /// claim counts the lost run as an interruption.
     pub async fn expire_all_leases(&self) -> Result<u64, StoreError> {
         let done =
             sqlx::query("UPDATE tasks SET lease_until = 0 WHERE state = 'processing'").execute(&self.db.write).await?;

@@ -6,6 +6,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use tokio::sync::Notify;
@@ -18,6 +19,7 @@ use crate::claim_loop;
 use crate::db::now_ms;
 use crate::egress::Egress;
 use crate::ids::TaskId;
+use crate::media::{Fit, Media};
 
 use crate::providers::local::render;
 use crate::providers::{Checkpoint, GeneratedImage, Job, ProviderError, Reference};
@@ -31,6 +33,10 @@ pub struct WorkerPool {
     pub router: Arc<Router>,
     pub egress: Egress,
     pub storage: Storage,
+    /// Decode limits and the memory budget every worker's decodes share.
+    pub media: Media,
+    /// A task whose processing was lost this many times fails instead of running again (0: never).
+    pub max_interruptions: u32,
     pub workers: usize,
     pub lease: Duration,
     /// On shutdown, how long a task in hand may run on before its lease is handed back.
@@ -73,6 +79,11 @@ impl WorkerPool {
         let run = async {
             if remaining <= 0 {
                 return Outcome::Failed { code: FailCode::Timeout, message: timeout_message(&task) };
+            }
+            if self.max_interruptions > 0 && task.interruptions >= self.max_interruptions {
+                // Whatever killed the runs before may kill this one too: a poison task.
+                tracing::error!(interruptions = task.interruptions, "processing was lost too often; failing the task");
+                return Outcome::Failed { code: FailCode::GenerationFailed, message: interrupted_message(&task) };
             }
             let work = AssertUnwindSafe(self.execute(&task, &token)).catch_unwind();
             match tokio::time::timeout(Duration::from_millis(remaining as u64), work).await {
@@ -145,7 +156,7 @@ impl WorkerPool {
         let mut result_keys = Vec::with_capacity(images.len());
         for (i, image) in images.into_iter().take(task.requested_images as usize).enumerate() {
             let key = format!("results/{}/{i}.{}", task.id, task.spec.output_format.extension());
-            let stored = match in_format(image, task.spec.output_format).await {
+            let stored = match in_format(&self.media, image, task.spec.output_format).await {
                 Ok(bytes) => self.storage.put(&key, bytes).await,
                 Err(e) => Err(e),
             };
@@ -184,6 +195,7 @@ impl WorkerPool {
             let job = Job {
                 task_id: task.id.as_str(),
                 spec: &task.spec,
+                media: &self.media,
                 references,
                 mask,
                 upstream_model: channel.upstream_model(&task.model).unwrap_or(&task.model),
@@ -241,13 +253,18 @@ impl WorkerPool {
     }
 
     /// A reference from the web (through the egress guard) or one the client uploaded.
+    /// Its header is checked against the decode limits here, before any provider decodes it.
     async fn reference(&self, url: &str) -> Result<Reference, String> {
-        let Some(key) = url.strip_prefix(UPLOAD_SCHEME) else {
-            return self.egress.fetch_image(url).await.map_err(|e| e.to_string());
+        let reference = match url.strip_prefix(UPLOAD_SCHEME) {
+            None => self.egress.fetch_image(url).await.map_err(|e| e.to_string())?,
+            Some(key) => {
+                let bytes = self.storage.read(key).await.map_err(|_| "the uploaded image is gone".to_owned())?;
+                let format = crate::egress::sniff(&bytes).ok_or("is not a JPEG, PNG, WebP or GIF image")?;
+                Reference { bytes, format }
+            }
         };
-        let bytes = self.storage.read(key).await.map_err(|_| "the uploaded image is gone".to_owned())?;
-        let format = crate::egress::sniff(&bytes).ok_or("is not a JPEG, PNG, WebP or GIF image")?;
-        Ok(Reference { bytes, format })
+        self.media.probe(&reference.bytes, reference.format).map_err(|e| e.to_string())?;
+        Ok(reference)
     }
 }
 
@@ -269,6 +286,13 @@ fn failure(error: ProviderError, task: &Task) -> Outcome {
     Outcome::Failed { code, message }
 }
 
+fn interrupted_message(task: &Task) -> String {
+    format!(
+        "processing was interrupted {} times (the server stopped or lost the task); not trying again",
+        task.interruptions
+    )
+}
+
 fn timeout_message(task: &Task) -> String {
     let secs = (task.deadline_at - task.created_at) / 1000;
     format!("the task did not finish within {secs} seconds")
@@ -283,15 +307,13 @@ fn outcome_state(outcome: &Outcome) -> &'static str {
 
 /// Re-encodes an image the upstream returned in another format than the task asked for
 /// (older Seedream models always answer JPEG).
-async fn in_format(image: GeneratedImage, wanted: OutputFormat) -> anyhow::Result<Vec<u8>> {
+async fn in_format(media: &Media, image: GeneratedImage, wanted: OutputFormat) -> anyhow::Result<Vec<u8>> {
     if image.format == wanted {
         return Ok(image.bytes);
     }
-    tokio::task::spawn_blocking(move || {
-        let decoded = image::load_from_memory(&image.bytes)?.to_rgb8();
-        render::encode(&decoded, wanted)
-    })
-    .await?
+    let format = crate::egress::sniff(&image.bytes).context("a result is not a JPEG, PNG, WebP or GIF image")?;
+    let encoded = media.decode(image.bytes, format, Fit::Original, move |i| render::encode(&i.into_rgb8(), wanted));
+    Ok(encoded.await.map_err(|e| anyhow::anyhow!("a result {e}"))?)
 }
 
 /// Records an asynchronous upstream's task id on the task, under the worker's lease.

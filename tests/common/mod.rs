@@ -4,6 +4,7 @@
 
 pub mod apixo_fake;
 pub mod fakes;
+pub mod media;
 pub mod process;
 
 use std::net::SocketAddr;

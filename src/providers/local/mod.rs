@@ -10,6 +10,7 @@ use futures::future::BoxFuture;
 use super::{GeneratedImage, Job, Provider, ProviderError, Reference};
 use crate::catalog::TaskSpec;
 use crate::config::LocalOptions;
+use crate::media::{Fit, Media};
 
 pub struct LocalProvider {
     options: LocalOptions,
@@ -28,12 +29,21 @@ impl LocalProvider {
         Duration::from_millis((self.options.latency_ms as f64 * scale) as u64)
     }
 
-    async fn run(&self, spec: &TaskSpec, references: &[Reference]) -> Result<Vec<GeneratedImage>, ProviderError> {
+    async fn run(
+        &self,
+        spec: &TaskSpec,
+        media: &Media,
+        references: &[Reference],
+    ) -> Result<Vec<GeneratedImage>, ProviderError> {
+        // Each reference only ever fills its cell of the picture: keep no more of it than that.
+        let (width, height) = render::reference_cell(spec.size, references.len());
         let mut decoded = Vec::with_capacity(references.len());
         for (index, r) in references.iter().enumerate() {
-            let image = r
-                .decode()
-                .map_err(|e| ProviderError::InvalidReference { index, reason: format!("cannot be decoded: {e}") })?;
+            let fit = Fit::Cover { width, height };
+            let image = media
+                .decode(r.bytes.clone(), r.format, fit, |image| Ok(image.into_rgb8()))
+                .await
+                .map_err(|e| ProviderError::InvalidReference { index, reason: e.to_string() })?;
             decoded.push(image);
         }
         tokio::time::sleep(self.latency(spec)).await;
@@ -58,6 +68,6 @@ impl LocalProvider {
 
 impl Provider for LocalProvider {
     fn generate<'a>(&'a self, job: Job<'a>) -> BoxFuture<'a, Result<Vec<GeneratedImage>, ProviderError>> {
-        self.run(job.spec, job.references).boxed()
+        self.run(job.spec, job.media, job.references).boxed()
     }
 }

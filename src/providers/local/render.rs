@@ -150,11 +150,22 @@ fn paint_background(img: &mut RgbImage, (from, to, angle): ([u8; 3], [u8; 3], f3
     }
 }
 
+/// Columns and rows of the grid `n` references are laid out in.
+fn grid(n: u32) -> (u32, u32) {
+    let cols = (n as f32).sqrt().ceil().max(1.0) as u32;
+    (cols, n.max(1).div_ceil(cols))
+}
+
+/// The cell one of `n` references fills in a picture of `size`: a reference larger than that
+/// (in both directions) shows no more of itself than a copy scaled down to it would.
+pub fn reference_cell(size: Size, n: usize) -> (u32, u32) {
+    let (cols, rows) = grid(n.try_into().unwrap_or(u32::MAX));
+    ((size.width / cols).max(1), (size.height / rows).max(1))
+}
+
 fn paint_references(img: &mut RgbImage, refs: &[RgbImage], rotate: usize) {
     let (w, h) = (img.width(), img.height());
-    let n = refs.len() as u32;
-    let cols = (n as f32).sqrt().ceil() as u32;
-    let rows = n.div_ceil(cols);
+    let (cols, rows) = grid(refs.len() as u32);
     let width = w as usize;
     for (y, row) in img.chunks_exact_mut(width * 3).enumerate() {
         let y = y as u32;
