@@ -27,6 +27,8 @@ pub struct Config {
     /// What this node runs: the API, the task workers, or both.
     pub role: Role,
     pub server: ServerConfig,
+    /// `[http]`: the listener's timeouts and connection cap.
+    pub http: HttpConfig,
     pub webhooks: WebhookConfig,
     pub channels: Vec<ChannelConfig>,
     /// Options of the built-in local channel used when no `[[channels]]` are configured.
@@ -80,6 +82,38 @@ impl Default for ServerConfig {
             breaker_failures: 5,
             breaker_cooldown_secs: 30,
             shutdown_grace_secs: 20,
+        }
+    }
+}
+
+/// `[http]`: how long a client may take over each part of a request, and how many connections
+/// may be open at once. Each timeout closes the connection; `0` switches that timeout off.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HttpConfig {
+    /// From a new connection, or from the first byte of a later request, until the whole request
+    /// head (request line and headers) has arrived.
+    pub header_read_timeout_ms: u64,
+    /// From the end of the request head until the whole body has arrived (in total, not between
+    /// reads); a body still arriving then is answered 408.
+    pub body_read_timeout_ms: u64,
+    /// How long a kept-alive connection may sit between requests.
+    pub idle_timeout_ms: u64,
+    /// Open connections at most; beyond it the listener stops accepting and new connections wait
+    /// in the kernel's backlog. Unset: the descriptor limit less `fd_reserve`, at most 16384.
+    pub max_connections: Option<usize>,
+    /// Descriptors kept free of client connections, for the database, outbound requests and files.
+    pub fd_reserve: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 60_000,
+            idle_timeout_ms: 20_000,
+            max_connections: None,
+            fd_reserve: 512,
         }
     }
 }
@@ -255,6 +289,7 @@ impl Default for Config {
             admin_token: None,
             role: Role::All,
             server: ServerConfig::default(),
+            http: HttpConfig::default(),
             webhooks: WebhookConfig::default(),
             channels: Vec::new(),
             local: LocalOptions::default(),
