@@ -1,7 +1,6 @@
 //! Builds the whole service from a [`Config`]: used by `easel serve` and by the tests.
 
 use std::fs::File;
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +18,7 @@ use crate::config::{Config, Role};
 use crate::db::{Db, Dialect};
 use crate::egress::{Egress, Policy};
 use crate::ids::random_hex;
+use crate::listener::{self, Limits};
 use crate::media::Media;
 use crate::money::Micros;
 use crate::routing::Router;
@@ -30,6 +30,8 @@ use crate::webhooks::{Dispatcher, Schedule};
 
 pub struct Application {
     listener: TcpListener,
+    /// The listener's timeouts and connection cap.
+    limits: Limits,
     state: AppState,
     workers: Arc<WorkerPool>,
     dispatcher: Arc<Dispatcher>,
@@ -82,6 +84,8 @@ impl Application {
         }
         let bootstrap = bootstrap_account(&accounts, &config).await?;
 
+        let limits = Limits::new(&config.http, listener::fd_limit::raise());
+        tracing::info!(max_connections = limits.max_connections, "connection cap");
         let listener =
             TcpListener::bind(config.listen).await.with_context(|| format!("listening on {}", config.listen))?;
         let public_url = config.public_url(listener.local_addr()?);
@@ -128,7 +132,7 @@ impl Application {
             wake: callbacks,
         });
         let wakers = Wakers { tasks: wake, callbacks: dispatcher.wake.clone(), finished };
-        Ok(Self { listener, state, workers, dispatcher, wakers, db, bootstrap, _lock: lock })
+        Ok(Self { listener, limits, state, workers, dispatcher, wakers, db, bootstrap, _lock: lock })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -150,23 +154,19 @@ impl Application {
             tokio::spawn(crate::signals::listen(self.state.config.database_url(), self.wakers, shutdown.clone()))
         });
         let app = api::router(self.state.clone());
-        let stop = shutdown.clone();
-        let serving =
-            axum::serve(self.listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).into_future();
-        let served = tokio::select! {
-            served = serving => served,
+        tokio::select! {
+            () = listener::serve(self.listener, app, self.limits, shutdown.clone()) => {}
             _ = crate::shutdown::grace_over(&shutdown, grace) => {
                 tracing::warn!("requests still open after the shutdown grace period are cut off");
-                Ok(())
             }
-        };
+        }
         shutdown.cancel();
         futures::future::join_all(background).await;
         if let Some(notifications) = notifications {
             let _ = notifications.await;
         }
         self.db.close().await;
-        served.context("serving HTTP")
+        Ok(())
     }
 
     /// The task workers, the callback dispatcher and the retention sweeper.

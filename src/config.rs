@@ -27,6 +27,8 @@ pub struct Config {
     /// What this node runs: the API, the task workers, or both.
     pub role: Role,
     pub server: ServerConfig,
+    /// `[http]`: the listener's timeouts and connection cap.
+    pub http: HttpConfig,
     pub webhooks: WebhookConfig,
     /// `[media]`: limits on decoding images Easel did not make.
     pub media: MediaConfig,
@@ -109,6 +111,38 @@ pub struct MediaConfig {
 impl Default for MediaConfig {
     fn default() -> Self {
         Self { max_pixels: 50_000_000, max_alloc_bytes: 256 << 20, decode_budget_bytes: 1 << 30 }
+    }
+}
+
+/// `[http]`: how long a client may take over each part of a request, and how many connections
+/// may be open at once. Each timeout closes the connection; `0` switches that timeout off.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HttpConfig {
+    /// From a new connection, or from the first byte of a later request, until the whole request
+    /// head (request line and headers) has arrived.
+    pub header_read_timeout_ms: u64,
+    /// From the end of the request head until the whole body has arrived (in total, not between
+    /// reads); a body still arriving then is answered 408.
+    pub body_read_timeout_ms: u64,
+    /// How long a kept-alive connection may sit between requests.
+    pub idle_timeout_ms: u64,
+    /// Open connections at most; beyond it the listener stops accepting and new connections wait
+    /// in the kernel's backlog. Unset: the descriptor limit less `fd_reserve`, at most 16384.
+    pub max_connections: Option<usize>,
+    /// Descriptors kept free of client connections, for the database, outbound requests and files.
+    pub fd_reserve: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 60_000,
+            idle_timeout_ms: 20_000,
+            max_connections: None,
+            fd_reserve: 512,
+        }
     }
 }
 
@@ -283,6 +317,7 @@ impl Default for Config {
             admin_token: None,
             role: Role::All,
             server: ServerConfig::default(),
+            http: HttpConfig::default(),
             webhooks: WebhookConfig::default(),
             media: MediaConfig::default(),
             channels: Vec::new(),

@@ -14,6 +14,7 @@ pub mod config;
 pub mod db;
 pub mod egress;
 pub mod ids;
+pub mod listener;
 pub mod media;
 pub mod metrics;
 pub mod money;

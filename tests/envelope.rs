@@ -94,3 +94,58 @@ async fn status_needs_a_known_task_id() {
     assert_eq!(status, 200);
     assert!(matches!(json["data"]["state"].as_str(), Some("pending" | "processing" | "success")), "{json}");
 }
+
+/// `(status, JSON body)` of a request.
+async fn answer(req: reqwest::RequestBuilder) -> (u16, Value) {
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    assert!(res.headers()[CONTENT_TYPE].to_str().unwrap().starts_with("application/json"));
+    (status, res.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_answer_in_each_dialects_envelope() {
+    let app = spawn_app().await;
+    let c = &app.client;
+    // OpenAI's error object under /v1.
+    for (req, status, message) in [
+        (c.get(app.url("/v1/nothing-here")), 404, "no such route"),
+        (c.get(app.url("/v1/images/generations")).bearer_auth(&app.key), 405, "method not allowed"),
+        (c.delete(app.url("/v1/models")).bearer_auth(&app.key), 405, "method not allowed"),
+    ] {
+        let (got, json) = answer(req).await;
+        assert_eq!(got, status, "{json}");
+        assert_eq!(json["error"]["message"], message, "{json}");
+        assert_eq!(json["error"]["type"], "invalid_request_error", "{json}");
+        assert!(json.get("code").is_none(), "not APIXO's envelope: {json}");
+    }
+    // The unified API's `{code, msg, data}` under its paths.
+    for (req, status, message) in [
+        (c.get(app.url("/api/v1/images/nothing-here")), 404, "no such route"),
+        (c.delete(app.url("/api/v1/images/generations")).bearer_auth(&app.key), 405, "method not allowed"),
+        (c.post(app.url("/api/v1/balance")).bearer_auth(&app.key), 405, "method not allowed"),
+    ] {
+        let (got, json) = answer(req).await;
+        assert_eq!(got, status, "{json}");
+        assert_eq!((json["code"].as_u64(), json["msg"].as_str()), (Some(status.into()), Some(message)), "{json}");
+        assert!(json["data"].is_null() && json.get("message").is_none(), "{json}");
+    }
+    // APIXO's elsewhere.
+    let (got, json) = answer(c.get(app.url("/nothing-here"))).await;
+    assert_eq!((got, json["code"].as_u64(), json["message"].as_str()), (404, Some(404), Some("no such route")));
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_413_in_each_routes_envelope() {
+    let app = spawn_app().await;
+    let huge = format!("{{\"prompt\":\"{}\"}}", "x".repeat(1024 * 1024 + 10));
+    let post = |path: &str| {
+        app.client.post(app.url(path)).bearer_auth(&app.key).header(CONTENT_TYPE, "application/json").body(huge.clone())
+    };
+    let (status, json) = answer(post("/v1/images/generations")).await;
+    assert_eq!(status, 413);
+    assert_eq!(json["error"]["message"], "the request body is larger than 1 MiB", "{json}");
+    let (status, json) = answer(post("/api/v1/images/generations")).await;
+    assert_eq!((status, json["code"].as_u64()), (413, Some(413)), "{json}");
+    assert_eq!(json["msg"], "the request body is larger than 1 MiB", "{json}");
+}

@@ -24,8 +24,11 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("{0}")]
     Gone(String),
-    #[error("the request body is larger than 1 MiB")]
-    PayloadTooLarge,
+    /// A body, or a part of one, over its limit: the message names which and the limit.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
     #[error("Insufficient credits")]
     InsufficientCredits,
     #[error("{message}")]
@@ -47,7 +50,8 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Gone(_) => StatusCode::GONE,
-            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             // Seeds 000-002 answer a short balance with 400.
             ApiError::InsufficientCredits => StatusCode::BAD_REQUEST,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -59,6 +63,11 @@ impl ApiError {
 
     pub fn internal(e: impl Into<anyhow::Error>) -> Self {
         ApiError::Internal(e.into())
+    }
+
+    /// A body over the limit of the JSON routes (`MAX_BODY_BYTES`).
+    pub fn body_too_large() -> Self {
+        ApiError::PayloadTooLarge("the request body is larger than 1 MiB".into())
     }
 }
 

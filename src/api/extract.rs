@@ -32,7 +32,9 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge
+                ApiError::body_too_large()
+            } else if crate::listener::body::timed_out(&rejection) {
+                ApiError::RequestTimeout
             } else {
                 ApiError::BadRequest(format!("could not read the request body: {rejection}"))
             }

@@ -19,7 +19,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::middleware::Next;
+use axum::response::Response;
 use axum::routing::{get, post};
 use tokio::sync::{Notify, broadcast};
 use tower_http::trace::TraceLayer;
@@ -36,7 +38,7 @@ use crate::routing::Router as Channels;
 use crate::storage::Storage;
 use crate::tasks::idempotency::{self, Claim, Idempotency};
 use crate::tasks::store::Admission;
-use crate::tasks::{NewTask, Task, TaskStore};
+use crate::tasks::{Dialect, NewTask, Task, TaskStore};
 use error::ApiError;
 
 /// Largest request body accepted anywhere.
@@ -206,6 +208,26 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
+/// Renders an error that no route's own layer rendered (an unknown route, a method the route
+/// lacks) in the envelope of the dialect whose paths it is under: OpenAI's under `/v1`, the
+/// unified API's under its prefixes, APIXO's elsewhere (the admin API uses APIXO's too).
+async fn envelope_of_path(request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    let render = if path == "/v1" || path.starts_with("/v1/") {
+        Dialect::OpenAi
+    } else if path == "/api/v1/balance" || path.starts_with("/api/v1/images/") {
+        Dialect::Unified
+    } else {
+        Dialect::Apixo
+    };
+    let response = next.run(request).await;
+    match render {
+        Dialect::OpenAi => openai::envelope(response).await,
+        Dialect::Unified => unified::envelope(response).await,
+        Dialect::Apixo => apixo::envelope(response).await,
+    }
+}
+
 /// The routes of this node's role: probes everywhere, the client API (and `/files`) on API
 /// nodes, the admin API and metrics wherever an admin token is set.
 pub fn router(state: AppState) -> Router {
@@ -221,7 +243,7 @@ pub fn router(state: AppState) -> Router {
     app.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Renders errors not already rendered by an inner dialect's layer.
-        .layer(axum::middleware::map_response(apixo::envelope))
+        .layer(axum::middleware::from_fn(envelope_of_path))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())
         .with_state(state)

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::multipart::MultipartRejection;
+use axum::extract::multipart::{Field, MultipartError, MultipartRejection};
 use axum::extract::{Multipart, State};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -24,13 +24,21 @@ use crate::catalog::size::{Resolution, parse_explicit, seedream_preset};
 use crate::catalog::{Model, ModelKind, OutputFormat, Routing, Size, TaskSpec, ValidationError, gpt_image};
 use crate::db::now_ms;
 use crate::ids::{TaskId, random_hex};
+use crate::listener::body::timed_out;
 use crate::storage::UPLOAD_SCHEME;
 use crate::tasks::{Dialect, FailCode, NewTask, Task, TaskState};
 
-/// Largest multipart body of an edit: up to 16 images of 10 MB would be more than any client
+/// Largest multipart body of an edit: up to 16 images of 10 MiB would be more than any client
 /// sends; 64 MB bounds memory.
 pub const MAX_EDIT_BYTES: usize = 64 * 1024 * 1024;
+/// Most images of one edit.
+const MAX_IMAGES: usize = 16;
+/// Largest image (or mask) of an edit.
 const MAX_UPLOAD_BYTES: usize = 10 * 1024 * 1024;
+/// How long the rest of a refused edit's body is read and thrown away before the 413.
+const DRAIN_FOR: Duration = Duration::from_secs(2);
+/// Largest text field of an edit form, as large as a whole JSON body elsewhere.
+const MAX_FORM_FIELD_BYTES: usize = super::MAX_BODY_BYTES;
 
 /// OpenAI's error body.
 #[derive(Serialize, ToSchema)]
@@ -367,11 +375,8 @@ struct Upload {
 }
 
 impl Upload {
-    /// Checks the size and that the bytes are an image; `name` names it in errors and its key.
+    /// Checks that the bytes are an image; `name` names it in errors and its key.
     fn check(batch: &str, name: &str, bytes: Vec<u8>) -> Result<Self, ApiError> {
-        if bytes.len() > MAX_UPLOAD_BYTES {
-            return Err(ApiError::BadRequest(format!("{name} is larger than 10 MB")));
-        }
         let format = crate::egress::sniff(&bytes)
             .ok_or_else(|| ApiError::BadRequest(format!("{name} is not a PNG, JPEG, WebP or GIF image")))?;
         Ok(Upload { key: format!("uploads/{batch}/{name}.{}", format.extensions_str()[0]), bytes })
@@ -381,6 +386,80 @@ impl Upload {
     fn reference(&self) -> String {
         format!("{UPLOAD_SCHEME}{}", self.key)
     }
+}
+
+/// An edit's parts, each read only up to its limit.
+struct EditForm {
+    images: Vec<Upload>,
+    mask: Option<Upload>,
+    fields: serde_json::Map<String, Value>,
+}
+
+async fn read_form(form: &mut Multipart, batch: &str) -> Result<EditForm, ApiError> {
+    let (mut images, mut mask, mut fields) = (Vec::new(), None, serde_json::Map::new());
+    while let Some(mut field) = form.next_field().await.map_err(multipart_error)? {
+        let name = field.name().unwrap_or_default().to_owned();
+        match name.as_str() {
+            "image" | "image[]" => {
+                if images.len() == MAX_IMAGES {
+                    return Err(ApiError::BadRequest(format!("at most {MAX_IMAGES} images may be sent")));
+                }
+                let label = format!("image{}", images.len());
+                let bytes = read_part(&mut field, &label, MAX_UPLOAD_BYTES).await?;
+                images.push(Upload::check(batch, &label, bytes)?);
+            }
+            "mask" => {
+                let bytes = read_part(&mut field, "mask", MAX_UPLOAD_BYTES).await?;
+                mask = Some(Upload::check(batch, "mask", bytes)?);
+            }
+            _ => {
+                let bytes = read_part(&mut field, &name, MAX_FORM_FIELD_BYTES).await?;
+                let text = String::from_utf8(bytes)
+                    .map_err(|_| ApiError::BadRequest(format!("the form field {name} is not UTF-8 text")))?;
+                // Form fields are text; numbers are numbers in the JSON this becomes.
+                let value = match text.parse::<i64>() {
+                    Ok(n) if name == "n" => Value::from(n),
+                    _ => Value::String(text),
+                };
+                fields.insert(name, value);
+            }
+        }
+    }
+    Ok(EditForm { images, mask, fields })
+}
+
+/// Reads one part, refusing it as soon as it passes `limit` instead of after buffering it all.
+async fn read_part(field: &mut Field<'_>, name: &str, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+        if bytes.len() + chunk.len() > limit {
+            return Err(ApiError::PayloadTooLarge(format!("{name} is larger than {}", megabytes(limit))));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
+}
+
+/// Reads the rest of a form, discarding it, until it ends or fails.
+async fn drain(form: &mut Multipart) {
+    while let Ok(Some(mut field)) = form.next_field().await {
+        while let Ok(Some(_)) = field.chunk().await {}
+    }
+}
+
+fn multipart_error(e: MultipartError) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge(format!("the request body is larger than {}", megabytes(MAX_EDIT_BYTES)))
+    } else if timed_out(&e) {
+        ApiError::RequestTimeout
+    } else {
+        ApiError::BadRequest(format!("bad multipart body: {e}"))
+    }
+}
+
+/// A limit as the messages name it (the limits are whole MiB).
+fn megabytes(bytes: usize) -> String {
+    format!("{} MiB", bytes >> 20)
 }
 
 /// Stores the uploads; on failure, removes those already stored.
@@ -417,6 +496,7 @@ async fn discard_uploads(state: &AppState, keys: &[String]) {
     request_body(content = ImageEditForm, content_type = "multipart/form-data"),
     responses(
         (status = 200, description = "The images", body = ImagesResponse),
+        (status = 413, description = "An image is larger than 10 MiB, or the body larger than 64 MiB", body = ErrorBody),
         ImageErrors,
         OpenAiAuthErrors,
     ),
@@ -428,36 +508,16 @@ pub async fn edits(
     form: Result<Multipart, MultipartRejection>,
 ) -> Result<Response, ApiError> {
     let mut form = form.map_err(|e| ApiError::BadRequest(format!("bad multipart body: {}", e.body_text())))?;
-    let bad = |e: axum::extract::multipart::MultipartError| ApiError::BadRequest(format!("bad multipart body: {e}"));
     let batch = random_hex::<12>();
-    let (mut images, mut mask, mut fields) = (Vec::new(), None, serde_json::Map::new());
-    while let Some(field) = form.next_field().await.map_err(bad)? {
-        let name = field.name().unwrap_or_default().to_owned();
-        match name.as_str() {
-            "image" | "image[]" => {
-                let bytes = field.bytes().await.map_err(bad)?.to_vec();
-                images.push(Upload::check(&batch, &format!("image{}", images.len()), bytes)?);
-            }
-            "mask" => {
-                let bytes = field.bytes().await.map_err(bad)?.to_vec();
-                mask = Some(Upload::check(&batch, "mask", bytes)?);
-            }
-            _ => {
-                let text = field.text().await.map_err(bad)?;
-                // Form fields are text; numbers are numbers in the JSON this becomes.
-                let value = match text.parse::<i64>() {
-                    Ok(n) if name == "n" => Value::from(n),
-                    _ => Value::String(text),
-                };
-                fields.insert(name, value);
-            }
-        }
+    let read = read_form(&mut form, &batch).await;
+    if read.as_ref().is_err_and(|e| !matches!(e, ApiError::RequestTimeout)) {
+        // Reads (without keeping) what the client may still be sending, so that it reads the
+        // refusal rather than a reset connection; a client slow to finish is not waited for.
+        let _ = tokio::time::timeout(DRAIN_FOR, drain(&mut form)).await;
     }
+    let EditForm { images, mask, fields } = read?;
     if images.is_empty() {
         return Err(ApiError::BadRequest("image is required: send one or more image files".into()));
-    }
-    if images.len() > 16 {
-        return Err(ApiError::BadRequest("at most 16 images may be sent".into()));
     }
     // Everything is checked before anything is stored, and a task that is refused (credits,
     // limits) takes its uploads with it: a bad request leaves nothing behind.
