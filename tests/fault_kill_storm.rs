@@ -853,7 +853,7 @@ async fn kill_storm_sqlite_one_node() {
 async fn kill_storm_postgres_two_nodes() {
     let Some(server) = common::postgres_server("kill_storm_postgres_two_nodes") else { return };
     let seed = storm_seed();
-    let mut rng = Rng(seed ^ 0x9057_6e5);
+    let mut rng = Rng(seed ^ 0x0905_76e5);
     let database_url = common::create_postgres_database(&server).await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("easel.toml");

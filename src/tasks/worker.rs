@@ -313,7 +313,7 @@ async fn in_format(media: &Media, image: GeneratedImage, wanted: OutputFormat) -
     }
     let format = crate::egress::sniff(&image.bytes).context("a result is not a JPEG, PNG, WebP or GIF image")?;
     let encoded = media.decode(image.bytes, format, Fit::Original, move |i| render::encode(&i.into_rgb8(), wanted));
-    Ok(encoded.await.map_err(|e| anyhow::anyhow!("a result {e}"))?)
+    encoded.await.map_err(|e| anyhow::anyhow!("a result {e}"))
 }
 
 /// Records an asynchronous upstream's task id on the task, under the worker's lease.
