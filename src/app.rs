@@ -91,7 +91,7 @@ impl Application {
         let public_url = config.public_url(listener.local_addr()?);
         let storage = Storage::open(&config.storage_url(), public_url, &db).await?;
         let router = Arc::new(Router::from_config(&config.channels, &config.local, &config.server, &catalog)?);
-        let limiter = RateLimiter::new(config.redis_url.as_deref()).await?;
+        let limiter = RateLimiter::new(config.redis_url.as_deref(), &config.redis).await?;
         let wake = Arc::new(Notify::new());
         let callbacks = Arc::new(Notify::new());
         let (finished, _) = tokio::sync::broadcast::channel(1024);

@@ -22,6 +22,8 @@ pub struct Config {
     /// Base of result URLs; defaults to `http://<listen>`.
     pub public_url: Option<String>,
     pub redis_url: Option<String>,
+    /// How the shared rate limiter talks to Redis (only read when `redis_url` is set).
+    pub redis: RedisConfig,
     #[serde(skip_serializing)]
     pub admin_token: Option<String>,
     /// What this node runs: the API, the task workers, or both.
@@ -155,6 +157,15 @@ pub struct WebhookConfig {
     pub max_gap_secs: u64,
     pub retry_window_secs: u64,
     pub attempt_timeout_secs: u64,
+    /// How many callbacks one node sends at once. One account gets at most
+    /// `dispatch_slots / (accounts with due callbacks + 1)` of them (at least one), so a slow
+    /// receiver never holds every slot while other accounts wait.
+    pub dispatch_slots: usize,
+    /// Manual retries (`POST /api/v1/callbacks/{id}/retry`) per minute per API key.
+    pub retry_rpm: u32,
+    /// Manual retries per minute of one delivery: the first passes at once, then one per
+    /// `60 / retry_delivery_rpm` seconds.
+    pub retry_delivery_rpm: u32,
 }
 
 impl Default for WebhookConfig {
@@ -164,7 +175,29 @@ impl Default for WebhookConfig {
             max_gap_secs: 300,
             retry_window_secs: 1800,
             attempt_timeout_secs: 10,
+            dispatch_slots: 32,
+            retry_rpm: 30,
+            retry_delivery_rpm: 6,
         }
+    }
+}
+
+/// `[redis]`: bounds on every exchange with Redis, so that a Redis that is away costs a
+/// request milliseconds, not seconds; while it is away limits hold per node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RedisConfig {
+    /// How long opening a connection (TCP and handshake) may take, at start-up and on reconnect.
+    pub connect_timeout_ms: u64,
+    /// How long one command may take before Redis counts as away.
+    pub command_timeout_ms: u64,
+    /// While Redis is away, how often a background probe tries to reconnect.
+    pub retry_interval_ms: u64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self { connect_timeout_ms: 1000, command_timeout_ms: 200, retry_interval_ms: 1000 }
     }
 }
 
@@ -314,6 +347,7 @@ impl Default for Config {
             storage_url: None,
             public_url: None,
             redis_url: None,
+            redis: RedisConfig::default(),
             admin_token: None,
             role: Role::All,
             server: ServerConfig::default(),

@@ -68,6 +68,25 @@ pub async fn render(state: &AppState) -> anyhow::Result<String> {
         let _ = writeln!(out, "easel_upstream_latency_seconds_count{{channel=\"{id}\"}} {count}");
     }
 
+    if let Some(redis) = state.limiter.shared_health() {
+        header(
+            &mut out,
+            "easel_redis_up",
+            "gauge",
+            "1 while the shared rate limiter's Redis answers, 0 while it is away.",
+        );
+        let _ = writeln!(out, "easel_redis_up {}", u8::from(redis.up));
+        header(&mut out, "easel_redis_outages_total", "counter", "Times Redis went away since this process started.");
+        let _ = writeln!(out, "easel_redis_outages_total {}", redis.outages);
+        header(
+            &mut out,
+            "easel_rate_limit_local_decisions_total",
+            "counter",
+            "Rate-limit decisions this node made alone because Redis was away.",
+        );
+        let _ = writeln!(out, "easel_rate_limit_local_decisions_total {}", redis.local_decisions);
+    }
+
     header(&mut out, "easel_webhook_deliveries", "gauge", "Callback deliveries by state.");
     let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM webhook_deliveries GROUP BY state ORDER BY 1")
         .fetch_all(&state.db.read)

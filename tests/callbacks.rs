@@ -279,3 +279,192 @@ async fn unified_tasks_call_back_with_seed_003_body() {
         assert!(data.get(key).is_some_and(Value::is_null), "{key} must be present and null");
     }
 }
+
+/// A loopback receiver that reads requests and never answers, so every attempt to it lasts the
+/// whole attempt timeout. Each attempt comes on a connection of its own (a request that got no
+/// answer never goes back to the client's pool), so `accepted` counts attempts.
+struct Hanging {
+    url: String,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Hanging {
+    async fn spawn() -> Self {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    while matches!(socket.read(&mut buf).await, Ok(n) if n > 0) {}
+                });
+            }
+        });
+        Hanging { url, accepted }
+    }
+
+    fn attempts(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Attempts of `account`'s callbacks in flight now, as the dispatcher's leases say.
+async fn in_flight(app: &TestApp, account: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT COUNT(*) FROM webhook_deliveries WHERE account_id = $1 AND state = 'pending' AND lease_until >= $2",
+    )
+    .bind(account)
+    .bind(easel::db::now_ms())
+    .fetch_one(&app.state.db.read)
+    .await
+    .unwrap()
+}
+
+async fn retry_callback(app: &TestApp, id: &str) -> reqwest::Response {
+    app.client.post(app.url(&format!("/api/v1/callbacks/{id}/retry"))).bearer_auth(&app.key).send().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_hanging_receiver_of_one_account_does_not_hold_up_another_accounts_callbacks() {
+    const SLOTS: usize = 4;
+    const BACKLOG: usize = 12;
+    let attempt_timeout = Duration::from_secs(1);
+    let app = spawn_app_with(|c| {
+        local_network(c);
+        c.server.limits = false;
+        c.webhooks.dispatch_slots = SLOTS;
+        c.webhooks.attempt_timeout_secs = attempt_timeout.as_secs();
+    })
+    .await;
+    let hanging = Hanging::spawn().await;
+    for _ in 0..BACKLOG {
+        app.submit_ok("gpt-image-1", &with_callback(&hanging.url)).await;
+    }
+    let a = app.account_id.clone();
+    let queued = || async {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM webhook_deliveries WHERE account_id = $1")
+            .bind(&a)
+            .fetch_one(&app.state.db.read)
+            .await
+            .unwrap();
+        (n == BACKLOG as i64).then_some(())
+    };
+    wait_until(Duration::from_secs(30), queued).await;
+    wait_until(Duration::from_secs(10), || async { (hanging.attempts() >= SLOTS / 2).then_some(()) }).await;
+    // Account A alone takes its share (half the slots, leaving room for others), never more.
+    let mut most = 0;
+    for _ in 0..25 {
+        most = most.max(in_flight(&app, &a).await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(most, (SLOTS / 2) as i64, "a lone account holds half the slots");
+
+    // Account B's callback goes out at once, not after A's backlog of hanging attempts
+    // (BACKLOG / SLOTS attempt timeouts if slots went first come, first served).
+    let b = app.state.accounts.create("tenant-b", easel::money::Micros::from_usd(1.0).unwrap()).await.unwrap();
+    let (receiver, url) = Receiver::spawn(&[200]).await;
+    let res = app
+        .client
+        .post(app.url("/api/v1/generateTask/gpt-image-1"))
+        .bearer_auth(&b.key.key)
+        .json(&with_callback(&url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let got = receiver.wait_for(1).await;
+    let received_at = easel::db::now_ms() - got[0].0.elapsed().as_millis() as i64;
+    let a_attempts = hanging.attempts();
+    // From the moment B's callback was queued (its task ended), not counting the render.
+    let queued_at: i64 = sqlx::query_scalar("SELECT created_at FROM webhook_deliveries WHERE account_id = $1")
+        .bind(b.account.id.as_str())
+        .fetch_one(&app.state.db.read)
+        .await
+        .unwrap();
+    let waited = Duration::from_millis((received_at - queued_at).max(0) as u64);
+    println!("B's callback after {waited:?}; A's hanging attempts by then: {a_attempts} for a backlog of {BACKLOG}");
+    assert!(waited < attempt_timeout / 2, "B waited {waited:?} behind A's hanging receiver");
+    assert!(a_attempts < BACKLOG, "B went ahead of A's backlog, not after it ({a_attempts} attempts)");
+    // With two accounts waiting A's share shrinks, and it still never exceeds it.
+    for _ in 0..20 {
+        assert!(in_flight(&app, &a).await <= (SLOTS / 2) as i64);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_retry_of_a_pending_or_in_flight_callback_is_409() {
+    let app = spawn_app_with(|c| {
+        local_network(c);
+        c.webhooks.attempt_timeout_secs = 5;
+        c.webhooks.retry_delays_ms = vec![600_000];
+    })
+    .await;
+    // In flight: the attempt hangs.
+    let hanging = Hanging::spawn().await;
+    let task = app.submit_ok("gpt-image-1", &with_callback(&hanging.url)).await;
+    wait_until(Duration::from_secs(10), || async { (hanging.attempts() == 1).then_some(()) }).await;
+    let id = deliveries(&app, &task).await[0]["id"].as_str().unwrap().to_owned();
+    let res = retry_callback(&app, &id).await;
+    assert_eq!(res.status(), 409);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["code"], 409, "the route's own envelope: {body}");
+    assert!(body["message"].as_str().unwrap().contains("only a failed callback can be retried"), "{body}");
+
+    // Pending: the attempt failed and the next one is scheduled.
+    let (receiver, url) = Receiver::spawn(&[500]).await;
+    let task = app.submit_ok("gpt-image-1", &with_callback(&url)).await;
+    receiver.wait_for(1).await;
+    let pending = wait_until(Duration::from_secs(10), || async {
+        deliveries(&app, &task).await.into_iter().find(|d| d["attempts"] == 1 && d["state"] == "pending")
+    })
+    .await;
+    let res = retry_callback(&app, pending["id"].as_str().unwrap()).await;
+    assert_eq!(res.status(), 409);
+    let after = deliveries(&app, &task).await;
+    assert_eq!(after[0]["nextAttemptAt"], pending["nextAttemptAt"], "a refused retry changes nothing");
+    assert_eq!(receiver.requests().len(), 1);
+    assert_eq!(hanging.attempts(), 1, "no second attempt overlaps the one in flight");
+}
+
+#[tokio::test]
+async fn concurrent_retries_of_a_failed_callback_make_one_attempt_and_then_wait() {
+    let app = spawn_app_with(|c| {
+        fast_schedule(c);
+        // Only the per-delivery limit is under test.
+        c.webhooks.retry_rpm = 10_000;
+    })
+    .await;
+    let (receiver, url) = Receiver::spawn(&[410, 410, 200]).await;
+    let task = app.submit_ok("gpt-image-1", &with_callback(&url)).await;
+    let failed = wait_until(Duration::from_secs(20), || async {
+        deliveries(&app, &task).await.into_iter().find(|d| d["state"] == "failed")
+    })
+    .await;
+    let id = failed["id"].as_str().unwrap().to_owned();
+
+    let retries = (0..20).map(|_| retry_callback(&app, &id));
+    let statuses: Vec<u16> = futures::future::join_all(retries).await.iter().map(|r| r.status().as_u16()).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "{statuses:?}");
+    assert!(statuses.iter().all(|s| [200, 409, 429].contains(s)), "{statuses:?}");
+    let again = wait_until(Duration::from_secs(20), || async {
+        deliveries(&app, &task).await.into_iter().find(|d| d["state"] == "failed" && d["attempts"] == 2)
+    })
+    .await;
+    assert_eq!(receiver.requests().len(), 2, "twenty retries, one attempt");
+    assert_eq!(again["attemptLog"].as_array().unwrap().len(), 2);
+
+    // Failed again at once (410): the next retry of this delivery waits its turn.
+    let res = retry_callback(&app, &id).await;
+    assert_eq!(res.status(), 429);
+    let wait: u64 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=10).contains(&wait), "{wait}");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["code"], 429, "{body}");
+    assert_eq!(receiver.requests().len(), 2);
+}

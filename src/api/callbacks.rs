@@ -68,6 +68,10 @@ pub struct RetryQueued {
 }
 
 /// Send a failed callback again.
+///
+/// Only a delivery that has given up (`failed`) can be retried: one that is still pending or
+/// being sent answers 409, so a retry never overlaps an attempt. Retries are limited per key
+/// (`webhooks.retry_rpm`) and per delivery (`webhooks.retry_delivery_rpm`).
 #[utoipa::path(
     post,
     path = "/api/v1/callbacks/{id}/retry",
@@ -77,7 +81,10 @@ pub struct RetryQueued {
     responses(
         (status = 200, description = "Queued", body = Envelope<RetryQueued>),
         (status = 404, description = "No such delivery of this account", body = ApixoError),
-        (status = 409, description = "The callback was already delivered", body = ApixoError),
+        (status = 409, description = "The callback was already delivered, or is still pending or being sent",
+            body = ApixoError),
+        (status = 429, description = "Too many retries for this key or this delivery", body = ApixoError,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
         ApixoAuthErrors,
     ),
 )]
@@ -87,12 +94,33 @@ pub async fn retry(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Envelope<RetryQueued>>, ApiError> {
-    match store::retry(&state.db, &id, &caller.0.account_id).await? {
+    let account = &caller.0.account_id;
+    let limits = state.config.server.limits;
+    let hooks = &state.config.webhooks;
+    if limits {
+        let key = format!("callback-retry:{}", caller.0.key_id);
+        state.limiter.admit(&key, hooks.retry_rpm).await.map_err(|wait| ApiError::RateLimited {
+            message: format!("rate limit reached: {} callback retries per minute per key", hooks.retry_rpm),
+            retry_after_secs: wait.secs(),
+        })?;
+    }
+    // Only a delivery that could be re-queued spends its own allowance.
+    if store::state_of(&state.db, &id, account).await?.as_deref() == Some("failed") && limits {
+        let key = format!("callback-retry:{id}");
+        state.limiter.admit(&key, hooks.retry_delivery_rpm).await.map_err(|wait| ApiError::RateLimited {
+            message: format!("callback {id} was retried moments ago; retry it again later"),
+            retry_after_secs: wait.secs(),
+        })?;
+    }
+    match store::retry(&state.db, &id, account).await? {
         RetryOutcome::Queued => {
             state.callbacks.notify_one();
             Ok(success(RetryQueued { id, state: "pending" }))
         }
         RetryOutcome::NotFound => Err(ApiError::NotFound(format!("callback {id} not found"))),
         RetryOutcome::AlreadyDelivered => Err(ApiError::Conflict(format!("callback {id} was already delivered"))),
+        RetryOutcome::StillTrying => Err(ApiError::Conflict(format!(
+            "callback {id} is still pending or being sent; only a failed callback can be retried"
+        ))),
     }
 }

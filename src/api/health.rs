@@ -11,6 +11,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::AppState;
+use crate::accounts::rate::REDIS_AWAY;
 
 /// How long one dependency may take to answer a readiness check.
 const CHECK_LIMIT: Duration = Duration::from_secs(3);
@@ -18,11 +19,12 @@ const CHECK_LIMIT: Duration = Duration::from_secs(3);
 /// A probe's answer.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Probe {
-    /// `ok`, or `unavailable` when a dependency failed.
+    /// `ok`; `degraded` (still 200) when only Redis is away and limits hold per node; or
+    /// `unavailable` when a dependency failed.
     #[schema(example = "ok")]
     pub status: &'static str,
     /// Each dependency's `ok` or `failed` (readiness only): `database`, `storage`, and `redis`
-    /// where Redis is configured.
+    /// where Redis is configured (`unreachable, limiting per node` while it is away).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<BTreeMap<String, String>>)]
     pub checks: Option<BTreeMap<&'static str, &'static str>>,
@@ -41,8 +43,9 @@ pub async fn healthz() -> Json<Probe> {
     Json(Probe { status: "ok", checks: None })
 }
 
-/// `GET /readyz`: 200 when the database, Redis (if configured) and the object store answer,
-/// else 503; each component's status is in the body. Failures are logged, not returned, so the
+/// `GET /readyz`: 200 when the database and the object store answer, else 503; each
+/// component's status is in the body. Redis (if configured) being away is `degraded`, not
+/// unready: taking every node out of rotation would turn a limiter outage into a full one. Failures are logged, not returned, so the
 /// public answer names no hosts.
 #[utoipa::path(
     get,
@@ -51,7 +54,7 @@ pub async fn healthz() -> Json<Probe> {
     tag = "Probes",
     security(()),
     responses(
-        (status = 200, description = "Every dependency answers", body = Probe),
+        (status = 200, description = "Every dependency answers, or only Redis is away (`degraded`)", body = Probe),
         (status = 503, description = "A dependency failed; `checks` says which", body = Probe),
     ),
 )]
@@ -62,18 +65,21 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Probe>) 
             Ok(())
         }),
         judge("storage", async { Ok(state.storage.check().await?) }),
-        async {
-            let ping = async { Ok(state.limiter.ping_shared().await?) };
-            if state.limiter.is_shared() { Some(judge("redis", ping).await) } else { None }
-        },
+        state.limiter.shared_status(),
     );
     let mut checks = BTreeMap::from([("database", database), ("storage", storage)]);
     if let Some(redis) = redis {
         checks.insert("redis", redis);
     }
-    let ready = checks.values().all(|s| *s == "ok");
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(Probe { status: if ready { "ok" } else { "unavailable" }, checks: Some(checks) }))
+    // Redis away only degrades limits to per node: the node still serves, so it stays ready.
+    let degraded = checks.get("redis") == Some(&REDIS_AWAY);
+    let ready = checks.iter().all(|(name, s)| *s == "ok" || (*name == "redis" && degraded));
+    let (code, status) = match (ready, degraded) {
+        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        (true, true) => (StatusCode::OK, "degraded"),
+        (true, false) => (StatusCode::OK, "ok"),
+    };
+    (code, Json(Probe { status, checks: Some(checks) }))
 }
 
 /// `ok` or `failed`, within [`CHECK_LIMIT`].

@@ -115,7 +115,6 @@ pub struct Dispatcher {
 }
 
 const LEASE_MS: i64 = 60_000;
-const IN_FLIGHT: usize = 32;
 const IDLE_POLL: Duration = Duration::from_millis(500);
 
 /// A delivery ready to go: everything the send stage needs.
@@ -126,13 +125,18 @@ struct Prepared {
 
 impl Dispatcher {
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        let claim = || store::claim(&self.state.db, LEASE_MS);
+        let slots = self.state.config.webhooks.dispatch_slots.max(1);
+        let claim = || store::claim(&self.state.db, LEASE_MS, slots);
         let work = |delivery| {
             let this = self.clone();
-            async move { this.deliver(delivery).await }
+            async move {
+                this.deliver(delivery).await;
+                // A slot is free, and its account may be under its cap again.
+                this.wake.notify_one();
+            }
         };
         let idle = || self.until_next_due();
-        claim_loop::run("a callback", IN_FLIGHT, shutdown, self.wake.clone(), claim, work, idle).await;
+        claim_loop::run("a callback", slots, shutdown, self.wake.clone(), claim, work, idle).await;
     }
 
     async fn until_next_due(&self) -> Duration {

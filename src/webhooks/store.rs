@@ -81,28 +81,48 @@ pub async fn enqueue_in(
     Ok(())
 }
 
-/// Leases the delivery that has been due longest.
-pub async fn claim(db: &Db, lease_ms: i64) -> Result<Option<Delivery>, sqlx::Error> {
+/// Leases a due delivery, sharing the dispatcher fairly between accounts: an account with
+/// `cap` attempts in flight (across every node) gets no more while it is at its cap, and among
+/// the rest the account with the fewest in flight goes first, then the delivery due longest.
+/// The cap is `slots / (accounts with due deliveries + 1)`, at least 1: a lone account leaves
+/// room for the next one to arrive, and each newcomer shrinks everyone's share.
+pub async fn claim(db: &Db, lease_ms: i64, slots: usize) -> Result<Option<Delivery>, sqlx::Error> {
     let now = now_ms();
     let lock = match db.dialect {
         crate::db::Dialect::Sqlite => "",
-        crate::db::Dialect::Postgres => "FOR UPDATE SKIP LOCKED",
+        crate::db::Dialect::Postgres => "FOR UPDATE OF d SKIP LOCKED",
     };
+    // A pending delivery with a live lease is an attempt in flight; every in-flight delivery is
+    // also due (its next_attempt_at only moves when the attempt is recorded).
     let sql = format!(
         "UPDATE webhook_deliveries SET lease_until = $1 WHERE id = ( \
-           SELECT id FROM webhook_deliveries WHERE state = 'pending' AND next_attempt_at <= $2 \
-           AND (lease_until IS NULL OR lease_until < $2) ORDER BY next_attempt_at LIMIT 1 {lock}) \
+           WITH busy AS ( \
+             SELECT account_id, COUNT(*) AS n FROM webhook_deliveries \
+             WHERE state = 'pending' AND lease_until >= $2 GROUP BY account_id), \
+           waiting AS ( \
+             SELECT COUNT(DISTINCT account_id) AS n FROM webhook_deliveries \
+             WHERE state = 'pending' AND next_attempt_at <= $2) \
+           SELECT d.id FROM webhook_deliveries d \
+             LEFT JOIN busy b ON b.account_id = d.account_id CROSS JOIN waiting w \
+           WHERE d.state = 'pending' AND d.next_attempt_at <= $2 \
+             AND (d.lease_until IS NULL OR d.lease_until < $2) \
+             AND COALESCE(b.n, 0) < CASE WHEN $3 / (w.n + 1) < 1 THEN 1 ELSE $3 / (w.n + 1) END \
+           ORDER BY COALESCE(b.n, 0), d.next_attempt_at LIMIT 1 {lock}) \
          RETURNING {COLUMNS}"
     );
-    let row = sqlx::query(&sql).bind(now + lease_ms).bind(now).fetch_optional(&db.write).await?;
+    let row = sqlx::query(&sql).bind(now + lease_ms).bind(now).bind(slots as i64).fetch_optional(&db.write).await?;
     row.as_ref().map(delivery_from_row).transpose()
 }
 
-/// When the earliest pending delivery is due, if any.
+/// When the next pending delivery falls due, if any is scheduled for later. Deliveries already
+/// due but held back by their account's cap are picked up when an attempt ends.
 pub async fn next_due(db: &Db) -> Result<Option<i64>, sqlx::Error> {
-    sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM webhook_deliveries WHERE state = 'pending'")
-        .fetch_one(&db.read)
-        .await
+    sqlx::query_scalar(
+        "SELECT MIN(next_attempt_at) FROM webhook_deliveries WHERE state = 'pending' AND next_attempt_at > $1",
+    )
+    .bind(now_ms())
+    .fetch_one(&db.read)
+    .await
 }
 
 /// Records an attempt and what follows from it, in one transaction.
@@ -188,29 +208,40 @@ pub enum RetryOutcome {
     Queued,
     NotFound,
     AlreadyDelivered,
+    /// Pending or in flight: the dispatcher is still on it, so a retry would only overlap it.
+    StillTrying,
 }
 
-/// Sends a delivery again now, with a fresh retry window.
+/// A delivery's state, for its owner.
+pub async fn state_of(db: &Db, id: &str, account: &AccountId) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT state FROM webhook_deliveries WHERE id = $1 AND account_id = $2")
+        .bind(id)
+        .bind(account.as_str())
+        .fetch_optional(&db.write)
+        .await
+}
+
+/// Sends a delivery that has given up (`failed`) again now, with a fresh retry window. Only a
+/// failed delivery qualifies, checked in the same statement that re-queues it: of concurrent
+/// retries one wins, and none can overlap an attempt in flight.
 pub async fn retry(db: &Db, id: &str, account: &AccountId) -> Result<RetryOutcome, sqlx::Error> {
-    let state: Option<String> =
-        sqlx::query_scalar("SELECT state FROM webhook_deliveries WHERE id = $1 AND account_id = $2")
-            .bind(id)
-            .bind(account.as_str())
-            .fetch_optional(&db.read)
-            .await?;
-    match state.as_deref() {
-        None => return Ok(RetryOutcome::NotFound),
-        Some("delivered") => return Ok(RetryOutcome::AlreadyDelivered),
-        Some(_) => {}
-    }
-    sqlx::query(
+    let queued = sqlx::query(
         "UPDATE webhook_deliveries SET state = 'pending', next_attempt_at = $1, first_attempt_at = NULL, \
-         completed_at = NULL, lease_until = NULL WHERE id = $2 AND state <> 'delivered'",
+         completed_at = NULL, lease_until = NULL WHERE id = $2 AND account_id = $3 AND state = 'failed'",
     )
     .bind(now_ms())
     .bind(id)
+    .bind(account.as_str())
     .execute(&db.write)
-    .await?;
-    crate::signals::notify(&db.write, db.dialect, &crate::signals::Event::CallbackQueued).await?;
-    Ok(RetryOutcome::Queued)
+    .await?
+    .rows_affected();
+    if queued == 1 {
+        crate::signals::notify(&db.write, db.dialect, &crate::signals::Event::CallbackQueued).await?;
+        return Ok(RetryOutcome::Queued);
+    }
+    Ok(match state_of(db, id, account).await?.as_deref() {
+        None => RetryOutcome::NotFound,
+        Some("delivered") => RetryOutcome::AlreadyDelivered,
+        Some(_) => RetryOutcome::StillTrying,
+    })
 }
