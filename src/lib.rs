@@ -14,6 +14,7 @@ pub mod config;
 pub mod db;
 pub mod egress;
 pub mod ids;
+pub mod logging;
 pub mod metrics;
 pub mod money;
 pub mod providers;
@@ -23,6 +24,7 @@ pub mod shutdown;
 pub mod signals;
 pub mod storage;
 pub mod tasks;
+pub mod transport;
 pub mod webhooks;
 
 pub use app::Application;
