@@ -11,6 +11,7 @@ use crate::accounts::{Account, Accounts, limits};
 use crate::app::{Application, open_db};
 use crate::catalog::Catalog;
 use crate::config::{Config, Overrides, Role};
+use crate::logging::LogFormat;
 use crate::money::Micros;
 
 #[derive(Parser)]
@@ -22,6 +23,9 @@ struct Cli {
     /// Where the SQLite database and result files live.
     #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
+    /// Log lines as text or as one JSON object per line.
+    #[arg(long, global = true, env = "EASEL_LOG_FORMAT", value_enum, default_value_t)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -149,10 +153,7 @@ enum CreditsCommand {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_log = if matches!(cli.command, Command::Serve { .. }) { "info,sqlx=warn" } else { "warn" };
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_log.into()))
-        .with_writer(std::io::stderr)
-        .init();
+    crate::logging::init(cli.log_format, default_log);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,

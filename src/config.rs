@@ -372,23 +372,41 @@ pub struct Overrides {
     pub role: Option<Role>,
 }
 
+/// The configuration file read from the working directory when none is named.
+pub const DEFAULT_CONFIG_FILE: &str = "easel.toml";
+
 impl Config {
     /// Loads the layered configuration. `config_file` is `--config`/`EASEL_CONFIG`; without it
-    /// `easel.toml` in the working directory is read if it exists.
+    /// `easel.toml` in the working directory is read if it exists, and no other: figment's
+    /// `Toml::file` would also search every parent directory, so a stray file above the working
+    /// directory could configure the server unseen. Logs which file it read, or that none.
     pub fn load(config_file: Option<&Path>, overrides: Overrides) -> anyhow::Result<Self> {
-        let mut figment = Figment::from(Serialized::defaults(Config::default()));
-        match config_file {
+        let file = match config_file {
             Some(path) => {
                 anyhow::ensure!(path.exists(), "config file {} does not exist", path.display());
-                figment = figment.merge(Toml::file_exact(path));
+                Some(path.to_path_buf())
             }
-            None => figment = figment.merge(Toml::file("easel.toml")),
+            None => Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|path| path.is_file()),
+        };
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = &file {
+            figment = figment.merge(Toml::file_exact(path));
         }
         let config: Config = figment
             .merge(Env::prefixed("EASEL_").split("__").ignore(&["config", "url", "api_key"]))
             .merge(Serialized::defaults(overrides))
             .extract()?;
         config.validate()?;
+        match &file {
+            Some(path) => {
+                let path = std::path::absolute(path).unwrap_or_else(|_| path.clone());
+                tracing::info!(file = %path.display(), "loaded the configuration file");
+            }
+            None => tracing::info!(
+                "no configuration file: no --config or EASEL_CONFIG, and no {DEFAULT_CONFIG_FILE} in the working \
+                 directory; using the defaults and EASEL_* variables"
+            ),
+        }
         Ok(config)
     }
 

@@ -144,6 +144,8 @@ fn refusal_v6(ip: Ipv6Addr) -> Option<&'static str> {
     match s {
         // IPv4-mapped ::ffff:a.b.c.d
         [0, 0, 0, 0, 0, 0xffff, hi, lo] => return refusal_v4(embedded(hi, lo)),
+        // IPv4-translated ::ffff:0:a.b.c.d (RFC 2765, SIIT)
+        [0, 0, 0, 0, 0xffff, 0, hi, lo] => return refusal_v4(embedded(hi, lo)),
         // IPv4-compatible ::a.b.c.d (deprecated, but still an IPv4 address in disguise)
         [0, 0, 0, 0, 0, 0, hi, lo] => return refusal_v4(embedded(hi, lo)),
         // NAT64 well-known prefix 64:ff9b::/96
@@ -353,24 +355,13 @@ fn fetch_error(e: reqwest::Error) -> FetchError {
         }
         source = s.source();
     }
-    FetchError::Unreachable(describe(&e))
+    FetchError::Unreachable(crate::transport::classify(&e).to_owned())
 }
 
 /// The image format from the first bytes; the server's Content-Type is not trusted.
 pub fn sniff(bytes: &[u8]) -> Option<image::ImageFormat> {
     use image::ImageFormat::*;
     image::guess_format(bytes).ok().filter(|f| matches!(f, Jpeg | Png | WebP | Gif))
-}
-
-/// reqwest's error chain, flattened: its top-level text alone hides the cause (DNS, refused…).
-fn describe(e: &reqwest::Error) -> String {
-    let mut text = if e.is_timeout() { "timed out".to_owned() } else { e.to_string() };
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text = format!("{text}: {s}");
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]
@@ -472,6 +463,10 @@ mod tests {
         assert_refused("::ffff:169.254.169.254", "link-local");
         assert_refused("::ffff:0.0.0.0", "unspecified");
         assert_eq!(refused("::ffff:8.8.8.8"), None);
+        assert_refused("::ffff:0:127.0.0.1", "loopback");
+        assert_refused("::ffff:0:a9fe:a9fe", "link-local");
+        assert_refused("::ffff:0:10.0.0.1", "private");
+        assert_eq!(refused("::ffff:0:8.8.8.8"), None);
         // IPv4-compatible
         assert_refused("::127.0.0.1", "loopback");
         assert_refused("::192.168.1.1", "private");

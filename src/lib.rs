@@ -15,6 +15,7 @@ pub mod db;
 pub mod egress;
 pub mod ids;
 pub mod listener;
+pub mod logging;
 pub mod media;
 pub mod metrics;
 pub mod money;
@@ -25,6 +26,7 @@ pub mod shutdown;
 pub mod signals;
 pub mod storage;
 pub mod tasks;
+pub mod transport;
 pub mod webhooks;
 
 pub use app::Application;

@@ -147,6 +147,12 @@ fn lookup() -> Arc<StaticLookup> {
         ("internal.test".to_owned(), vec![ip("127.0.0.1")]),
         // One good address and one bad: all must pass.
         ("mixed.test".to_owned(), vec![ip("127.0.0.2"), ip("127.0.0.1")]),
+        // IPv4 in IPv6 disguise, each behind the public stand-in: were the disguised address let
+        // through, the connection would go to the first address, 127.0.0.2, and be counted.
+        ("translated.invalid".to_owned(), vec![ip("127.0.0.2"), ip("::ffff:0:127.0.0.1")]),
+        ("translated-metadata.invalid".to_owned(), vec![ip("127.0.0.2"), ip("::ffff:0:169.254.169.254")]),
+        ("mapped.invalid".to_owned(), vec![ip("127.0.0.2"), ip("::ffff:10.1.2.3")]),
+        ("nat64.invalid".to_owned(), vec![ip("127.0.0.2"), ip("64:ff9b::7f00:1")]),
     ])))
 }
 
@@ -255,12 +261,41 @@ async fn hostnames_are_checked_on_every_resolved_address() {
     assert_eq!(w.public.hits(), 0);
     // A name that does not resolve is unreachable, not refused.
     match egress.fetch_image("http://nowhere.test/x.png").await {
-        Err(FetchError::Unreachable(why)) => assert!(why.contains("does not resolve"), "{why}"),
+        Err(FetchError::Unreachable(why)) => assert_eq!(why, "DNS lookup failed"),
         other => panic!("{other:?}"),
     }
     // The control: a public host is fetched, through the injected lookup.
     let image = egress.fetch_image(&format!("http://public.test:{public}/ok.png")).await.unwrap();
     assert_eq!(image.format, image::ImageFormat::Png);
+    assert_eq!(w.public.hits(), 1);
+}
+
+#[tokio::test]
+async fn ipv4_in_ipv6_disguise_is_judged_by_its_ipv4_address() {
+    let w = world().await;
+    let egress = guarded();
+    let public = w.public.addr.port();
+    for (host, class) in [
+        ("translated.invalid", "a loopback address (::ffff:0:7f00:1)"),
+        ("translated-metadata.invalid", "a link-local address (::ffff:0:a9fe:a9fe)"),
+        ("mapped.invalid", "a private address"),
+        ("nat64.invalid", "a loopback address"),
+    ] {
+        assert_refused(egress.fetch_image(&format!("http://{host}:{public}/ok.png")).await, class);
+    }
+    assert_eq!(w.public.hits(), 0, "no disguised address was connected to");
+    // As literals, refused without any network.
+    for (url, class) in [
+        ("http://[::ffff:0:127.0.0.1]/", "loopback"),
+        ("http://[::ffff:0:a9fe:a9fe]/", "link-local"),
+        ("http://[::ffff:0:10.0.0.1]/", "private"),
+        ("http://[64:ff9b::a9fe:a9fe]/", "link-local"),
+    ] {
+        let why = egress.check_url(url).unwrap_err();
+        assert!(why.contains(class), "{url}: {why}");
+    }
+    // The control: the public stand-in alone is fetched.
+    egress.fetch_image(&format!("http://public.test:{public}/ok.png")).await.unwrap();
     assert_eq!(w.public.hits(), 1);
 }
 
@@ -399,4 +434,24 @@ async fn the_service_refuses_loopback_references_by_default() {
     assert_eq!(data["failCode"], "INVALID_IMAGE_URL");
     let message = data["failMsg"].as_str().unwrap();
     assert!(message.contains("image_urls[0] was refused") && message.contains("loopback"), "{message}");
+}
+
+#[tokio::test]
+async fn a_reference_that_cannot_be_fetched_fails_with_a_short_reason() {
+    let app = common::spawn_app_with(|c| c.server.allow_private_network = true).await;
+    let refs = common::spawn_reference_server().await;
+    // A loopback port nothing listens on.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    for (url, reason) in [
+        (format!("http://{closed}/x.png"), "image_urls[0] could not be fetched: connection refused"),
+        ("http://reference.invalid/x.png".to_owned(), "image_urls[0] could not be fetched: DNS lookup failed"),
+        (format!("https://{refs}/red.png"), "image_urls[0] could not be fetched: TLS handshake failed"),
+        (format!("http://{refs}/missing.png"), "image_urls[0] answered HTTP 404"),
+    ] {
+        let body = json!({"input": {"mode": "image-to-image", "prompt": "p", "max_images": 1, "image_urls": [url]}});
+        let task = app.submit_ok("seedream-5-0", &body).await;
+        let data = app.wait_done("seedream-5-0", &task).await;
+        assert_eq!((data["state"].as_str(), data["failCode"].as_str()), (Some("failed"), Some("INVALID_IMAGE_URL")));
+        assert_eq!(data["failMsg"], reason, "{url}");
+    }
 }

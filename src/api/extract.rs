@@ -71,14 +71,52 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
-/// A query string, with parse failures as 400s in the dialect's envelope.
+/// A query string, with parse failures as 400s in the dialect's envelope that name the
+/// parameter at fault (`limit: invalid digit found in string`).
 pub struct Query<T>(pub T);
 
 impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let query = parts.uri.query().unwrap_or_default();
-        serde_urlencoded::from_str(query).map(Query).map_err(|e| ApiError::BadRequest(format!("bad query string: {e}")))
+        parse_query(parts.uri.query().unwrap_or_default()).map(Query)
+    }
+}
+
+fn parse_query<T: serde::de::DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    let pairs = serde_urlencoded::Deserializer::new(url::form_urlencoded::parse(query.as_bytes()));
+    serde_path_to_error::deserialize(pairs).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        match path.as_str() {
+            // serde's "." is the query as a whole (a missing field names itself in the error).
+            "." | "" => ApiError::BadRequest(format!("bad query string: {inner}")),
+            field => ApiError::BadRequest(format!("bad query parameter {field}: {inner}")),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Page {
+        limit: Option<i64>,
+        before: Option<String>,
+        state: Option<bool>,
+    }
+
+    fn message<T: std::fmt::Debug>(r: Result<T, ApiError>) -> String {
+        r.unwrap_err().to_string()
+    }
+
+    #[test]
+    fn query_errors_name_the_parameter() {
+        let e = message(parse_query::<Page>("limit=abc"));
+        assert_eq!(e, "bad query parameter limit: invalid digit found in string");
+        assert!(message(parse_query::<Page>("before=x&state=maybe")).starts_with("bad query parameter state: "));
+        assert!(parse_query::<Page>("limit=5&before=x").unwrap().limit == Some(5));
     }
 }

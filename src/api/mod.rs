@@ -12,6 +12,7 @@ pub mod health;
 pub mod openai;
 pub mod openapi;
 pub mod prefer;
+pub mod sdk_retry;
 pub mod unified;
 
 use std::ops::Deref;
@@ -96,27 +97,47 @@ impl AppState {
         model: &Model,
         idem: Option<&Idempotency>,
     ) -> Result<Submitted, ApiError> {
-        if let Some(idem) = idem {
-            match idempotency::claim(&self.db, &new.account_id, idem).await? {
-                Claim::Fresh => {}
-                Claim::Replay(id) => return Ok(Submitted::Replayed(id)),
-                Claim::InFlight => {
-                    return Err(ApiError::Conflict("a request with this Idempotency-Key is still in flight".into()));
-                }
-                Claim::Mismatch => {
-                    return Err(ApiError::Unprocessable(
-                        "this Idempotency-Key was already used with a different request".into(),
-                    ));
-                }
+        if let Some(idem) = idem
+            && let Some(id) = self.claim_key(&new.account_id, idem).await?
+        {
+            return Ok(Submitted::Replayed(id));
+        }
+        self.create_claimed(new, model, idem).await.map(Submitted::Created)
+    }
+
+    /// Claims an `Idempotency-Key`: the task an earlier request with it created, or `None` when
+    /// this request is the first and may create one (under the key).
+    pub async fn claim_key(&self, account: &AccountId, idem: &Idempotency) -> Result<Option<TaskId>, ApiError> {
+        match idempotency::claim(&self.db, account, idem).await? {
+            Claim::Fresh => Ok(None),
+            Claim::Replay(id) => Ok(Some(id)),
+            Claim::InFlight => Err(ApiError::Conflict("a request with this Idempotency-Key is still in flight".into())),
+            Claim::Mismatch => {
+                Err(ApiError::Unprocessable("this Idempotency-Key was already used with a different request".into()))
             }
         }
+    }
+
+    /// Creates a task under a key this request has claimed (or none); a refused creation frees
+    /// the key.
+    pub async fn create_claimed(
+        &self,
+        new: &NewTask,
+        model: &Model,
+        idem: Option<&Idempotency>,
+    ) -> Result<TaskId, ApiError> {
         let created = self.admit(new, model, idem).await;
-        if let (Err(_), Some(idem)) = (&created, idem)
-            && let Err(e) = idempotency::abandon(&self.db, &new.account_id, idem).await
-        {
+        if let (Err(_), Some(idem)) = (&created, idem) {
+            self.free_key(&new.account_id, idem).await;
+        }
+        created
+    }
+
+    /// Frees a claimed key whose request created nothing, so that a retry may proceed.
+    pub async fn free_key(&self, account: &AccountId, idem: &Idempotency) {
+        if let Err(e) = idempotency::abandon(&self.db, account, idem).await {
             tracing::warn!(error = %e, "could not free an idempotency key; it frees itself in a minute");
         }
-        created.map(Submitted::Created)
     }
 
     async fn admit(&self, new: &NewTask, model: &Model, idem: Option<&Idempotency>) -> Result<TaskId, ApiError> {

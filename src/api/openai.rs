@@ -7,18 +7,20 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::multipart::{Field, MultipartError, MultipartRejection};
 use axum::extract::{Multipart, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use base64::Engine;
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 use utoipa::{IntoResponses, ToSchema};
 
+use super::AppState;
 use super::error::{ApiError, render_error};
 use super::extract::{Caller, JsonBody};
 use super::openapi::examples;
-use super::openapi::schemas::{ImageEditForm, ImageGenerationRequest};
-use super::{AppState, Submitted};
+use super::openapi::schemas::{ImageEditForm, ImageGenerationRequest, OpenAiCreateHeaders};
+use super::sdk_retry::{self, Origin};
 use crate::catalog::fields::{Checked, Fields, invalid, prompt};
 use crate::catalog::size::{Resolution, parse_explicit, seedream_preset};
 use crate::catalog::{Model, ModelKind, OutputFormat, Routing, Size, TaskSpec, ValidationError, gpt_image};
@@ -26,6 +28,7 @@ use crate::db::now_ms;
 use crate::ids::{TaskId, random_hex};
 use crate::listener::body::timed_out;
 use crate::storage::UPLOAD_SCHEME;
+use crate::tasks::idempotency::Idempotency;
 use crate::tasks::{Dialect, FailCode, NewTask, Task, TaskState};
 
 /// Largest multipart body of an edit: up to 16 images of 10 MiB would be more than any client
@@ -78,6 +81,12 @@ pub enum ImageErrors {
     /// reference image, and `x-easel-task-id` names it
     #[response(status = 400, headers(("x-easel-task-id" = String, description = "The failed task, if one was created")))]
     BadRequest(ErrorBody),
+    /// A request with this `Idempotency-Key` is still creating its task
+    #[response(status = 409)]
+    Conflict(ErrorBody),
+    /// This `Idempotency-Key` was already used with a different request
+    #[response(status = 422)]
+    Unprocessable(ErrorBody),
     /// Too many task creations per minute or unfinished tasks (`rate_limit_exceeded`, with
     /// `Retry-After`), or insufficient credits (`insufficient_quota`)
     #[response(status = 429, headers(("Retry-After" = u64, description = "Seconds to wait, when rate limited")))]
@@ -278,24 +287,13 @@ fn parse_request<'c>(
     Ok(ImageRequest { model, spec, b64 })
 }
 
-/// Creates the task, waits for it, and answers as OpenAI would.
-async fn run(
-    state: &AppState,
-    caller: &Caller,
-    request: ImageRequest<'_>,
-    param: String,
-) -> Result<Response, ApiError> {
-    let b64 = request.b64;
-    let id = create(state, caller, request, param).await?;
-    answer(state, caller, &id, b64).await
-}
-
-/// Submits the request as a task (billed and limited like any other).
+/// Submits the request as a task (billed and limited like any other), recorded under `key`.
 async fn create(
     state: &AppState,
     caller: &Caller,
     request: ImageRequest<'_>,
     param: String,
+    key: Option<&Idempotency>,
 ) -> Result<TaskId, ApiError> {
     let new = NewTask {
         account_id: caller.0.account_id.clone(),
@@ -306,12 +304,31 @@ async fn create(
         callback_url: None,
         price: request.model.price,
     };
-    let (Submitted::Created(id) | Submitted::Replayed(id)) = state.submit(&new, request.model, None).await?;
-    Ok(id)
+    state.create_claimed(&new, request.model, key).await
 }
 
 /// Waits for the task to end and answers with its images, or OpenAI's error for its failure.
-async fn answer(state: &AppState, caller: &Caller, id: &TaskId, b64: bool) -> Result<Response, ApiError> {
+/// `x-easel-task-id` names the task, and `idempotent-replayed: true` says that an earlier
+/// request created it (an `Idempotency-Key` replay or an SDK retry).
+async fn answer(
+    state: &AppState,
+    caller: &Caller,
+    id: &TaskId,
+    b64: bool,
+    earlier: bool,
+) -> Result<Response, ApiError> {
+    let mut response = images(state, caller, id, b64).await?;
+    let headers = response.headers_mut();
+    if let Ok(value) = id.as_str().parse() {
+        headers.insert("x-easel-task-id", value);
+    }
+    if earlier {
+        headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+async fn images(state: &AppState, caller: &Caller, id: &TaskId, b64: bool) -> Result<Response, ApiError> {
     let wait = Duration::from_secs(state.config.server.openai_wait_secs);
     let task = state.wait_for_end(id, &caller.0.account_id, wait).await?;
     if task.state != TaskState::Success {
@@ -347,12 +364,17 @@ async fn answer(state: &AppState, caller: &Caller, id: &TaskId, b64: bool) -> Re
     path = "/v1/images/generations",
     operation_id = "createImage",
     tag = "OpenAI-compatible",
+    params(OpenAiCreateHeaders),
     request_body(content = ImageGenerationRequest, examples(
         ("gpt-image-1" = (value = json!(examples::openai_generation()))),
         ("seedream-5-0, as a link" = (value = json!(examples::openai_generation_seedream()))),
     )),
     responses(
-        (status = 200, description = "The images", body = ImagesResponse),
+        (status = 200, description = "The images", body = ImagesResponse, headers(
+            ("x-easel-task-id" = String, description = "The task that made them"),
+            ("idempotent-replayed" = String, description = "`true` when an earlier request made the task: \
+                a replay of its Idempotency-Key, or a retry of the same SDK call"),
+        )),
         (status = 413, description = "The body is larger than 1 MiB", body = ErrorBody),
         ImageErrors,
         OpenAiAuthErrors,
@@ -362,16 +384,24 @@ async fn answer(state: &AppState, caller: &Caller, id: &TaskId, b64: bool) -> Re
 pub async fn generations(
     State(state): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let request = parse_request(&state, &body, Vec::new(), None)?;
-    run(&state, &caller, request, body.to_string()).await
+    let b64 = request.b64;
+    let id = match sdk_retry::origin(&state, &caller.0, &headers, "openai/images/generations", &body).await? {
+        Origin::Earlier(id) => return answer(&state, &caller, &id, b64, true).await,
+        Origin::New(key) => create(&state, &caller, request, body.to_string(), key.as_ref()).await?,
+    };
+    answer(&state, &caller, &id, b64, false).await
 }
 
 /// An image uploaded to `/v1/images/edits`, checked and named, not stored yet.
 struct Upload {
     key: String,
     bytes: Vec<u8>,
+    /// SHA-256 of the bytes: what identifies the upload in a retry of the same request.
+    digest: String,
 }
 
 impl Upload {
@@ -379,7 +409,8 @@ impl Upload {
     fn check(batch: &str, name: &str, bytes: Vec<u8>) -> Result<Self, ApiError> {
         let format = crate::egress::sniff(&bytes)
             .ok_or_else(|| ApiError::BadRequest(format!("{name} is not a PNG, JPEG, WebP or GIF image")))?;
-        Ok(Upload { key: format!("uploads/{batch}/{name}.{}", format.extensions_str()[0]), bytes })
+        let digest = hex::encode(Sha256::digest(&bytes));
+        Ok(Upload { key: format!("uploads/{batch}/{name}.{}", format.extensions_str()[0]), bytes, digest })
     }
 
     /// How a task names it among its references.
@@ -493,9 +524,13 @@ async fn discard_uploads(state: &AppState, keys: &[String]) {
     path = "/v1/images/edits",
     operation_id = "createImageEdit",
     tag = "OpenAI-compatible",
+    params(OpenAiCreateHeaders),
     request_body(content = ImageEditForm, content_type = "multipart/form-data"),
     responses(
-        (status = 200, description = "The images", body = ImagesResponse),
+        (status = 200, description = "The images", body = ImagesResponse, headers(
+            ("x-easel-task-id" = String, description = "The task that made them"),
+            ("idempotent-replayed" = String, description = "`true` when an earlier request made the task"),
+        )),
         (status = 413, description = "An image is larger than 10 MiB, or the body larger than 64 MiB", body = ErrorBody),
         ImageErrors,
         OpenAiAuthErrors,
@@ -505,6 +540,7 @@ async fn discard_uploads(state: &AppState, keys: &[String]) {
 pub async fn edits(
     State(state): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     form: Result<Multipart, MultipartRejection>,
 ) -> Result<Response, ApiError> {
     let mut form = form.map_err(|e| ApiError::BadRequest(format!("bad multipart body: {}", e.body_text())))?;
@@ -520,20 +556,39 @@ pub async fn edits(
         return Err(ApiError::BadRequest("image is required: send one or more image files".into()));
     }
     // Everything is checked before anything is stored, and a task that is refused (credits,
-    // limits) takes its uploads with it: a bad request leaves nothing behind.
+    // limits) takes its uploads with it: a bad request leaves nothing behind. A replay or an SDK
+    // retry stores nothing: the task it joins has its uploads.
     let body = Value::Object(fields);
     let references = images.iter().map(Upload::reference).collect();
     let request = parse_request(&state, &body, references, mask.as_ref().map(Upload::reference))?;
     let b64 = request.b64;
-    let stored = store_uploads(&state, images.into_iter().chain(mask).collect()).await?;
-    let id = match create(&state, &caller, request, body.to_string()).await {
+    // The multipart boundary differs between attempts; the fields and the files' bytes do not.
+    let identity = json!({
+        "fields": body,
+        "images": images.iter().map(|u| &u.digest).collect::<Vec<_>>(),
+        "mask": mask.as_ref().map(|u| &u.digest),
+    });
+    let key = match sdk_retry::origin(&state, &caller.0, &headers, "openai/images/edits", &identity).await? {
+        Origin::Earlier(id) => return answer(&state, &caller, &id, b64, true).await,
+        Origin::New(key) => key,
+    };
+    let stored = match store_uploads(&state, images.into_iter().chain(mask).collect()).await {
+        Ok(stored) => stored,
+        Err(e) => {
+            if let Some(key) = &key {
+                state.free_key(&caller.0.account_id, key).await;
+            }
+            return Err(e);
+        }
+    };
+    let id = match create(&state, &caller, request, body.to_string(), key.as_ref()).await {
         Ok(id) => id,
         Err(refused) => {
             discard_uploads(&state, &stored).await;
             return Err(refused);
         }
     };
-    answer(&state, &caller, &id, b64).await
+    answer(&state, &caller, &id, b64, false).await
 }
 
 /// List the models.

@@ -91,14 +91,7 @@ impl Upstream {
 
 /// Connection failures and timeouts are worth another try, here or elsewhere.
 pub fn transport_error(e: reqwest::Error) -> ProviderError {
-    let what = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "could not connect"
-    } else {
-        "failed"
-    };
-    ProviderError::retryable(format!("the upstream request {what}"))
+    ProviderError::retryable(format!("the upstream request failed: {}", crate::transport::classify(&e)))
 }
 
 /// The `Retry-After` an upstream sent, in seconds.

@@ -1,5 +1,7 @@
 //! `Idempotency-Key` on task creation: the same key and body within 24 hours gives back the
-//! task the first request created, without a second hold.
+//! task the first request created, without a second hold. The same table remembers, under a key
+//! of Easel's own, the task an OpenAI SDK call's first attempt created, so that the SDK's
+//! retries of that call find it (see `api::sdk_retry`).
 
 use sha2::{Digest, Sha256};
 use sqlx::{Any, Row, Transaction};
@@ -26,12 +28,30 @@ impl Idempotency {
         if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
             return Err("Idempotency-Key must be 1 to 255 visible ASCII characters".into());
         }
-        let mut hash = Sha256::new();
-        hash.update(route.as_bytes());
-        hash.update(b"\n");
-        hash.update(body.to_string().as_bytes());
-        Ok(Self { key: key.to_owned(), fingerprint: hex::encode(hash.finalize()) })
+        Ok(Self { key: key.to_owned(), fingerprint: fingerprint(route, body) })
     }
+
+    /// The key every attempt of one SDK call shares without sending it: derived from the API
+    /// key and the request. It contains spaces, which no client's `Idempotency-Key` may, so the
+    /// two kinds never meet.
+    pub fn sdk_call(api_key_id: &str, route: &str, body: &serde_json::Value) -> Self {
+        let fingerprint = fingerprint(route, body);
+        let mut hash = Sha256::new();
+        hash.update(api_key_id.as_bytes());
+        hash.update(b"\n");
+        hash.update(fingerprint.as_bytes());
+        Self { key: format!("sdk call {}", hex::encode(hash.finalize())), fingerprint }
+    }
+}
+
+/// Hash of what a request asks for: the route and the canonical body (serde_json's maps are
+/// sorted, so key order and white space do not matter).
+fn fingerprint(route: &str, body: &serde_json::Value) -> String {
+    let mut hash = Sha256::new();
+    hash.update(route.as_bytes());
+    hash.update(b"\n");
+    hash.update(body.to_string().as_bytes());
+    hex::encode(hash.finalize())
 }
 
 #[derive(Debug, PartialEq)]
@@ -112,4 +132,53 @@ pub async fn complete_in(
         .execute(&mut **tx)
         .await?;
     Ok(())
+}
+
+/// What is recorded under a key.
+#[derive(Debug, PartialEq)]
+pub enum Recorded {
+    /// The request is still creating its task (since `since_ms`).
+    Creating {
+        since_ms: i64,
+    },
+    Task(TaskId),
+}
+
+/// Looks a key up without claiming it.
+pub async fn recorded(db: &Db, account: &AccountId, idem: &Idempotency) -> Result<Option<Recorded>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT task_id, created_at FROM idempotency_keys WHERE account_id = $1 AND key = $2 AND request_hash = $3",
+    )
+    .bind(account.as_str())
+    .bind(&idem.key)
+    .bind(&idem.fingerprint)
+    .fetch_optional(&db.write)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    Ok(Some(match row.try_get::<Option<String>, _>("task_id")? {
+        Some(task) => Recorded::Task(TaskId::from_db(task)),
+        None => Recorded::Creating { since_ms: row.try_get("created_at")? },
+    }))
+}
+
+/// Claims a key for a new request whatever it recorded before: a later call replaces an
+/// earlier one, and its task is completed on the key as with [`claim`]'s `Fresh`.
+pub async fn claim_anew(db: &Db, account: &AccountId, idem: &Idempotency) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO idempotency_keys (account_id, key, request_hash, created_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (account_id, key) DO UPDATE \
+         SET request_hash = excluded.request_hash, task_id = NULL, created_at = excluded.created_at",
+    )
+    .bind(account.as_str())
+    .bind(&idem.key)
+    .bind(&idem.fingerprint)
+    .bind(now_ms())
+    .execute(&db.write)
+    .await?;
+    Ok(())
+}
+
+/// Whether a request that started creating at `since_ms` may still be alive.
+pub fn still_creating(since_ms: i64) -> bool {
+    now_ms() - since_ms < ABANDONED_MS
 }

@@ -7,15 +7,17 @@ import tempfile
 import pytest
 
 
-def start_easel(config: str, env: dict[str, str] | None = None):
-    """Returns (process, base URL, the bootstrap account's API key)."""
+def start_easel(config: str, env: dict[str, str] | None = None, log_path: str | None = None):
+    """Returns (process, base URL, the bootstrap account's API key). With `log_path`, the
+    server's log (stderr) is written there."""
     data_dir = tempfile.mkdtemp(prefix="easel-py-")
     path = os.path.join(data_dir, "easel.toml")
     with open(path, "w") as f:
         f.write(config)
     proc = subprocess.Popen(
         [os.environ["EASEL_BIN"], "--data-dir", data_dir, "--config", path, "serve", "--listen", "127.0.0.1:0"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE, stderr=open(log_path, "w") if log_path else subprocess.DEVNULL, text=True,
+        env={**os.environ, **(env or {})},
     )
     key = base = None
     for line in proc.stdout:

@@ -75,6 +75,20 @@ pub struct CreateHeaders {
     prefer: Option<String>,
 }
 
+/// The headers of the OpenAI-compatible create routes.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct OpenAiCreateHeaders {
+    /// 1 to 255 visible ASCII characters: a retry with the same key and request within 24 hours
+    /// answers with the same task (waiting for it again), and holds no more credits.
+    #[param(rename = "Idempotency-Key", min_length = 1, max_length = 255, pattern = "^[!-~]+$")]
+    idempotency_key: Option<String>,
+    /// Sent by the official OpenAI SDKs: 0 on a call's first attempt, N on its N-th retry. A
+    /// retry joins the task of its call's first attempt instead of creating another.
+    #[param(rename = "X-Stainless-Retry-Count", minimum = 0)]
+    retry_count: Option<u32>,
+}
+
 /// A task's id or, when the create request was held with `Prefer: wait`, its status (which
 /// has the id too: `anyOf`, not `oneOf`).
 fn id_or_status<Id: ToSchema, Status: ToSchema>() -> AnyOfBuilder {
