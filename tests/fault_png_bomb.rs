@@ -185,7 +185,9 @@ async fn a_task_that_keeps_killing_its_server_ends_failed() {
             (attempts > kills || state == "failed" || state == "success").then_some(state)
         })
         .await;
-        if claimed != "processing" {
+        // After the third kill the claim itself finds the task interrupted enough and ends it
+        // (it may read `processing` for a moment first).
+        if claimed != "processing" || kills == 3 {
             break server.wait_done(&key, &task).await;
         }
         // Working on it: kill -9, as the OOM killer would, and start again.
