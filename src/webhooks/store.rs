@@ -98,6 +98,16 @@ pub async fn claim(db: &Db, lease_ms: i64) -> Result<Option<Delivery>, sqlx::Err
     row.as_ref().map(delivery_from_row).transpose()
 }
 
+/// Frees every delivery's lease, for a server that alone owns its database (SQLite) at start-up:
+/// a lease still standing is a dead process's attempt, to be made again now rather than after
+/// the lease. Returns how many were freed.
+pub async fn release_all_leases(db: &Db) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query("UPDATE webhook_deliveries SET lease_until = NULL WHERE lease_until IS NOT NULL")
+        .execute(&db.write)
+        .await?;
+    Ok(done.rows_affected())
+}
+
 /// When the earliest pending delivery is due, if any.
 pub async fn next_due(db: &Db) -> Result<Option<i64>, sqlx::Error> {
     sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM webhook_deliveries WHERE state = 'pending'")
