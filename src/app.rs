@@ -81,6 +81,11 @@ impl Application {
             if orphaned > 0 {
                 tracing::info!(tasks = orphaned, "resuming tasks left in flight by the previous run");
             }
+            let callbacks = crate::webhooks::store::release_all_leases(&db).await?;
+            let keys = crate::tasks::idempotency::free_all_unfinished(&db).await?;
+            if callbacks > 0 || keys > 0 {
+                tracing::info!(callbacks, idempotency_keys = keys, "freed what the previous run left in flight");
+            }
         }
         let bootstrap = bootstrap_account(&accounts, &config).await?;
 

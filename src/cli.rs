@@ -11,6 +11,7 @@ use crate::accounts::{Account, Accounts, limits};
 use crate::app::{Application, open_db};
 use crate::catalog::Catalog;
 use crate::config::{Config, Overrides, Role};
+use crate::db::{Db, display_url, sqlite_file};
 use crate::logging::LogFormat;
 use crate::money::Micros;
 
@@ -224,6 +225,32 @@ async fn stop_on_signal(shutdown: CancellationToken) {
     shutdown.cancel();
 }
 
+/// Opens the database for the account, key and credit commands. At the default location
+/// (`./easel-data`, relative to wherever the command runs) they never create one: a database
+/// made there by a command run in the wrong directory is not the server's, and a key issued into
+/// it would be refused. A location named on purpose (`--data-dir`, `EASEL_DATA_DIR`,
+/// `data_dir` in the config, `EASEL_DATABASE_URL`) may be set up by the CLI before the first
+/// `easel serve`. Which database was used goes to stderr, so that `--json` stays one object.
+async fn open_existing_db(config: &Config) -> anyhow::Result<Db> {
+    let url = config.database_url();
+    let named = config.database_url.is_some() || config.data_dir != Config::default().data_dir;
+    let missing = sqlite_file(&url).filter(|file| !file.exists());
+    if let Some(file) = &missing
+        && !named
+    {
+        let file = std::path::absolute(file).unwrap_or_else(|_| file.clone());
+        anyhow::bail!(
+            "no Easel database at {} (the default location, relative to this directory), and none was \
+             created. Point at the server's database with --data-dir DIR or EASEL_DATA_DIR=DIR (the \
+             directory `easel serve` uses), or EASEL_DATABASE_URL=sqlite://PATH or postgres://…",
+            file.display()
+        );
+    }
+    let verb = if missing.is_some() { "creating new database" } else { "database" };
+    eprintln!("{verb}: {}", display_url(&url));
+    open_db(config).await
+}
+
 fn account_json(a: &Account) -> serde_json::Value {
     json!({
         "account_id": a.id,
@@ -243,7 +270,7 @@ fn print_account(a: &Account, as_json: bool) {
 }
 
 async fn accounts_command(config: &Config, cmd: AccountsCommand) -> anyhow::Result<()> {
-    let accounts = Accounts::new(open_db(config).await?);
+    let accounts = Accounts::new(open_existing_db(config).await?);
     match cmd {
         AccountsCommand::Create { name, credits, out } => {
             let created = accounts.create(&name, Micros::from_usd(credits)?).await?;
@@ -284,7 +311,7 @@ async fn accounts_command(config: &Config, cmd: AccountsCommand) -> anyhow::Resu
 }
 
 async fn keys_command(config: &Config, cmd: KeysCommand) -> anyhow::Result<()> {
-    let accounts = Accounts::new(open_db(config).await?);
+    let accounts = Accounts::new(open_existing_db(config).await?);
     match cmd {
         KeysCommand::Create { account, out } => {
             let account = accounts.find(&account).await?;
@@ -304,7 +331,7 @@ async fn keys_command(config: &Config, cmd: KeysCommand) -> anyhow::Result<()> {
 }
 
 async fn credits_command(config: &Config, cmd: CreditsCommand) -> anyhow::Result<()> {
-    let accounts = Accounts::new(open_db(config).await?);
+    let accounts = Accounts::new(open_existing_db(config).await?);
     match cmd {
         CreditsCommand::Add { account, amount, out } => {
             let account = accounts.find(&account).await?;

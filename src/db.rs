@@ -5,11 +5,13 @@
 //! On PostgreSQL both handles are the same pool.
 
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, Executor};
+use sqlx::{AnyPool, Connection, Executor};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -22,6 +24,37 @@ pub struct Db {
     pub write: AnyPool,
     pub read: AnyPool,
     pub dialect: Dialect,
+    /// Whether task writes have been failing, for `/readyz`.
+    pub writes: Arc<WriteHealth>,
+}
+
+/// How long a failed task write keeps `/readyz` at 503 by itself, even if the small probe write
+/// passes (a nearly full disk may still fit the probe but not a task). Past it, with no task
+/// written meanwhile (an idle node out of the balancer's rotation), the probe decides alone.
+const WRITE_FAILURE_HOLDS_MS: i64 = 10_000;
+
+/// The outcome of the latest task write: a failure for want of a writable database marks the
+/// database unwritable until a later write commits.
+#[derive(Debug, Default)]
+pub struct WriteHealth {
+    /// When the latest write failed, in ms since the epoch; 0 once one has committed since.
+    failed_at: AtomicI64,
+}
+
+impl WriteHealth {
+    pub fn failed(&self) {
+        self.failed_at.store(now_ms(), Ordering::Relaxed);
+    }
+
+    pub fn committed(&self) {
+        self.failed_at.store(0, Ordering::Relaxed);
+    }
+
+    /// Whether a task write failed recently and none has committed since.
+    pub fn recently_failed(&self) -> bool {
+        let at = self.failed_at.load(Ordering::Relaxed);
+        at != 0 && now_ms() - at < WRITE_FAILURE_HOLDS_MS
+    }
 }
 
 /// The schema is written in SQL that SQLite and PostgreSQL both accept, so one folder serves
@@ -58,11 +91,12 @@ impl Db {
                         .after_connect(|conn, _| {
                             Box::pin(async move { conn.execute(SQLITE_PRAGMAS).await.map(|_| ()) })
                         })
+                        .after_release(|conn, _| Box::pin(leaves_no_transaction(conn)))
                         .connect_with(options.clone())
                 };
                 let write = pool(1).await.context("opening the SQLite database")?;
                 let read = pool(8).await.context("opening the SQLite database")?;
-                Db { write, read, dialect }
+                Db { write, read, dialect, writes: Arc::default() }
             }
             Dialect::Postgres => {
                 let pool = AnyPoolOptions::new()
@@ -70,7 +104,7 @@ impl Db {
                     .connect_with(options)
                     .await
                     .context("connecting to PostgreSQL")?;
-                Db { write: pool.clone(), read: pool, dialect }
+                Db { write: pool.clone(), read: pool, dialect, writes: Arc::default() }
             }
         };
         MIGRATIONS.run(&db.write).await.context("running database migrations")?;
@@ -95,19 +129,98 @@ impl Db {
         Ok(Some(out))
     }
 
+    /// Whether the database takes writes: not while a task write failed recently (see
+    /// [`WriteHealth`]), else one small row written and committed now.
+    pub async fn probe_write(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(!self.writes.recently_failed(), "a task write failed for want of a writable database");
+        let probed = self.write_probe_row().await;
+        match &probed {
+            Ok(()) => self.writes.committed(),
+            Err(e) if is_unavailable(e) => self.writes.failed(),
+            Err(_) => {}
+        }
+        Ok(probed?)
+    }
+
+    async fn write_probe_row(&self) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO write_probe (id, probed_at) VALUES (1, $1) \
+             ON CONFLICT (id) DO UPDATE SET probed_at = excluded.probed_at",
+        )
+        .bind(now_ms())
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
     pub async fn close(&self) {
         self.write.close().await;
         self.read.close().await;
     }
 }
 
-fn create_sqlite_parent_dir(url: &str) -> anyhow::Result<()> {
-    let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
-    let path = path.split('?').next().unwrap_or_default();
-    if path.is_empty() || path == ":memory:" {
-        return Ok(());
+/// Whether a released SQLite connection may go back to the pool: only when it is outside any
+/// transaction. After a failed COMMIT (a full disk, say) SQLite has already rolled back, so the
+/// ROLLBACK that sqlx sends on drop fails and sqlx still counts the connection as inside a
+/// transaction; its next `begin` would be a SAVEPOINT, and one more failure later a
+/// `ROLLBACK TO` that leaves a transaction open for good, in which every later "commit" only
+/// releases a savepoint and nothing reaches the file. Such a connection is closed instead, and
+/// the pool opens a fresh one.
+async fn leaves_no_transaction(conn: &mut sqlx::AnyConnection) -> Result<bool, sqlx::Error> {
+    if !conn.is_in_transaction() {
+        return Ok(true);
     }
-    if let Some(parent) = std::path::Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
+    // A dropped transaction's ROLLBACK may still be queued on the connection's thread: let it run.
+    conn.ping().await?;
+    if conn.is_in_transaction() {
+        tracing::warn!("a database connection was left inside a failed transaction; opening a fresh one");
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+/// Whether a database error means that the database cannot take writes for now (full disk, I/O
+/// error, read-only, a lock not granted in time, the connection lost) rather than a fault in the
+/// request or in Easel. Such writes are refused with 503 and `Retry-After`; nothing was written.
+pub fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            match code.parse::<i32>() {
+                // SQLite's extended result code (at most 4 digits), whose low byte is the primary
+                // code: BUSY, LOCKED, READONLY, IOERR, FULL, CANTOPEN.
+                Ok(sqlite) if code.len() < 5 => matches!(sqlite & 0xff, 5 | 6 | 8 | 10 | 13 | 14),
+                // PostgreSQL's five-character SQLSTATE: insufficient resources (disk full, out of
+                // memory), a connection exception, a server shutting down, a read-only transaction.
+                _ => code.starts_with("53") || code.starts_with("08") || code.starts_with("57P") || code == "25006",
+            }
+        }
+        _ => false,
+    }
+}
+
+/// The file a `sqlite:` URL names, if it names one (not `:memory:`).
+pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    let path = url.strip_prefix("sqlite:")?.trim_start_matches("//");
+    let path = path.split('?').next().unwrap_or_default();
+    (!path.is_empty() && path != ":memory:").then(|| std::path::PathBuf::from(path))
+}
+
+/// The URL as it may be shown: without a password.
+pub fn display_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn create_sqlite_parent_dir(url: &str) -> anyhow::Result<()> {
+    let Some(path) = sqlite_file(url) else { return Ok(()) };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     }
     Ok(())
@@ -130,6 +243,16 @@ pub fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::placeholders;
+
+    #[test]
+    fn sqlite_urls_name_their_file() {
+        use super::sqlite_file;
+        assert_eq!(sqlite_file("sqlite://./d/easel.db?mode=rwc"), Some("./d/easel.db".into()));
+        assert_eq!(sqlite_file("sqlite:/abs/e.db"), Some("/abs/e.db".into()));
+        assert_eq!(sqlite_file("sqlite::memory:"), None);
+        assert_eq!(sqlite_file("postgres://h/db"), None);
+        assert_eq!(super::display_url("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+    }
 
     #[test]
     fn placeholders_number_every_value_once_in_order() {

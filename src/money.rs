@@ -20,6 +20,10 @@ pub enum MoneyError {
 
 impl Micros {
     pub const ZERO: Micros = Micros(0);
+    /// The most an account may own, balance and held together: $1 trillion. Far above any real
+    /// balance and about a ninth of what an i64 holds, so that no sum of one account's money
+    /// can overflow; credits that would pass it are refused.
+    pub const MAX_BALANCE: Micros = Micros(1_000_000_000_000 * PER_USD);
 
     /// Parses a USD amount, rounding to the nearest micro-dollar.
     pub fn from_usd(usd: f64) -> Result<Self, MoneyError> {
@@ -37,8 +41,18 @@ impl Micros {
         self.0 as f64 / PER_USD as f64
     }
 
+    /// `n` times this amount. Prices (at most $1e9) times image counts cannot reach the i64
+    /// bound; should one ever, it saturates, which only makes a hold too large to be granted.
     pub fn times(self, n: u32) -> Micros {
-        Micros(self.0 * i64::from(n))
+        Micros(self.0.saturating_mul(i64::from(n)))
+    }
+
+    pub fn checked_add(self, other: Micros) -> Option<Micros> {
+        self.0.checked_add(other.0).map(Micros)
+    }
+
+    pub fn checked_sub(self, other: Micros) -> Option<Micros> {
+        self.0.checked_sub(other.0).map(Micros)
     }
 }
 
@@ -75,5 +89,14 @@ mod tests {
         assert_eq!(Micros::from_usd(-0.01), Err(MoneyError::Invalid));
         assert_eq!(Micros::from_usd(f64::NAN), Err(MoneyError::Invalid));
         assert_eq!(Micros::from_usd(1e12), Err(MoneyError::TooLarge));
+    }
+
+    #[test]
+    fn arithmetic_is_checked() {
+        assert_eq!(Micros(i64::MAX).checked_add(Micros(1)), None);
+        assert_eq!(Micros(i64::MIN).checked_sub(Micros(1)), None);
+        assert_eq!(Micros(2).checked_add(Micros(3)), Some(Micros(5)));
+        assert_eq!(Micros(i64::MAX / 2).times(3), Micros(i64::MAX));
+        const { assert!(Micros::MAX_BALANCE.0 < i64::MAX / 8) };
     }
 }

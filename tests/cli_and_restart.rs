@@ -341,3 +341,146 @@ async fn ctrl_c_lets_tasks_finish_within_the_grace_period() {
     let rows = task_rows(site.dir.path()).await;
     assert_eq!(rows, [("success".to_owned(), None)], "the task finished before the exit");
 }
+
+/// `easel` run where there is no database: the default data dir, relative to `cwd`.
+fn easel_without_a_data_dir(cwd: &Path) -> Command {
+    let mut cmd = Command::new(EASEL);
+    cmd.current_dir(cwd).env_remove("EASEL_CONFIG").env_remove("EASEL_DATA_DIR").env_remove("EASEL_DATABASE_URL");
+    cmd
+}
+
+#[tokio::test]
+async fn account_commands_refuse_to_create_a_database_and_name_the_one_they_use() {
+    let elsewhere = tempfile::tempdir().unwrap();
+    let commands: [&[&str]; 5] = [
+        &["accounts", "create", "--name", "acme", "--json"],
+        &["accounts", "show", "default", "--json"],
+        &["keys", "create", "--account", "default", "--json"],
+        &["keys", "revoke", "key_nope"],
+        &["credits", "add", "--account", "default", "--amount", "5"],
+    ];
+    for args in commands {
+        let out = easel_without_a_data_dir(elsewhere.path()).args(args).output().await.unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} must fail: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?} printed {:?}", String::from_utf8_lossy(&out.stdout));
+        let looked_for = elsewhere.path().join("easel-data").join("easel.db");
+        assert!(stderr.contains(&looked_for.display().to_string()), "{args:?} names where it looked: {stderr}");
+        for way in ["--data-dir", "EASEL_DATA_DIR", "EASEL_DATABASE_URL"] {
+            assert!(stderr.contains(way), "{args:?} says how to point at the database ({way}): {stderr}");
+        }
+        assert!(!elsewhere.path().join("easel-data").exists(), "{args:?} created a data dir");
+    }
+
+    // Pointed at the server's data dir, they work, say on stderr which database they used, and
+    // keep `--json` output one object.
+    let site = tempfile::tempdir().unwrap();
+    let mut first = common::process::serve(easel(site.path()).await).await;
+    first.child.kill().await.unwrap();
+    let mut show = easel_without_a_data_dir(elsewhere.path());
+    show.args(["accounts", "show", "default", "--json"]).env("EASEL_DATA_DIR", site.path());
+    if let Ok(url) = std::fs::read_to_string(site.path().join("test-database-url")) {
+        show.env("EASEL_DATABASE_URL", url);
+    }
+    let out = show.output().await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let shown: Value = serde_json::from_slice(&out.stdout).expect("stdout is one JSON object");
+    assert_eq!(shown["balance"], 10.0);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("database: "), "{stderr}");
+    assert!(!stderr.contains("creating"), "{stderr}");
+    if !std::path::Path::new(&site.path().join("test-database-url")).exists() {
+        assert!(stderr.contains(&site.path().join("easel.db").display().to_string()), "{stderr}");
+    }
+    assert!(!elsewhere.path().join("easel-data").exists());
+}
+
+/// A callback receiver whose first request hangs (the attempt is in flight when the server
+/// dies) and whose later ones are answered 200.
+#[derive(Clone, Default)]
+struct HangingOnce {
+    got: std::sync::Arc<std::sync::Mutex<Vec<std::time::Instant>>>,
+}
+
+async fn hang_once(axum::extract::State(r): axum::extract::State<HangingOnce>) -> &'static str {
+    let first = {
+        let mut got = r.got.lock().unwrap();
+        got.push(std::time::Instant::now());
+        got.len() == 1
+    };
+    if first {
+        std::future::pending::<()>().await;
+    }
+    "ok"
+}
+
+#[tokio::test]
+async fn sigkill_then_restart_frees_callbacks_and_idempotency_keys_at_once() {
+    if common::fresh_database_url().await.is_some() {
+        println!("SKIPPED: a SQLite server frees what a dead process left; PostgreSQL nodes wait out the leases");
+        return;
+    }
+    let receiver = HangingOnce::default();
+    let app = axum::Router::new().route("/hook", axum::routing::post(hang_once)).with_state(receiver.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let site = Site::new("[server]\nallow_private_network = true\n[webhooks]\nattempt_timeout_secs = 30\n", "1").await;
+    let (mut first, base) = serve(site.dir.path()).await;
+    let body = json!({"callback_url": hook, "input": {"mode": "gpt-image-1", "prompt": "a kite"}});
+    let task = site.submit(&base, "gpt-image-1", &body).await;
+    // The first attempt is in flight (the receiver holds it) when the process dies.
+    wait_until(Duration::from_secs(20), || async { (!receiver.got.lock().unwrap().is_empty()).then_some(()) }).await;
+    first.start_kill().unwrap();
+    first.wait().await.unwrap();
+
+    // What a request with an Idempotency-Key leaves when its process dies between claiming the
+    // key and committing its task: the key, with no task.
+    let retried = json!({"input": {"mode": "gpt-image-1", "prompt": "a retried kite"}});
+    let idem = easel::tasks::idempotency::Idempotency::new("kite-1", "apixo/gpt-image-1", &retried).unwrap();
+    let db = Db::connect(&format!("sqlite://{}?mode=rw", site.dir.path().join("easel.db").display())).await.unwrap();
+    let account: String =
+        sqlx::query_scalar("SELECT id FROM accounts WHERE name = 't'").fetch_one(&db.read).await.unwrap();
+    sqlx::query("INSERT INTO idempotency_keys (account_id, key, request_hash, created_at) VALUES ($1, $2, $3, $4)")
+        .bind(&account)
+        .bind(&idem.key)
+        .bind(&idem.fingerprint)
+        .bind(now_ms())
+        .execute(&db.write)
+        .await
+        .unwrap();
+    db.close().await;
+
+    let restarted = std::time::Instant::now();
+    let (mut second, base) = serve(site.dir.path()).await;
+    // The idempotent retry goes through at once instead of meeting 409 for a minute.
+    let res = site
+        .client
+        .post(format!("{base}/api/v1/generateTask/gpt-image-1"))
+        .bearer_auth(&site.key)
+        .header("Idempotency-Key", "kite-1")
+        .json(&retried)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status();
+    let answer: Value = res.json().await.unwrap();
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer["data"]["taskId"].as_str().unwrap().starts_with("task_"));
+    // The callback is sent again at once, not after the dead attempt's 60 s lease.
+    let resent = wait_until(Duration::from_secs(20), || async {
+        let got = receiver.got.lock().unwrap().clone();
+        got.get(1).copied()
+    })
+    .await;
+    wait_until(Duration::from_secs(10), || async {
+        let list = site.get(&base, &format!("/api/v1/callbacks?taskId={task}")).await?;
+        list["data"].as_array()?.iter().any(|d| d["state"] == "delivered").then_some(())
+    })
+    .await;
+    let after = resent.saturating_duration_since(restarted);
+    println!("restart: callback re-sent {after:?} after the restart; idempotent retry answered {status}");
+    assert!(after < Duration::from_secs(20), "{after:?}");
+    second.kill().await.unwrap();
+}

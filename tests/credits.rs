@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use easel::money::Micros;
 use easel::tasks::idempotency::{self, Claim, Idempotency};
 use serde_json::{Value, json};
 
@@ -192,4 +193,62 @@ async fn ledger_pages_newest_first() {
     assert_eq!(seen, 10);
     let (_, last) = app.get_json("/api/v1/account/ledger?limit=500").await;
     assert_eq!(last["code"], 400);
+}
+
+/// Adding the largest credit ($1e9) again and again ends in a 400 at the largest balance
+/// ($1e12) instead of overflowing the i64 balance (which SQLite would store as a float); the
+/// balance stays an exact integer, the account routes keep answering, and the CLI refuses too.
+#[tokio::test]
+async fn repeated_large_credits_stop_at_the_largest_balance_with_400() {
+    const TOKEN: &str = "admin-secret-token";
+    let app = spawn_app_with(|c| c.admin_token = Some(TOKEN.into())).await;
+    let path = app.url(&format!("/admin/v1/accounts/{}/credits", app.account_id));
+    let add = |amount: f64| app.client.post(&path).bearer_auth(TOKEN).json(&json!({"amount": amount})).send();
+    let mut accepted = 0u64;
+    let refusal = loop {
+        let res = add(1e9).await.unwrap();
+        if res.status() != 200 {
+            break (res.status().as_u16(), res.json::<Value>().await.unwrap());
+        }
+        accepted += 1;
+        assert!(accepted <= 1000, "credits beyond the largest balance were accepted");
+    };
+    assert_eq!(refusal.0, 400, "{refusal:?}");
+    assert_eq!(refusal.1["code"], 400);
+    assert!(refusal.1["message"].as_str().unwrap().contains("largest balance"), "{refusal:?}");
+    // $10 of opening credit leaves room for 999 more of $1e9; then even one micro-dollar too many
+    // is refused, while what fits is still taken.
+    assert_eq!(accepted, 999);
+    let room = Micros::MAX_BALANCE.0 - app.state.accounts.find("default").await.unwrap().balance.0;
+    assert_eq!(add(Micros(room + 1).to_usd()).await.unwrap().status(), 400);
+    assert_eq!(add(Micros(room).to_usd()).await.unwrap().status(), 200);
+    assert_eq!(add(0.000001).await.unwrap().status(), 400);
+
+    let account = app.state.accounts.find("default").await.unwrap();
+    assert_eq!(account.balance, Micros::MAX_BALANCE, "exact, to the micro-dollar");
+    if app.database_url.is_none() {
+        let kind: String = sqlx::query_scalar("SELECT typeof(balance_micros) FROM accounts WHERE name = 'default'")
+            .fetch_one(&app.state.db.read)
+            .await
+            .unwrap();
+        assert_eq!(kind, "integer", "SQLite keeps the balance an integer");
+    }
+    for route in ["/api/v1/account", "/api/v1/balance", "/api/v1/account/ledger?limit=5"] {
+        let (status, body) = app.get_json(route).await;
+        assert_eq!(status, 200, "{route}: {body}");
+    }
+    let (_, balance) = app.get_json("/api/v1/account").await;
+    assert_eq!(balance["data"]["balance"], 1e12);
+    assert_ledger_invariant(&app.state, "default").await;
+
+    let mut cli = tokio::process::Command::new(env!("CARGO_BIN_EXE_easel"));
+    cli.arg("--data-dir").arg(app.data_dir.path()).env_remove("EASEL_CONFIG").env_remove("EASEL_DATA_DIR");
+    match &app.database_url {
+        Some(url) => cli.env("EASEL_DATABASE_URL", url),
+        None => cli.env_remove("EASEL_DATABASE_URL"),
+    };
+    let out = cli.args(["credits", "add", "--account", "default", "--amount", "0.01"]).output().await.unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("largest balance"), "{out:?}");
+    assert_eq!(app.state.accounts.find("default").await.unwrap().balance, Micros::MAX_BALANCE);
 }

@@ -74,22 +74,50 @@ async fn append(
     append_all(tx, &[NewEntry { account, task, kind, amount }], now_ms()).await
 }
 
-/// Adds credits. Returns false if the account does not exist.
+/// What became of a credit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credited {
+    Done,
+    NoSuchAccount,
+    /// Balance and held together would pass [`Micros::MAX_BALANCE`]; nothing changed.
+    OverLimit,
+}
+
+/// Adds credits, unless they would take the account past [`Micros::MAX_BALANCE`]. The bound sits
+/// in the UPDATE's WHERE, written so that no side of it can overflow (`amount` is at most the
+/// bound, and balance plus held never passes it), so SQLite never turns the balance into a float
+/// and PostgreSQL never fails on `bigint out of range`.
 pub async fn credit_in(
     tx: &mut Transaction<'_, Any>,
     account: &AccountId,
     amount: Micros,
-) -> Result<bool, sqlx::Error> {
-    let updated = sqlx::query("UPDATE accounts SET balance_micros = balance_micros + $1 WHERE id = $2")
-        .bind(amount.0)
-        .bind(account.as_str())
-        .execute(&mut **tx)
-        .await?;
+) -> Result<Credited, sqlx::Error> {
+    if amount < Micros::ZERO || amount > Micros::MAX_BALANCE {
+        return Ok(Credited::OverLimit);
+    }
+    let updated = sqlx::query(
+        "UPDATE accounts SET balance_micros = balance_micros + $1 \
+         WHERE id = $2 AND balance_micros + held_micros <= $3 - $1",
+    )
+    .bind(amount.0)
+    .bind(account.as_str())
+    .bind(Micros::MAX_BALANCE.0)
+    .execute(&mut **tx)
+    .await?;
     if updated.rows_affected() == 0 {
-        return Ok(false);
+        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM accounts WHERE id = $1")
+            .bind(account.as_str())
+            .fetch_optional(&mut **tx)
+            .await?;
+        return Ok(if exists.is_some() { Credited::OverLimit } else { Credited::NoSuchAccount });
     }
     append(tx, account, None, EntryKind::Credit, amount).await?;
-    Ok(true)
+    Ok(Credited::Done)
+}
+
+/// A sum of money that does not fit the ledger's integers, as an error rather than a wrap.
+fn too_large() -> sqlx::Error {
+    sqlx::Error::Encode(Box::new(crate::money::MoneyError::TooLarge))
 }
 
 /// Moves `amount` from the balance into the held pot. Returns false, changing nothing, when the
@@ -138,10 +166,10 @@ pub async fn settle_all_in(
     let mut entries = Vec::with_capacity(2 * closings.len());
     for c in closings {
         let charge = c.charge.min(c.held);
-        let refund = Micros(c.held.0 - charge.0);
+        let refund = c.held.checked_sub(charge).ok_or_else(too_large)?;
         let (held, refunded) = per_account.entry(c.account.as_str()).or_default();
-        *held = Micros(held.0 + c.held.0);
-        *refunded = Micros(refunded.0 + refund.0);
+        *held = held.checked_add(c.held).ok_or_else(too_large)?;
+        *refunded = refunded.checked_add(refund).ok_or_else(too_large)?;
         let entry = |kind, amount| NewEntry { account: c.account, task: Some(c.task), kind, amount };
         entries.extend([entry(EntryKind::Settle, charge), entry(EntryKind::Release, refund)]);
     }
@@ -201,10 +229,14 @@ pub struct Totals {
     pub release: Micros,
 }
 
+/// Exact sums, never an overflow: SQLite's SUM of integers fails once it passes the i64 range
+/// (and TOTAL would round), so whole dollars and the micro-dollars below them are summed apart,
+/// each far from that range, and joined in 128 bits. A total beyond an i64 is an error.
 pub async fn totals(db: &Db, account: &AccountId) -> Result<Totals, sqlx::Error> {
-    // PostgreSQL sums BIGINT into NUMERIC; the cast keeps one decoding for both databases.
+    // PostgreSQL sums BIGINT into NUMERIC; the casts keep one decoding for both databases.
     let rows = sqlx::query(
-        "SELECT kind, CAST(SUM(amount_micros) AS BIGINT) AS total FROM ledger WHERE account_id = $1 GROUP BY kind",
+        "SELECT kind, CAST(SUM(amount_micros / 1000000) AS BIGINT) AS whole, \
+         CAST(SUM(amount_micros % 1000000) AS BIGINT) AS frac FROM ledger WHERE account_id = $1 GROUP BY kind",
     )
     .bind(account.as_str())
     .fetch_all(&db.read)
@@ -212,7 +244,9 @@ pub async fn totals(db: &Db, account: &AccountId) -> Result<Totals, sqlx::Error>
     let mut totals = Totals::default();
     for r in rows {
         let kind: String = r.try_get("kind")?;
-        let sum = Micros(r.try_get::<Option<i64>, _>("total")?.unwrap_or(0));
+        let whole = i128::from(r.try_get::<Option<i64>, _>("whole")?.unwrap_or(0));
+        let frac = i128::from(r.try_get::<Option<i64>, _>("frac")?.unwrap_or(0));
+        let sum = Micros(i64::try_from(whole * 1_000_000 + frac).map_err(|_| too_large())?);
         match kind.as_str() {
             "credit" => totals.credit = sum,
             "hold" => totals.hold = sum,

@@ -27,6 +27,8 @@ pub enum AccountError {
     NotFound(String),
     #[error("the account name must be 1 to 64 characters")]
     BadName,
+    #[error("the credit would take the account past the largest balance, {}", Micros::MAX_BALANCE)]
+    BalanceLimit,
     #[error(transparent)]
     Db(#[from] sqlx::Error),
 }
@@ -105,8 +107,8 @@ impl Accounts {
         if inserted.rows_affected() == 0 {
             return Err(AccountError::NameTaken(name.to_owned()));
         }
-        if credits > Micros::ZERO {
-            ledger::credit_in(&mut tx, &id, credits).await?;
+        if credits > Micros::ZERO && ledger::credit_in(&mut tx, &id, credits).await? != ledger::Credited::Done {
+            return Err(AccountError::BalanceLimit);
         }
         let key = keys::issue_in(&mut tx, &id).await?;
         tx.commit().await?;
@@ -156,8 +158,10 @@ impl Accounts {
 
     pub async fn add_credits(&self, id: &AccountId, amount: Micros) -> Result<Account, AccountError> {
         let mut tx = self.db.write.begin().await?;
-        if !ledger::credit_in(&mut tx, id, amount).await? {
-            return Err(AccountError::NotFound(id.to_string()));
+        match ledger::credit_in(&mut tx, id, amount).await? {
+            ledger::Credited::Done => {}
+            ledger::Credited::NoSuchAccount => return Err(AccountError::NotFound(id.to_string())),
+            ledger::Credited::OverLimit => return Err(AccountError::BalanceLimit),
         }
         tx.commit().await?;
         self.get(id).await

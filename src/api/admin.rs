@@ -67,8 +67,8 @@ impl From<AccountError> for ApiErrorOrNotFound {
         ApiErrorOrNotFound(match e {
             AccountError::NotFound(id) => ApiError::NotFound(format!("account {id} not found")),
             AccountError::NameTaken(name) => ApiError::Conflict(format!("an account named {name:?} already exists")),
-            AccountError::BadName => ApiError::BadRequest(e.to_string()),
-            AccountError::Db(e) => ApiError::internal(e),
+            AccountError::BadName | AccountError::BalanceLimit => ApiError::BadRequest(e.to_string()),
+            AccountError::Db(e) => e.into(),
         })
     }
 }
@@ -274,7 +274,7 @@ pub(super) async fn add_credits(
     let account = find(&state, &id).await?;
     let amount = usd(&Fields::of("", &body)?, "amount")?.filter(|a| *a > Micros::ZERO);
     let amount = amount.ok_or_else(|| ApiError::BadRequest("amount must be a positive amount of USD".into()))?;
-    let account = state.accounts.add_credits(&account.id, amount).await?;
+    let account = state.accounts.add_credits(&account.id, amount).await.map_err(ApiErrorOrNotFound::from)?;
     Ok(success(account_view(&state, &account).await?))
 }
 

@@ -37,6 +37,10 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     Unprocessable(String),
+    /// The service cannot take this request for now (the database cannot write); nothing was
+    /// done, and the same request may be sent again after `retry_after_secs`.
+    #[error("{message}")]
+    Unavailable { message: String, retry_after_secs: u64 },
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -57,6 +61,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -65,11 +70,34 @@ impl ApiError {
         ApiError::Internal(e.into())
     }
 
+    /// The database cannot write for now: logged with its cause, answered without it.
+    fn storage_unavailable(e: &dyn std::error::Error) -> Self {
+        tracing::warn!(error = %e, "refused a request: the database cannot take writes");
+        ApiError::Unavailable {
+            message: "the service cannot store requests right now; retry later".into(),
+            retry_after_secs: UNAVAILABLE_RETRY_SECS,
+        }
+    }
+
+    /// `Retry-After` of an answer that carries one.
+    fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            ApiError::RateLimited { retry_after_secs, .. } | ApiError::Unavailable { retry_after_secs, .. } => {
+                Some(*retry_after_secs)
+            }
+            _ => None,
+        }
+    }
+
     /// A body over the limit of the JSON routes (`MAX_BODY_BYTES`).
     pub fn body_too_large() -> Self {
         ApiError::PayloadTooLarge("the request body is larger than 1 MiB".into())
     }
 }
+
+/// How soon a client may try again while the database cannot write: a full disk is usually
+/// freed by an operator in minutes, but a lock or connection loss clears in seconds.
+const UNAVAILABLE_RETRY_SECS: u64 = 5;
 
 impl From<ValidationError> for ApiError {
     fn from(e: ValidationError) -> Self {
@@ -87,6 +115,7 @@ impl From<StoreError> for ApiError {
                 ),
                 retry_after_secs: CONCURRENCY_RETRY_SECS,
             },
+            StoreError::Unavailable(e) => ApiError::storage_unavailable(&e),
             other => ApiError::internal(other),
         }
     }
@@ -94,7 +123,11 @@ impl From<StoreError> for ApiError {
 
 impl From<AccountError> for ApiError {
     fn from(e: AccountError) -> Self {
-        ApiError::internal(e)
+        match e {
+            AccountError::Db(e) => e.into(),
+            AccountError::BalanceLimit => ApiError::BadRequest(e.to_string()),
+            other => ApiError::internal(other),
+        }
     }
 }
 
@@ -103,7 +136,7 @@ const CONCURRENCY_RETRY_SECS: u64 = 3;
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        ApiError::internal(e)
+        if crate::db::is_unavailable(&e) { ApiError::storage_unavailable(&e) } else { ApiError::internal(e) }
     }
 }
 
@@ -117,8 +150,8 @@ impl IntoResponse for ApiError {
             tracing::error!(error = format!("{e:#}"), "request failed");
         }
         let mut response = self.status().into_response();
-        if let ApiError::RateLimited { retry_after_secs, .. } = &self {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+        if let Some(retry_after_secs) = self.retry_after_secs() {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
         }
         response.extensions_mut().insert(PendingError(Arc::new(self)));
         response

@@ -43,9 +43,10 @@ pub async fn healthz() -> Json<Probe> {
     Json(Probe { status: "ok", checks: None })
 }
 
-/// `GET /readyz`: 200 when the database and the object store answer, else 503; each
-/// component's status is in the body. Redis (if configured) being away is `degraded`, not
-/// unready: taking every node out of rotation would turn a limiter outage into a full one. Failures are logged, not returned, so the
+/// `GET /readyz`: 200 when the database answers a read and commits a small write and the object
+/// store answers, else 503; each component's status is in the body. Redis (if configured) being
+/// away is `degraded`, not unready: taking every node out of rotation would turn a limiter outage
+/// into a full one. Failures are logged, not returned, so the
 /// public answer names no hosts.
 #[utoipa::path(
     get,
@@ -62,6 +63,8 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Probe>) 
     let (database, storage, redis) = tokio::join!(
         judge("database", async {
             sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.db.read).await?;
+            // Reads still answer on a full disk; a node that cannot store a task is not ready.
+            state.db.probe_write().await?;
             Ok(())
         }),
         judge("storage", async { Ok(state.storage.check().await?) }),

@@ -170,6 +170,7 @@ fn openai_error(error: &ApiError) -> (StatusCode, ErrorBody) {
             (StatusCode::TOO_MANY_REQUESTS, "insufficient_quota", Some("insufficient_quota"))
         }
         ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "requests", Some("rate_limit_exceeded")),
+        ApiError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "server_error", Some("service_unavailable")),
         ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", None),
         other => (other.status(), "invalid_request_error", None),
     };

@@ -25,12 +25,21 @@ pub enum StoreError {
     InsufficientCredits,
     #[error("concurrency limit reached: {limit} unfinished tasks")]
     ConcurrencyLimit { limit: u32 },
+    /// The database cannot take writes for now (see [`db::is_unavailable`]); nothing was written.
+    #[error("the database cannot take writes for now: {0}")]
+    Unavailable(#[source] sqlx::Error),
     #[error(transparent)]
-    Db(#[from] sqlx::Error),
+    Db(sqlx::Error),
     #[error("corrupt task row: {0}")]
     Corrupt(String),
     #[error("the task writer has stopped")]
     Stopped,
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        if db::is_unavailable(&e) { StoreError::Unavailable(e) } else { StoreError::Db(e) }
+    }
 }
 
 /// How a finished task ends.
@@ -161,9 +170,20 @@ impl TaskStore {
     /// returns, the task is durable; when it fails, nothing was written.
     #[tracing::instrument(skip_all, fields(account = %new.account_id, model = %new.spec.model))]
     pub async fn create(&self, new: &NewTask, admission: &Admission<'_>) -> Result<TaskId, StoreError> {
-        match &self.writer {
+        let created = match &self.writer {
             Some(writer) => writer.create(new, admission).await,
             None => self.create_in_own_transaction(new, admission).await,
+        };
+        self.note_write(&created);
+        created
+    }
+
+    /// Tells `/readyz` whether task writes go through.
+    fn note_write<T>(&self, result: &Result<T, StoreError>) {
+        match result {
+            Err(StoreError::Unavailable(_)) => self.db.writes.failed(),
+            Err(_) => {}
+            Ok(_) => self.db.writes.committed(),
         }
     }
 
@@ -353,10 +373,12 @@ impl TaskStore {
     /// Returns false (changing nothing) when the lease was lost to another worker.
     #[tracing::instrument(skip(self, task, outcome), fields(task = %task.id))]
     pub async fn finish(&self, task: &Task, token: &str, outcome: &Outcome) -> Result<bool, StoreError> {
-        match &self.writer {
+        let finished = match &self.writer {
             Some(writer) => writer.finish(task, token, outcome).await,
             None => self.finish_in_own_transaction(task, token, outcome).await,
-        }
+        };
+        self.note_write(&finished);
+        finished
     }
 
     async fn finish_in_own_transaction(&self, task: &Task, token: &str, outcome: &Outcome) -> Result<bool, StoreError> {

@@ -175,6 +175,11 @@ impl Dispatcher {
         let account = AccountId::parse(&delivery.account_id).ok_or("corrupt account id")?;
         let task = self.state.tasks.get_for_account(&task_id, &account).await.map_err(|e| e.to_string())?;
         let task = task.ok_or("the task no longer exists")?;
+        // A delivery is queued in the transaction that ends its task, so this holds; should the
+        // row read otherwise, the attempt fails and is retried rather than sending a non-final state.
+        if !task.state.is_terminal() {
+            return Err(format!("the task is still {}; callbacks carry only final states", task.state.as_str()));
+        }
         let secret = self.state.accounts.get(&account).await.map_err(|e| e.to_string())?.webhook_secret;
         let body = payload(&self.state, &task);
         let mut headers = signing::headers(&secret, &delivery.id, started_at / 1000, &body);

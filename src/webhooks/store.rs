@@ -114,6 +114,16 @@ pub async fn claim(db: &Db, lease_ms: i64, slots: usize) -> Result<Option<Delive
     row.as_ref().map(delivery_from_row).transpose()
 }
 
+/// Frees every delivery's lease, for a server that alone owns its database (SQLite) at start-up:
+/// a lease still standing is a dead process's attempt, to be made again now rather than after
+/// the lease. Returns how many were freed.
+pub async fn release_all_leases(db: &Db) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query("UPDATE webhook_deliveries SET lease_until = NULL WHERE lease_until IS NOT NULL")
+        .execute(&db.write)
+        .await?;
+    Ok(done.rows_affected())
+}
+
 /// When the next pending delivery falls due, if any is scheduled for later. Deliveries already
 /// due but held back by their account's cap are picked up when an attempt ends.
 pub async fn next_due(db: &Db) -> Result<Option<i64>, sqlx::Error> {
