@@ -15,24 +15,8 @@ use tokio::process::{Child, Command};
 
 const EASEL: &str = env!("CARGO_BIN_EXE_easel");
 
-/// `easel` on a data dir; when the suite runs on PostgreSQL, also on the data dir's own database
-/// (created on first use and remembered in the dir).
 async fn easel(data_dir: &Path) -> Command {
-    let mut cmd = Command::new(EASEL);
-    cmd.arg("--data-dir").arg(data_dir).env_remove("EASEL_CONFIG").env_remove("EASEL_DATABASE_URL");
-    cmd.env_remove("EASEL_STORAGE_URL").env_remove("EASEL_PUBLIC_URL").env_remove("EASEL_LISTEN");
-    cmd.env_remove("EASEL_ROLE");
-    let remembered = data_dir.join("test-database-url");
-    let database = match std::fs::read_to_string(&remembered) {
-        Ok(url) => Some(url),
-        Err(_) => common::fresh_database_url().await,
-    };
-    if let Some(url) = database {
-        std::fs::write(&remembered, &url).unwrap();
-        cmd.env("EASEL_DATABASE_URL", url);
-    }
-    cmd.current_dir(data_dir);
-    cmd
+    common::process::easel_on(data_dir).await
 }
 
 async fn cli_json(data_dir: &Path, args: &[&str]) -> Value {

@@ -17,7 +17,6 @@ use serde_json::{Value, json};
 use sqlx::Row;
 use tokio::process::{Child, Command};
 
-const EASEL: &str = env!("CARGO_BIN_EXE_easel");
 const GPT: &str = "gpt-image-1";
 /// Bombs per task (the most gpt-image-1 takes) and tasks at once.
 const BOMBS: usize = 16;
@@ -29,21 +28,8 @@ const TASKS: usize = 4;
 const MAX_PEAK_RSS_MIB: u64 = 400;
 
 async fn easel(data_dir: &Path, env: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(EASEL);
-    cmd.arg("--data-dir").arg(data_dir).current_dir(data_dir);
-    for var in ["EASEL_CONFIG", "EASEL_DATABASE_URL", "EASEL_STORAGE_URL", "EASEL_PUBLIC_URL", "EASEL_LISTEN"] {
-        cmd.env_remove(var);
-    }
-    cmd.env_remove("EASEL_ROLE").env("EASEL_SERVER__ALLOW_PRIVATE_NETWORK", "true");
-    let remembered = data_dir.join("test-database-url");
-    let database = match std::fs::read_to_string(&remembered) {
-        Ok(url) => Some(url),
-        Err(_) => common::fresh_database_url().await,
-    };
-    if let Some(url) = database {
-        std::fs::write(&remembered, &url).unwrap();
-        cmd.env("EASEL_DATABASE_URL", url);
-    }
+    let mut cmd = common::process::easel_on(data_dir).await;
+    cmd.env("EASEL_SERVER__ALLOW_PRIVATE_NETWORK", "true");
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -1,10 +1,34 @@
 //! The real `easel` binary as a server process.
 
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+
+/// `easel` on a data dir, without the caller's own EASEL_* settings; when the suite runs on
+/// PostgreSQL, also on the data dir's own database (created on first use and remembered in the
+/// dir, so that a restart finds it).
+pub async fn easel_on(data_dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_easel"));
+    cmd.arg("--data-dir").arg(data_dir).current_dir(data_dir);
+    for var in
+        ["EASEL_CONFIG", "EASEL_DATABASE_URL", "EASEL_STORAGE_URL", "EASEL_PUBLIC_URL", "EASEL_LISTEN", "EASEL_ROLE"]
+    {
+        cmd.env_remove(var);
+    }
+    let remembered = data_dir.join("test-database-url");
+    let database = match std::fs::read_to_string(&remembered) {
+        Ok(url) => Some(url),
+        Err(_) => super::fresh_database_url().await,
+    };
+    if let Some(url) = database {
+        std::fs::write(&remembered, &url).unwrap();
+        cmd.env("EASEL_DATABASE_URL", url);
+    }
+    cmd
+}
 
 /// A running `easel serve`.
 pub struct Served {
