@@ -104,8 +104,11 @@ pub async fn retry(
             retry_after_secs: wait.secs(),
         })?;
     }
-    // Only a delivery that could be re-queued spends its own allowance.
-    if store::state_of(&state.db, &id, account).await?.as_deref() == Some("failed") && limits {
+    // Every retry of a delivery that may yet be re-sent spends its allowance, pending ones too:
+    // a retry spared because its delivery was pending could find it failed a moment later.
+    // Delivered is final, and an unknown id is the 404 below.
+    let current = store::state_of(&state.db, &id, account).await?;
+    if limits && current.as_deref().is_some_and(|s| s != "delivered") {
         let key = format!("callback-retry:{id}");
         state.limiter.admit(&key, hooks.retry_delivery_rpm).await.map_err(|wait| ApiError::RateLimited {
             message: format!("callback {id} was retried moments ago; retry it again later"),
