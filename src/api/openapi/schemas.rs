@@ -84,9 +84,10 @@ pub struct OpenAiCreateHeaders {
     #[param(rename = "Idempotency-Key", min_length = 1, max_length = 255, pattern = "^[!-~]+$")]
     idempotency_key: Option<String>,
     /// Sent by the official OpenAI SDKs: 0 on a call's first attempt, N on its N-th retry. A
-    /// retry joins the task of its call's first attempt instead of creating another.
-    #[param(rename = "X-Stainless-Retry-Count", minimum = 0)]
-    retry_count: Option<u32>,
+    /// retry joins the task of its call's first attempt instead of creating another. A hint, so
+    /// a value that is not a count is ignored rather than refused.
+    #[param(rename = "X-Stainless-Retry-Count", example = "1")]
+    retry_count: Option<String>,
 }
 
 /// A task's id or, when the create request was held with `Prefer: wait`, its status (which
