@@ -193,5 +193,9 @@ async fn a_lease_handed_back_on_shutdown_is_not_an_interruption() {
         app = app.restart(|c| c.local.latency_ms = 10_000_000).await;
     }
     wait_for_attempt(&app, &task, 5).await;
-    assert_eq!(counters(&app, &task).await, (5, 0, "processing".into()));
+    // At least one claim per start (on PostgreSQL a stopping node may take it once more before
+    // its last hand-back), and none of them counted as an interruption.
+    let (attempts, interruptions, state) = counters(&app, &task).await;
+    assert!(attempts >= 5, "{attempts} claims");
+    assert_eq!((interruptions, state.as_str()), (0, "processing"));
 }

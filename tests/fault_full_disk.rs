@@ -147,6 +147,7 @@ async fn a_full_disk_refuses_tasks_with_503_and_loses_none_it_acknowledged() {
     }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_ansi(false)
         .with_test_writer()
         .try_init();
     let tmpfs = match Tmpfs::mount("20m") {
