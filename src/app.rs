@@ -69,7 +69,7 @@ impl Application {
             Dialect::Sqlite => Some(lock_data_dir(&config)?),
             Dialect::Postgres => None,
         };
-        let catalog = Catalog::new(&config.models)?;
+        let catalog = Arc::new(Catalog::new(&config.models)?);
         let accounts = Accounts::new(db.clone());
         let tasks = TaskStore::new(db.clone());
         if lock.is_some() && config.role != Role::All {
@@ -103,6 +103,7 @@ impl Application {
         let egress = Egress::new(Policy::new(config.server.allow_private_network))?;
         let workers = Arc::new(WorkerPool {
             store: tasks.clone(),
+            catalog: catalog.clone(),
             router: router.clone(),
             egress: egress.clone(),
             storage: storage.clone(),

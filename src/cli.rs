@@ -302,7 +302,7 @@ async fn accounts_command(config: &Config, cmd: AccountsCommand) -> anyhow::Resu
             let catalog = Catalog::new(&config.models)?;
             let model = catalog.get(&model).ok_or_else(|| anyhow::anyhow!("no model {model:?} in the catalog"))?;
             let account = accounts.find(&id).await?;
-            limits::set(accounts.db(), &account.id, model.id, rpm, concurrency).await?;
+            limits::set(accounts.db(), &account.id, &model.id, rpm, concurrency).await?;
             let now = limits::effective(accounts.db(), &account.id, model).await?;
             println!("{} on {}: {} per minute, {} at once", account.name, model.id, now.rpm, now.max_concurrent);
         }

@@ -8,8 +8,6 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
-use crate::money::Micros;
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
@@ -37,7 +35,7 @@ pub struct Config {
     pub channels: Vec<ChannelConfig>,
     /// Options of the built-in local channel used when no `[[channels]]` are configured.
     pub local: LocalOptions,
-    pub models: BTreeMap<String, ModelOverride>,
+    pub models: BTreeMap<String, crate::catalog::ModelEntry>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -330,14 +328,6 @@ impl Default for ApixoOptions {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct ModelOverride {
-    pub price_usd: Option<f64>,
-    pub rpm: Option<u32>,
-    pub max_concurrent: Option<u32>,
-}
-
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -411,11 +401,8 @@ impl Config {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
-        for (model, o) in &self.models {
-            if let Some(price) = o.price_usd {
-                Micros::from_usd(price).map_err(|e| anyhow::anyhow!("models.{model}.price_usd: {e}"))?;
-            }
-        }
+        // The catalog is built again by the app; here its mistakes stop the start at once.
+        crate::catalog::Catalog::new(&self.models)?;
         if let Some(node) = &self.server.node_id {
             let ok = !node.is_empty()
                 && node.len() <= 64

@@ -7,12 +7,13 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use serde::Serialize;
 
-use crate::catalog::{Catalog, Routing};
+use crate::catalog::{Catalog, Family, Model, Routing};
 use crate::config::{ChannelConfig, LocalOptions, ProviderKind, ServerConfig, Tier};
 use crate::providers::Provider;
-use crate::providers::apixo::ApixoProvider;
+use crate::providers::apixo::{self, ApixoProvider};
 use crate::providers::ark::{self, ArkProvider};
 use crate::providers::local::LocalProvider;
 use crate::providers::openai::{self, OpenAiProvider};
@@ -47,9 +48,13 @@ impl Channel {
         tier_ok && self.models.iter().any(|(public, _)| public == model)
     }
 
-    /// The upstream's id for a public model id.
-    pub fn upstream_model(&self, model: &str) -> Option<&str> {
-        self.models.iter().find(|(public, _)| public == model).map(|(_, upstream)| upstream.as_str())
+    /// The upstream's id for a model: the channel's mapping, else the model's own
+    /// `upstream_model`, else its id.
+    pub fn upstream_model<'a>(&'a self, model: &'a Model) -> &'a str {
+        match self.models.iter().find(|(public, _)| *public == model.id) {
+            Some((_, upstream)) => upstream,
+            None => model.upstream_model.as_deref().unwrap_or(&model.id),
+        }
     }
 
     /// Takes one of the channel's slots if its breaker and concurrency limit allow.
@@ -276,8 +281,21 @@ pub struct Router {
     pub channels: Vec<Arc<Channel>>,
 }
 
-fn all_models(catalog: &Catalog) -> Vec<(String, String)> {
-    catalog.models().iter().map(|m| (m.id.to_owned(), m.id.to_owned())).collect()
+/// What a channel with no `models` table serves: every model of the families its provider
+/// knows, under each model's upstream id.
+fn all_models(catalog: &Catalog, families: &[Family]) -> Vec<(String, String)> {
+    let served = catalog.models().iter().filter(|m| families.contains(&m.family));
+    served.map(|m| (m.id.clone(), m.upstream_model.clone().unwrap_or_else(|| m.id.clone()))).collect()
+}
+
+/// The families a kind of channel can serve.
+fn families_of(kind: ProviderKind) -> &'static [Family] {
+    match kind {
+        ProviderKind::Local => &Family::ALL,
+        ProviderKind::Apixo => apixo::FAMILIES,
+        ProviderKind::Ark => ark::FAMILIES,
+        ProviderKind::Openai => openai::FAMILIES,
+    }
 }
 
 /// Builds the provider a channel names.
@@ -305,7 +323,7 @@ impl Router {
             let local = Channel {
                 id: "local".into(),
                 tier: None,
-                models: all_models(catalog),
+                models: all_models(catalog, &Family::ALL),
                 priority: 0,
                 weight: 1,
                 max_concurrency: None,
@@ -317,13 +335,18 @@ impl Router {
         let mut built = Vec::with_capacity(channels.len());
         for c in channels {
             let models = if c.models.is_empty() {
-                all_models(catalog)
+                all_models(catalog, families_of(c.provider))
             } else {
-                c.models.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+                // Keyed by the model's id, whichever of its names the table used.
+                let mut mapped = Vec::with_capacity(c.models.len());
+                for (public, upstream) in &c.models {
+                    let model = catalog
+                        .get(public)
+                        .with_context(|| format!("channel {:?} maps unknown model {public:?}", c.id))?;
+                    mapped.push((model.id.clone(), upstream.clone()));
+                }
+                mapped
             };
-            for (public, _) in &models {
-                anyhow::ensure!(catalog.get(public).is_some(), "channel {:?} maps unknown model {public:?}", c.id);
-            }
             built.push(Arc::new(Channel {
                 id: c.id.clone(),
                 tier: Some(c.tier),

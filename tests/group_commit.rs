@@ -17,14 +17,17 @@ use serde_json::json;
 fn seedream_task(app: &TestApp, account: &AccountId) -> NewTask {
     let model = app.state.catalog.get("seedream-5-0").unwrap();
     let input = json!({"mode": "text-to-image", "prompt": "a group", "max_images": 1});
+    let spec = model.parse_apixo_input(&input).unwrap();
+    let (tariff, price) = model.tariff_for(&spec).unwrap();
     NewTask {
         account_id: account.clone(),
         dialect: Dialect::Apixo,
-        spec: model.parse_apixo_input(&input).unwrap(),
+        spec,
         param: "{}".into(),
         routing: easel::catalog::Routing::Auto,
         callback_url: None,
-        price: model.price,
+        price,
+        tariff,
     }
 }
 
@@ -74,7 +77,7 @@ async fn a_finish_that_fails_fails_alone() {
     // Both writes reach the queue before the writer runs (this test's runtime has one thread),
     // so on SQLite they share a group.
     let second = seedream_task(&app, &account.id);
-    let outcome = Outcome::Success { result_keys: vec!["results/x/0.png".into()] };
+    let outcome = Outcome::Success { result_keys: vec!["results/x/0.png".into()], images: vec![] };
     let (finished, created) = tokio::join!(store.finish(&task, &token, &outcome), store.create(&second, &NO_LIMITS),);
     assert!(matches!(finished, Err(StoreError::Db(_))), "{finished:?}");
     let created = created.expect("the other write of the group commits");

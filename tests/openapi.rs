@@ -14,7 +14,7 @@ const ADMIN_TOKEN: &str = "test-admin-token";
 
 /// Every route `api::router` registers for clients, as the document names them. The docs routes
 /// themselves (`/openapi.json`, `/docs`, `/docs/assets/{name}`) are left out of the document.
-const PUBLIC_ROUTES: [(&str, &str); 16] = [
+const PUBLIC_ROUTES: [(&str, &str); 18] = [
     ("post", "/api/v1/generateTask/{model}"),
     ("get", "/api/v1/statusTask/{model}"),
     ("get", "/api/v1/account"),
@@ -29,6 +29,8 @@ const PUBLIC_ROUTES: [(&str, &str); 16] = [
     ("post", "/v1/images/generations"),
     ("post", "/v1/images/edits"),
     ("get", "/v1/models"),
+    ("get", "/v1/models/{model}"),
+    ("get", "/api/v1/models"),
     ("get", "/healthz"),
     ("get", "/readyz"),
 ];
@@ -96,7 +98,7 @@ async fn the_document_is_openapi_3_1_and_lists_every_route() {
         let security = op.get("security").map(|s| s.to_string()).unwrap_or_default();
         if path.starts_with("/admin/") || path == "/metrics" {
             assert!(security.contains("adminToken"), "{path} takes the admin token");
-        } else if path.starts_with("/files/") || ["/healthz", "/readyz"].contains(&path.as_str()) {
+        } else if path.starts_with("/files/") || ["/healthz", "/readyz", "/api/v1/models"].contains(&path.as_str()) {
             assert_eq!(op["security"], serde_json::json!([{}]), "{path} needs no key");
         } else {
             assert!(op.get("security").is_none(), "{path} takes the document's default, the API key");

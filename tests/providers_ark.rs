@@ -198,21 +198,28 @@ async fn image_to_image_sends_the_references_as_data_uris() {
 
 #[tokio::test]
 async fn a_4x_model_answering_jpeg_is_stored_as_the_png_asked_for() {
+    // The catalog says Seedream 4.5 renders JPEG only and has no web search: Ark is told
+    // neither `output_format` nor `tools`, and the worker converts.
+    const MODEL_45: &str = "seedream-4-5";
     let fake = Fake::start(Wire::Ark, |seen, i, host| Reply::ok(ark_images(seen, i, host, 1, ImageFormat::Jpeg))).await;
     let base = fake.base_url.clone();
-    let app = spawn_app_with(|c| {
-        c.channels = vec![channel("ark-45", ProviderKind::Ark, &base, &[(MODEL, "seedream-4-5-251128")])]
-    })
-    .await;
+    let app = spawn_app_with(|c| c.channels = vec![channel("ark-45", ProviderKind::Ark, &base, &[])]).await;
     let mut body = t2i(1, "disabled", "png");
+    body["input"]["size"] = json!("2560x1440");
     body["input"]["web_search"] = json!(true);
-    let task = app.submit_ok(MODEL, &body).await;
-    let data = app.wait_done(MODEL, &task).await;
-    expect_results(&app, &data, 1, ImageFormat::Png, (1024, 1024)).await;
+    let (status, refused) = app.submit(MODEL_45, &body).await;
+    assert_eq!(
+        (status, refused["message"].as_str().unwrap()),
+        (400, "input.web_search is not supported by seedream-4-5")
+    );
+    body["input"]["web_search"] = json!(false);
+    let task = app.submit_ok(MODEL_45, &body).await;
+    let data = app.wait_done(MODEL_45, &task).await;
+    expect_results(&app, &data, 1, ImageFormat::Png, (2560, 1440)).await;
     let seen = fake.seen_ok();
     assert_eq!(seen.len(), 1);
     let req = seen[0].json.as_ref().unwrap();
-    assert_eq!(req["model"], "seedream-4-5-251128");
+    assert_eq!(req["model"], "seedream-4-5-251128", "the catalog's upstream id, the channel mapping none");
     assert!(req.get("output_format").is_none(), "4.x takes no output_format");
     assert!(req.get("tools").is_none(), "4.x takes no tools");
 }

@@ -19,7 +19,7 @@ pub struct Limits {
 pub async fn effective(db: &Db, account: &AccountId, model: &Model) -> Result<Limits, sqlx::Error> {
     let row = sqlx::query("SELECT rpm, max_concurrent FROM account_limits WHERE account_id = $1 AND model = $2")
         .bind(account.as_str())
-        .bind(model.id)
+        .bind(&model.id)
         .fetch_optional(&db.read)
         .await?;
     let (rpm, concurrent) = match row {

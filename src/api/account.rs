@@ -27,7 +27,7 @@ pub struct AccountView {
     pub held: f64,
     /// The limits in force, by model.
     #[schema(value_type = BTreeMap<String, LimitsView>)]
-    pub limits: BTreeMap<&'static str, LimitsView>,
+    pub limits: BTreeMap<String, LimitsView>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -48,7 +48,7 @@ impl From<Limits> for LimitsView {
 pub async fn account_view(state: &AppState, account: &Account) -> Result<AccountView, ApiError> {
     let mut limits = BTreeMap::new();
     for model in state.catalog.models() {
-        limits.insert(model.id, limits::effective(&state.db, &account.id, model).await?.into());
+        limits.insert(model.id.clone(), limits::effective(&state.db, &account.id, model).await?.into());
     }
     Ok(AccountView {
         account_id: account.id.to_string(),

@@ -335,10 +335,12 @@ pub(super) async fn set_limits(
 ) -> Result<Json<Envelope<AccountView>>, ApiError> {
     let account = find(&state, &id).await?;
     let f = Fields::of("", &body)?;
-    let model = f.required_str("model")?;
-    if state.catalog.get(model).is_none() {
-        return Err(ApiError::BadRequest(format!("model must be a catalog model, not {model:?}")));
-    }
+    let name = f.required_str("model")?;
+    let model = state
+        .catalog
+        .get(name)
+        .map(|m| m.id.as_str())
+        .ok_or_else(|| ApiError::BadRequest(format!("model must be a catalog model, not {name:?}")))?;
     let rpm = f.int_in("rpm", 0, 1_000_000)?.map(|n| n as u32);
     let concurrency = f.int_in("concurrency", 0, 1_000_000)?.map(|n| n as u32);
     limits::set(&state.db, &account.id, model, rpm, concurrency).await?;
@@ -442,7 +444,7 @@ pub(super) async fn list_tasks(
             status: task_status(&state, t),
             requested_images: t.requested_images,
             delivered_images: t.delivered_images,
-            charged: t.delivered_images.map(|n| t.price.times(n).to_usd()),
+            charged: t.charged.or(t.delivered_images.map(|n| t.price.times(n))).map(|c| c.to_usd()),
         })
         .collect();
     Ok(success(TaskPage { tasks, next_before }))

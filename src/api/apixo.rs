@@ -2,24 +2,24 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
+use super::AppState;
+use super::create::Creation;
 use super::error::{ApiError, render_error};
 use super::extract::{Caller, JsonBody, Query};
 use super::openapi::examples;
 use super::openapi::schemas::{
     ApixoAuthErrors, ApixoError, ApixoModel, CatalogModel, CreateHeaders, GenerateTaskRequest, TaskSubmitted,
 };
-use super::{AppState, Submitted, prefer};
 use crate::catalog::fields::{Checked, Fields, http_url, invalid};
-use crate::catalog::{Model, Routing, TaskSpec, ValidationError};
+use crate::catalog::{Model, Routing, ValidationError};
 use crate::ids::TaskId;
-use crate::tasks::idempotency::Idempotency;
-use crate::tasks::{Dialect, NewTask, Task, TaskState};
+use crate::tasks::{Dialect, Task, TaskState};
 
 /// The envelope of seeds 000-002: `code` is 200 and `message` is `success`.
 #[derive(Serialize, ToSchema)]
@@ -49,13 +49,7 @@ pub struct TaskCreated {
 }
 
 /// The top level of a task request, around the model's `input`.
-struct TaskRequest {
-    spec: TaskSpec,
-    routing: Routing,
-    callback_url: Option<String>,
-}
-
-fn parse_request(model: &Model, body: &Value) -> Checked<TaskRequest> {
+fn parse_request<'c>(model: &'c Model, body: &Value) -> Checked<Creation<'c>> {
     let f = Fields::of("", body)?;
     let request_type = f.choice("request_type", &["async", "callback"], Some("async"))?;
     let callback_url = f.str("callback_url")?.map(|raw| http_url("callback_url", raw)).transpose()?;
@@ -66,29 +60,12 @@ fn parse_request(model: &Model, body: &Value) -> Checked<TaskRequest> {
         .expect("choices are valid routings");
     let input = f.object("input")?.ok_or_else(|| ValidationError("input is required".into()))?;
     let spec = model.parse_apixo_input(input)?;
-    Ok(TaskRequest { spec, routing, callback_url: callback_url.map(String::from) })
+    Ok(Creation { dialect: Dialect::Apixo, model, spec, routing, callback_url: callback_url.map(String::from) })
 }
 
+/// The model a path names, by id or alias.
 fn known_model<'a>(state: &'a AppState, model: &str) -> Result<&'a Model, ApiError> {
     state.catalog.get(model).ok_or_else(|| ApiError::NotFound(format!("model {model} not found")))
-}
-
-/// Reads an `Idempotency-Key` header, fingerprinting the request it guards.
-pub fn idempotency_key(headers: &HeaderMap, route: &str, body: &Value) -> Result<Option<Idempotency>, ApiError> {
-    let Some(raw) = headers.get("idempotency-key") else {
-        return Ok(None);
-    };
-    let key = raw.to_str().map_err(|_| ApiError::BadRequest("Idempotency-Key must be visible ASCII".into()))?;
-    Idempotency::new(key, route, body).map(Some).map_err(ApiError::BadRequest)
-}
-
-/// Marks a replayed answer, as idempotent APIs conventionally do.
-pub fn replayed<R: IntoResponse>(submitted: &Submitted, response: R) -> Response {
-    let mut response = response.into_response();
-    if matches!(submitted, Submitted::Replayed(_)) {
-        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
-    }
-    response
 }
 
 /// Create a generation task.
@@ -150,27 +127,11 @@ pub async fn generate(
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let model = known_model(&state, &model)?;
-    let request = parse_request(model, &body)?;
-    if let Some(url) = &request.callback_url {
-        state.check_callback_url(url)?;
-    }
-    let idem = idempotency_key(&headers, &format!("apixo/{}", model.id), &body)?;
-    let new = NewTask {
-        account_id: caller.0.account_id.clone(),
-        dialect: Dialect::Apixo,
-        spec: request.spec,
-        param: body.to_string(),
-        routing: request.routing,
-        callback_url: request.callback_url,
-        price: model.price,
-    };
-    let submitted = state.submit(&new, model, idem.as_ref()).await?;
-    let (Submitted::Created(id) | Submitted::Replayed(id)) = &submitted;
-    if let Some(wait) = prefer::wait(&headers) {
-        let task = state.wait_for_end(id, &caller.0.account_id, wait).await?;
-        return Ok(prefer::applied(replayed(&submitted, success(task_status(&state, &task))), wait));
-    }
-    Ok(replayed(&submitted, success(TaskCreated { task_id: id.to_string() })))
+    let creation = parse_request(model, &body)?;
+    let route = format!("apixo/{}", model.id);
+    let accepted = state.accept(&caller, &headers, &route, &body, creation).await?;
+    Ok(accepted
+        .render(|id| success(TaskCreated { task_id: id.to_string() }), |task| success(task_status(&state, task))))
 }
 
 #[derive(Deserialize)]
@@ -247,13 +208,13 @@ pub async fn status(
     Path(model): Path<String>,
     Query(query): Query<StatusQuery>,
 ) -> Result<Json<Envelope<TaskStatus>>, ApiError> {
-    known_model(&state, &model)?;
+    let model = known_model(&state, &model)?;
     state.admit_poll(&caller.0).await?;
     let raw =
         query.task_id.filter(|t| !t.is_empty()).ok_or_else(|| ApiError::BadRequest("taskId is required".into()))?;
     let not_found = || ApiError::NotFound(format!("task {raw} not found"));
     let id = TaskId::parse(&raw).ok_or_else(not_found)?;
-    let task = state.tasks.get_for_account(&id, &caller.0.account_id).await?.filter(|t| t.model == model);
+    let task = state.tasks.get_for_account(&id, &caller.0.account_id).await?.filter(|t| t.model == model.id);
     let task = task.ok_or_else(not_found)?;
     Ok(success(task_status(&state, &task)))
 }

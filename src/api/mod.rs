@@ -4,11 +4,13 @@ pub mod account;
 pub mod admin;
 pub mod apixo;
 pub mod callbacks;
+pub mod create;
 pub mod docs;
 pub mod error;
 pub mod extract;
 pub mod files;
 pub mod health;
+pub mod models;
 pub mod openai;
 pub mod openapi;
 pub mod prefer;
@@ -48,7 +50,7 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 pub struct Services {
     pub config: Config,
     pub db: Db,
-    pub catalog: Catalog,
+    pub catalog: Arc<Catalog>,
     pub accounts: Accounts,
     pub tasks: TaskStore,
     pub storage: Storage,
@@ -256,7 +258,7 @@ pub fn router(state: AppState) -> Router {
     // Without an admin token the admin routes do not exist (404), nor does the document list them.
     let admin_routes = state.config.admin_token.as_deref().is_some_and(|t| !t.is_empty());
     if state.config.role.serves_api() {
-        app = app.merge(client_routes()).merge(docs::router(&openapi::document(admin_routes)));
+        app = app.merge(client_routes()).merge(docs::router(&openapi::document(admin_routes, &state.catalog)));
     }
     if admin_routes {
         app = app.nest("/admin/v1", admin::router()).route("/metrics", get(admin::metrics));
@@ -280,10 +282,12 @@ fn client_routes() -> Router<AppState> {
         .route("/v1/images/generations", post(openai::generations))
         .route("/v1/images/edits", post(openai::edits).layer(DefaultBodyLimit::max(openai::MAX_EDIT_BYTES)))
         .route("/v1/models", get(openai::models))
+        .route("/v1/models/{model}", get(openai::model))
         .layer(axum::middleware::map_response(openai::envelope));
     Router::new()
         .route("/api/v1/generateTask/{model}", post(apixo::generate))
         .route("/api/v1/statusTask/{model}", get(apixo::status))
+        .route("/api/v1/models", get(models::list))
         .route("/api/v1/account", get(account::show))
         .route("/api/v1/account/ledger", get(account::ledger))
         .route("/api/v1/apikeys/current-balance", get(account::current_balance))

@@ -16,20 +16,20 @@ use sha2::{Digest, Sha256};
 use utoipa::{IntoResponses, ToSchema};
 
 use super::AppState;
+use super::create::Creation;
 use super::error::{ApiError, render_error};
 use super::extract::{Caller, JsonBody};
 use super::openapi::examples;
 use super::openapi::schemas::{ImageEditForm, ImageGenerationRequest, OpenAiCreateHeaders};
 use super::sdk_retry::{self, Origin};
 use crate::catalog::fields::{Checked, Fields, invalid, prompt};
-use crate::catalog::size::{Resolution, parse_explicit, seedream_preset};
-use crate::catalog::{Model, ModelKind, OutputFormat, Routing, Size, TaskSpec, ValidationError, gpt_image};
+use crate::catalog::{Api, Capability, Model, OutputFormat, Quality, Routing, TaskSpec, ValidationError};
 use crate::db::now_ms;
 use crate::ids::{TaskId, random_hex};
 use crate::listener::body::timed_out;
 use crate::storage::UPLOAD_SCHEME;
 use crate::tasks::idempotency::Idempotency;
-use crate::tasks::{Dialect, FailCode, NewTask, Task, TaskState};
+use crate::tasks::{Dialect, FailCode, Task, TaskState};
 
 /// Largest multipart body of an edit: up to 16 images of 10 MiB would be more than any client
 /// sends; 64 MB bounds memory.
@@ -151,14 +151,17 @@ pub struct ModelList {
     data: Vec<ModelEntry>,
 }
 
+/// A model in OpenAI's shape.
 #[derive(Serialize, ToSchema)]
+#[schema(as = OpenAiModel)]
 pub struct ModelEntry {
-    #[schema(value_type = String, example = "gpt-image-1")]
-    id: &'static str,
+    #[schema(example = "gpt-image-1")]
+    id: String,
     #[schema(value_type = String, example = "model")]
     object: &'static str,
     created: i64,
-    #[schema(value_type = String, example = "easel")]
+    /// The maker of the model's family.
+    #[schema(value_type = String, example = "openai")]
     owned_by: &'static str,
 }
 
@@ -218,29 +221,8 @@ struct ImageRequest<'c> {
     b64: bool,
 }
 
-fn size_for(model: &Model, raw: Option<&str>) -> Checked<Size> {
-    match model.kind {
-        ModelKind::GptImage1 => {
-            let pick = match raw.unwrap_or("auto") {
-                "auto" => "1024x1024",
-                other => other,
-            };
-            gpt_image::SIZES
-                .iter()
-                .map(|(_, s)| *s)
-                .find(|s| s.to_string() == pick)
-                .ok_or_else(|| ValidationError("size must be one of 1024x1024, 1536x1024, 1024x1536, auto".into()))
-        }
-        _ => match raw {
-            None | Some("auto") => Ok(Size::new(2048, 2048)),
-            Some("4K") => Ok(Size::new(4096, 4096)),
-            Some(tier) => match Resolution::parse(tier) {
-                Some(resolution) => Ok(seedream_preset(resolution, "1:1").expect("1:1 is in the table")),
-                None => parse_explicit("size", tier),
-            },
-        },
-    }
-}
+/// OpenAI's most images per request.
+const MAX_N: u32 = 10;
 
 /// The fields generations and edits share, from a JSON object (edits' form fields are turned
 /// into one first).
@@ -251,39 +233,59 @@ fn parse_request<'c>(
     mask: Option<String>,
 ) -> Checked<ImageRequest<'c>> {
     let f = Fields::of("", body)?;
-    let id = f.str("model")?.unwrap_or("gpt-image-1");
-    let model = state
-        .catalog
-        .get(id)
-        .ok_or_else(|| ValidationError(format!("The model `{id}` does not exist; GET /v1/models lists them")))?;
-    let gpt = model.kind == ModelKind::GptImage1;
-    let prompt = prompt(&f, if gpt { 32_000 } else { 5000 })?;
-    let images = f.int_in("n", 1, 10)?.unwrap_or(1) as u32;
-    let size = size_for(model, f.str("size")?)?;
-    f.choice("quality", &["auto", "low", "medium", "high", "standard", "hd"], Some("auto"))?;
-    let output_format = match f.str("output_format")? {
-        None if gpt => OutputFormat::Png,
-        None => OutputFormat::Jpeg,
-        Some("png") => OutputFormat::Png,
-        Some("jpeg" | "jpg") => OutputFormat::Jpeg,
-        Some(_) => return invalid("output_format must be png or jpeg"),
+    let model = match f.str("model")? {
+        Some(id) => state.catalog.offered(id, Api::Openai),
+        None => state.catalog.openai_default(),
     };
+    let model = model.ok_or_else(|| {
+        let id = f.str("model").ok().flatten().unwrap_or_default();
+        ValidationError(format!("The model `{id}` does not exist; GET /v1/models lists them"))
+    })?;
+    let prompt = prompt(&f, model.limits.max_prompt_chars)?;
+    let images = f.int_in("n", 1, i64::from(MAX_N.min(model.limits.max_images)))?.unwrap_or(1) as u32;
+    let size = model.family.openai_size(model, f.str("size")?)?;
+    // OpenAI's older names for quality levels (DALL·E's) are taken as the nearest level.
+    let quality = match f.choice("quality", &["auto", "low", "medium", "high", "standard", "hd"], Some("auto"))? {
+        "standard" => Quality::Medium,
+        "hd" => Quality::High,
+        other => Quality::parse(other).expect("listed qualities parse"),
+    };
+    // A model without quality levels renders at its one quality, whatever is asked.
+    let quality = Some(quality).filter(|q| *q != Quality::Auto && model.qualities.contains(q));
+    let output_format = match f.str("output_format")? {
+        Some("jpg") => OutputFormat::Jpeg,
+        Some(name) => OutputFormat::parse(name).filter(|f| model.formats.contains(f)).ok_or_else(|| {
+            let names: Vec<&str> = model.formats.iter().map(|f| f.extension()).collect();
+            ValidationError(format!("output_format must be one of {}", names.join(", ")))
+        })?,
+        None => model.default_format,
+    };
+    let transparent_background = match f.choice("background", &["auto", "opaque", "transparent"], Some("auto"))? {
+        "transparent" if !model.can(Capability::TransparentBackground) => {
+            return invalid(format!("background transparent is not supported by {}", model.id));
+        }
+        "transparent" if output_format == OutputFormat::Jpeg => {
+            return invalid("background transparent needs output_format png");
+        }
+        chosen => chosen == "transparent",
+    };
+    if references.len() > model.limits.max_references {
+        return invalid(format!("at most {} images may be sent to {}", model.limits.max_references, model.id));
+    }
+    if mask.is_some() && !model.can(Capability::Mask) {
+        return invalid(format!("mask is not supported by {}", model.id));
+    }
     let b64 = match f.str("response_format")? {
-        None => gpt,
+        None => model.family.answers_in_base64(),
         Some("b64_json") => true,
         Some("url") => false,
         Some(_) => return invalid("response_format must be url or b64_json"),
     };
     let spec = TaskSpec {
-        model: model.id.to_owned(),
-        prompt,
-        images,
-        size,
-        output_format,
-        references,
-        sequential: false,
-        web_search: false,
         mask,
+        quality,
+        transparent_background,
+        ..TaskSpec::new(model, prompt, images, size, output_format, references)
     };
     Ok(ImageRequest { model, spec, b64 })
 }
@@ -296,16 +298,11 @@ async fn create(
     param: String,
     key: Option<&Idempotency>,
 ) -> Result<TaskId, ApiError> {
-    let new = NewTask {
-        account_id: caller.0.account_id.clone(),
-        dialect: Dialect::OpenAi,
-        spec: request.spec,
-        param,
-        routing: Routing::Auto,
-        callback_url: None,
-        price: request.model.price,
-    };
-    state.create_claimed(&new, request.model, key).await
+    let model = request.model;
+    let creation =
+        Creation { dialect: Dialect::OpenAi, model, spec: request.spec, routing: Routing::Auto, callback_url: None };
+    let new = state.new_task(caller, creation, param)?;
+    state.create_claimed(&new, model, key).await
 }
 
 /// Waits for the task to end and answers with its images, or OpenAI's error for its failure.
@@ -348,10 +345,10 @@ async fn images(state: &AppState, caller: &Caller, id: &TaskId, b64: bool) -> Re
     let body = ImagesResponse {
         created: task.completed_at.unwrap_or_else(now_ms) / 1000,
         data,
-        background: "opaque",
+        background: if task.spec.transparent_background { "transparent" } else { "opaque" },
         output_format: task.spec.output_format.extension(),
         size: task.spec.size.to_string(),
-        quality: "auto",
+        quality: task.spec.quality.unwrap_or(Quality::Auto).as_str(),
         usage: Usage::default(),
     };
     Ok(axum::response::IntoResponse::into_response(Json(body)))
@@ -592,6 +589,10 @@ pub async fn edits(
     answer(&state, &caller, &id, b64, false).await
 }
 
+fn model_entry(model: &Model) -> ModelEntry {
+    ModelEntry { id: model.id.clone(), object: "model", created: 0, owned_by: model.family.vendor() }
+}
+
 /// List the models.
 #[utoipa::path(
     get,
@@ -599,17 +600,37 @@ pub async fn edits(
     operation_id = "listModels",
     tag = "OpenAI-compatible",
     responses(
-        (status = 200, description = "Every model of the catalog", body = ModelList),
+        (status = 200, description = "The models offered on this API", body = ModelList),
         (status = 500, description = "Internal error", body = ErrorBody),
         OpenAiAuthErrors,
     ),
 )]
 pub async fn models(State(state): State<AppState>, _: Caller) -> Json<ModelList> {
-    let data = state
-        .catalog
-        .models()
-        .iter()
-        .map(|m| ModelEntry { id: m.id, object: "model", created: 0, owned_by: "easel" })
-        .collect();
+    let data = state.catalog.in_api(Api::Openai).map(model_entry).collect();
     Json(ModelList { object: "list", data })
+}
+
+/// Retrieve a model (OpenAI's `models.retrieve`), by its id or an alias.
+#[utoipa::path(
+    get,
+    path = "/v1/models/{model}",
+    operation_id = "retrieveModel",
+    tag = "OpenAI-compatible",
+    params(("model" = String, Path, description = "A model's id or alias", example = "gpt-image-1")),
+    responses(
+        (status = 200, description = "The model", body = ModelEntry),
+        (status = 404, description = "No such model on this API", body = ErrorBody),
+        OpenAiAuthErrors,
+    ),
+)]
+pub async fn model(
+    State(state): State<AppState>,
+    _: Caller,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Json<ModelEntry>, ApiError> {
+    let model = state
+        .catalog
+        .offered(&id, Api::Openai)
+        .ok_or_else(|| ApiError::NotFound(format!("The model `{id}` does not exist; GET /v1/models lists them")))?;
+    Ok(Json(model_entry(model)))
 }

@@ -17,7 +17,7 @@ use axum::http::HeaderMap;
 use serde_json::Value;
 
 use super::AppState;
-use super::apixo::idempotency_key;
+use super::create::idempotency_key;
 use super::error::ApiError;
 use crate::accounts::ApiKey;
 use crate::db::now_ms;

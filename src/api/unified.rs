@@ -8,16 +8,16 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::apixo::{idempotency_key, replayed};
+use super::AppState;
+use super::create::Creation;
 use super::error::{ApiError, render_error};
 use super::extract::{Caller, JsonBody, Query};
 use super::openapi::examples;
 use super::openapi::schemas::{CreateHeaders, UnifiedAuthErrors, UnifiedError, UnifiedRequest, UnifiedSubmitted};
-use super::{AppState, Submitted, prefer};
 use crate::catalog::{Routing, unified};
 use crate::ids::TaskId;
 use crate::money::Micros;
-use crate::tasks::{Dialect, NewTask, Task, TaskState};
+use crate::tasks::{Dialect, Task, TaskState};
 use crate::webhooks::CallbackData;
 
 /// The envelope of seed 003: `code` is 200 and `msg` is `success`.
@@ -183,26 +183,18 @@ pub async fn create(
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let request = unified::parse(&state.catalog, &body)?;
-    if let Some(url) = &request.callback_url {
-        state.check_callback_url(url)?;
-    }
-    let idem = idempotency_key(&headers, "unified/images/generations", &body)?;
-    let new = NewTask {
-        account_id: caller.0.account_id.clone(),
+    let creation = Creation {
         dialect: Dialect::Unified,
+        model: request.model,
         spec: request.spec,
-        param: body.to_string(),
         routing: Routing::Auto,
         callback_url: request.callback_url,
-        price: request.model.price,
     };
-    let submitted = state.submit(&new, request.model, idem.as_ref()).await?;
-    let (Submitted::Created(id) | Submitted::Replayed(id)) = &submitted;
-    if let Some(wait) = prefer::wait(&headers) {
-        let task = state.wait_for_end(id, &caller.0.account_id, wait).await?;
-        return Ok(prefer::applied(replayed(&submitted, success(status(&state, &task))), wait));
-    }
-    Ok(replayed(&submitted, success(Created { task_id: id.to_string(), state: UnifiedState::Pending })))
+    let accepted = state.accept(&caller, &headers, "unified/images/generations", &body, creation).await?;
+    Ok(accepted.render(
+        |id| success(Created { task_id: id.to_string(), state: UnifiedState::Pending }),
+        |task| success(status(&state, task)),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -245,14 +237,17 @@ pub async fn query(
     Ok(success(status(&state, &task)))
 }
 
-/// Seed 003's `"<provider>/<model_name>"`.
-pub fn vendor_model(model: &str) -> String {
-    let vendor = if model.starts_with("gpt-") { "openai" } else { "bytedance" };
-    format!("{vendor}/{model}")
+/// Seed 003's `"<provider>/<model_name>"`: the maker of the task's model's family.
+pub fn vendor_model(state: &AppState, task: &Task) -> String {
+    let vendor = task.tariff.as_ref().map(|t| t.family).or_else(|| state.catalog.get(&task.model).map(|m| m.family));
+    match vendor {
+        Some(family) => format!("{}/{}", family.vendor(), task.model),
+        None => task.model.clone(),
+    }
 }
 
 /// The callback body of seed 003, every key present.
 pub fn callback_payload(state: &AppState, task: &Task) -> Vec<u8> {
-    let data = CallbackData::new(state, task, vendor_model(&task.model), unified_state(task.state));
+    let data = CallbackData::new(state, task, vendor_model(state, task), unified_state(task.state));
     serde_json::to_vec(&Envelope { code: 200, msg: "success".into(), data }).expect("callbacks serialize")
 }

@@ -58,12 +58,7 @@ impl<'a> Fields<'a> {
     }
 
     /// One of a fixed set of strings, matched exactly; `default` when absent.
-    pub fn choice(
-        &self,
-        field: &str,
-        allowed: &[&'static str],
-        default: Option<&'static str>,
-    ) -> Checked<&'static str> {
+    pub fn choice<'s>(&self, field: &str, allowed: &[&'s str], default: Option<&'s str>) -> Checked<&'s str> {
         match self.str(field)? {
             Some(given) => match allowed.iter().find(|a| **a == given) {
                 Some(a) => Ok(a),

@@ -1,20 +1,30 @@
-//! The models Easel sells: their input schemas, sizes, prices and default limits, and the
-//! canonical [`TaskSpec`] every dialect parses into.
+//! The models Easel sells, as data: the built-in catalog file (`builtin.toml`) with the
+//! operator's `[models."<id>"]` tables over it, resolved at start-up into [`Model`]s. What a
+//! model of a kind can be asked and how lives in its [`Family`]; this module holds the catalog,
+//! the model's data and the canonical [`TaskSpec`] every dialect parses into.
 
+pub mod entry;
+pub mod family;
 pub mod fields;
-pub mod gpt_image;
-pub mod seedream;
+pub mod price;
 pub mod size;
 pub mod unified;
 
 use std::collections::BTreeMap;
 
+use anyhow::Context;
+use figment::providers::{Format, Toml};
 use serde::{Deserialize, Serialize};
 
-use crate::config::ModelOverride;
-use crate::money::Micros;
+pub use entry::ModelEntry;
+pub use family::Family;
 pub use fields::ValidationError;
+use fields::{Checked, Fields};
+use price::{ImageFacts, Tariff};
 pub use size::Size;
+use size::SizeBounds;
+
+use crate::money::Micros;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -24,6 +34,12 @@ pub enum OutputFormat {
 }
 
 impl OutputFormat {
+    pub const ALL: [OutputFormat; 2] = [OutputFormat::Jpeg, OutputFormat::Png];
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| f.extension() == s)
+    }
+
     pub fn extension(self) -> &'static str {
         match self {
             OutputFormat::Jpeg => "jpeg",
@@ -88,102 +104,392 @@ pub struct TaskSpec {
     /// Inpainting mask (a PNG URL) applying to the first reference, where the model has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mask: Option<String>,
+    /// The quality level asked for; none (or `auto`) lets the model choose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<Quality>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub transparent_background: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ModelKind {
-    /// APIXO's `seedream-5-0` (seeds 000 and 001).
-    Seedream50,
-    /// APIXO's and apimodels' `gpt-image-1` (seeds 002 and 003).
-    GptImage1,
-    /// apimodels' `doubao-seedream-5-0-260128`, Seedream 5.0 Lite (seed 003).
-    DoubaoSeedream50Lite,
-    /// apimodels' `doubao-seedream-4-5-251128` (seed 003).
-    DoubaoSeedream45,
+impl TaskSpec {
+    /// A task of `model` with every option at its default.
+    pub fn new(
+        model: &Model,
+        prompt: String,
+        images: u32,
+        size: Size,
+        output_format: OutputFormat,
+        references: Vec<String>,
+    ) -> Self {
+        TaskSpec {
+            model: model.id.clone(),
+            prompt,
+            images,
+            size,
+            output_format,
+            references,
+            sequential: false,
+            web_search: false,
+            mask: None,
+            quality: None,
+            transparent_background: false,
+        }
+    }
 }
 
+/// A quality level of models that have them (GPT image models).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Quality {
+    Auto,
+    Low,
+    Medium,
+    High,
+}
+
+impl Quality {
+    pub const LEVELS: [Quality; 3] = [Quality::Low, Quality::Medium, Quality::High];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Quality::Auto => "auto",
+            Quality::Low => "low",
+            Quality::Medium => "medium",
+            Quality::High => "high",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Quality::Auto, Quality::Low, Quality::Medium, Quality::High].into_iter().find(|q| q.as_str() == s)
+    }
+}
+
+/// What a model may be asked for besides prompt, size, count and references.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Capability {
+    /// An inpainting mask for the first reference.
+    Mask,
+    WebSearch,
+    /// One coherent series of images (Seedream's `sequential_image_generation`).
+    Sequential,
+    TransparentBackground,
+}
+
+impl Capability {
+    const ALL: [Capability; 4] =
+        [Capability::Mask, Capability::WebSearch, Capability::Sequential, Capability::TransparentBackground];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Capability::Mask => "mask",
+            Capability::WebSearch => "web_search",
+            Capability::Sequential => "sequential",
+            Capability::TransparentBackground => "transparent_background",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+/// The public APIs a model can be offered in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Api {
+    /// APIXO's `generateTask/{model}` (seeds 000-002).
+    Apixo,
+    /// The unified `POST /api/v1/images/generations` (seed 003).
+    Unified,
+    /// The OpenAI-compatible `/v1/images/*`.
+    Openai,
+}
+
+impl Api {
+    pub const ALL: [Api; 3] = [Api::Apixo, Api::Unified, Api::Openai];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Api::Apixo => "apixo",
+            Api::Unified => "unified",
+            Api::Openai => "openai",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+
+    /// Where a model is asked for in this API (`{model}` stands for its id).
+    pub fn route(self) -> &'static str {
+        match self {
+            Api::Apixo => "/api/v1/generateTask/{model}",
+            Api::Unified => "/api/v1/images/generations",
+            Api::Openai => "/v1/images/generations",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Limits {
+    pub max_prompt_chars: usize,
+    pub max_references: usize,
+    /// Images one task may ask for.
+    pub max_images: u32,
+}
+
+/// The sizes a model renders: tiers (a family's size table) at aspect ratios, listed sizes, and
+/// explicit sizes within bounds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sizes {
+    pub tiers: Vec<String>,
+    pub default_tier: Option<String>,
+    pub aspect_ratios: Vec<String>,
+    pub default_aspect_ratio: String,
+    pub fixed: Vec<Size>,
+    pub default_size: Option<Size>,
+    pub custom: Option<SizeBounds>,
+}
+
+impl Sizes {
+    pub fn tier_names(&self) -> Vec<&str> {
+        self.tiers.iter().map(String::as_str).collect()
+    }
+
+    pub fn ratio_names(&self) -> Vec<&str> {
+        self.aspect_ratios.iter().map(String::as_str).collect()
+    }
+}
+
+/// A model of the catalog, resolved and checked.
 #[derive(Debug, Clone)]
 pub struct Model {
-    pub id: &'static str,
-    pub kind: ModelKind,
-    pub price: Micros,
+    pub id: String,
+    pub family: Family,
+    pub name: String,
+    pub description: String,
+    pub aliases: Vec<String>,
+    pub apis: Vec<Api>,
+    /// The id channels send upstream when their `models` table does not map this model.
+    pub upstream_model: Option<String>,
+    pub limits: Limits,
+    pub sizes: Sizes,
+    pub formats: Vec<OutputFormat>,
+    pub default_format: OutputFormat,
+    /// The formats the upstream renders itself; Easel converts to the others.
+    pub native_formats: Vec<OutputFormat>,
+    pub capabilities: Vec<Capability>,
+    pub qualities: Vec<Quality>,
     /// Task creations per minute per account.
     pub rpm: u32,
     /// Pending plus processing tasks per account.
     pub max_concurrent: u32,
+    /// The flat price and price rows (with no references yet).
+    pub tariff: Tariff,
 }
 
 impl Model {
+    pub fn can(&self, capability: Capability) -> bool {
+        self.capabilities.contains(&capability)
+    }
+
+    pub fn offered_in(&self, api: Api) -> bool {
+        self.apis.contains(&api)
+    }
+
+    /// The flat price per image.
+    pub fn price(&self) -> Micros {
+        self.tariff.flat
+    }
+
     /// Parses the `input` object of an APIXO task request for this model.
-    pub fn parse_apixo_input(&self, input: &serde_json::Value) -> Result<TaskSpec, ValidationError> {
-        match self.kind {
-            ModelKind::Seedream50 => seedream::parse_input(self.id, input),
-            ModelKind::GptImage1 => gpt_image::parse_input(self.id, input),
-            ModelKind::DoubaoSeedream50Lite | ModelKind::DoubaoSeedream45 => Err(ValidationError(format!(
-                "model {} is offered through POST /api/v1/images/generations, not generateTask",
-                self.id
-            ))),
+    pub fn parse_apixo_input(&self, input: &serde_json::Value) -> Checked<TaskSpec> {
+        if !self.offered_in(Api::Apixo) {
+            return fields::invalid(format!(
+                "model {} is offered through {}, not generateTask",
+                self.id,
+                self.apis.iter().map(|a| a.route()).collect::<Vec<_>>().join(" and ")
+            ));
         }
+        self.family.parse_apixo_input(self, input)
+    }
+
+    /// An output-format field: one of the model's formats, its default when absent.
+    pub fn format_field(&self, f: &Fields<'_>, field: &str) -> Checked<OutputFormat> {
+        let names: Vec<&str> = self.formats.iter().map(|f| f.extension()).collect();
+        let chosen = f.choice(field, &names, Some(self.default_format.extension()))?;
+        Ok(OutputFormat::parse(chosen).expect("listed formats parse"))
+    }
+
+    /// How a task of `spec` is priced, and what it holds per image: the highest price among the
+    /// images it can produce (its size; its quality, or any of the model's when it leaves the
+    /// choice to the model).
+    pub fn tariff_for(&self, spec: &TaskSpec) -> anyhow::Result<(Tariff, Micros)> {
+        let tariff = Tariff { references: spec.references.len() as u32, ..self.tariff.clone() };
+        let qualities: Vec<Option<Quality>> = match spec.quality {
+            Some(q) if q != Quality::Auto => vec![Some(q)],
+            _ => self.qualities.iter().copied().map(Some).chain([None]).collect(),
+        };
+        let possible: Vec<ImageFacts> =
+            qualities.into_iter().map(|quality| ImageFacts { size: spec.size, quality }).collect();
+        let hold = tariff.highest(&possible).context("the price of this request overflows")?;
+        Ok((tariff, hold))
     }
 }
 
-/// The built-in models with the operator's overrides applied.
+/// The built-in catalog file, embedded in the binary.
+const BUILTIN: &str = include_str!("builtin.toml");
+
+/// The built-in models with the operator's tables applied.
 #[derive(Debug, Clone)]
 pub struct Catalog {
     models: Vec<Model>,
-}
-
-fn builtin() -> Vec<Model> {
-    vec![
-        // Seed 001: $0.032 per image; seed 000: 60 requests a minute, 10 concurrent tasks.
-        Model { id: "seedream-5-0", kind: ModelKind::Seedream50, price: Micros(32_000), rpm: 60, max_concurrent: 10 },
-        // Seed 002: 10000 requests a minute, 1000 concurrent tasks.
-        Model {
-            id: "gpt-image-1",
-            kind: ModelKind::GptImage1,
-            price: Micros(40_000),
-            rpm: 10_000,
-            max_concurrent: 1000,
-        },
-        // Seed 003's Seedream models, at the vendors' public list prices.
-        Model {
-            id: "doubao-seedream-5-0-260128",
-            kind: ModelKind::DoubaoSeedream50Lite,
-            price: Micros(35_000),
-            rpm: 60,
-            max_concurrent: 10,
-        },
-        Model {
-            id: "doubao-seedream-4-5-251128",
-            kind: ModelKind::DoubaoSeedream45,
-            price: Micros(40_000),
-            rpm: 60,
-            max_concurrent: 10,
-        },
-    ]
+    openai_default: Option<String>,
 }
 
 impl Catalog {
-    pub fn new(overrides: &BTreeMap<String, ModelOverride>) -> anyhow::Result<Self> {
-        let mut models = builtin();
-        for (id, o) in overrides {
-            let Some(model) = models.iter_mut().find(|m| m.id == id) else {
-                anyhow::bail!("[models.{id:?}] names no model in the catalog");
+    /// The built-in catalog with the operator's `[models."<id>"]` tables over it. Any mistake in
+    /// either stops start-up with a message naming the key.
+    pub fn new(tables: &BTreeMap<String, ModelEntry>) -> anyhow::Result<Self> {
+        let file: entry::CatalogFile =
+            figment::Figment::from(Toml::string(BUILTIN)).extract().context("the built-in catalog is invalid")?;
+        let mut entries = file.models;
+        for (id, table) in tables {
+            let stacked = match entries.remove(id) {
+                Some(builtin) => table.clone().over(builtin),
+                None => table.clone(),
             };
-            if let Some(usd) = o.price_usd {
-                model.price = Micros::from_usd(usd)?;
-            }
-            model.rpm = o.rpm.unwrap_or(model.rpm);
-            model.max_concurrent = o.max_concurrent.unwrap_or(model.max_concurrent);
+            entries.insert(id.clone(), stacked);
         }
-        Ok(Self { models })
+        let mut models = Vec::with_capacity(entries.len());
+        for (id, entry) in entries {
+            if entry.enabled == Some(false) {
+                continue;
+            }
+            let family = entry.family.clone().unwrap_or_default();
+            let defaults = file.families.get(&family).cloned().unwrap_or_default();
+            models.push(entry.over(defaults).resolve(&id)?);
+        }
+        entry::check_names(&models)?;
+        let openai_default = Some(file.openai_default_model).filter(|id| models.iter().any(|m| &m.id == id));
+        Ok(Self { models, openai_default })
     }
 
-    pub fn get(&self, id: &str) -> Option<&Model> {
-        self.models.iter().find(|m| m.id == id)
+    /// The built-in catalog alone.
+    pub fn builtin() -> Self {
+        Self::new(&BTreeMap::new()).expect("the built-in catalog is valid")
+    }
+
+    /// A model by its id or one of its aliases.
+    pub fn get(&self, name: &str) -> Option<&Model> {
+        self.models
+            .iter()
+            .find(|m| m.id == name)
+            .or_else(|| self.models.iter().find(|m| m.aliases.iter().any(|a| a == name)))
+    }
+
+    /// A model offered in `api`, by id or alias.
+    pub fn offered(&self, name: &str, api: Api) -> Option<&Model> {
+        self.get(name).filter(|m| m.offered_in(api))
     }
 
     pub fn models(&self) -> &[Model] {
         &self.models
+    }
+
+    /// The models offered in `api`, in id order.
+    pub fn in_api(&self, api: Api) -> impl Iterator<Item = &Model> {
+        self.models.iter().filter(move |m| m.offered_in(api))
+    }
+
+    /// The model `/v1/images/*` uses when a request names none.
+    pub fn openai_default(&self) -> Option<&Model> {
+        self.openai_default.as_deref().and_then(|id| self.offered(id, Api::Openai))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(toml: &str) -> BTreeMap<String, ModelEntry> {
+        #[derive(Deserialize)]
+        struct File {
+            models: BTreeMap<String, ModelEntry>,
+        }
+        let file: File = figment::Figment::from(Toml::string(toml)).extract().unwrap();
+        file.models
+    }
+
+    fn refused(toml: &str) -> String {
+        format!("{:#}", Catalog::new(&table(toml)).unwrap_err())
+    }
+
+    #[test]
+    fn the_builtin_catalog_keeps_the_seeds_prices() {
+        let c = Catalog::builtin();
+        assert_eq!(c.get("seedream-5-0").unwrap().price(), Micros(32_000));
+        assert_eq!(c.get("gpt-image-1").unwrap().price(), Micros(40_000));
+        assert_eq!(c.get("doubao-seedream-5-0-260128").unwrap().price(), Micros(35_000));
+        assert_eq!(c.get("doubao-seedream-4-5-251128").unwrap().price(), Micros(40_000));
+        assert_eq!(c.openai_default().unwrap().id, "gpt-image-1");
+    }
+
+    #[test]
+    fn a_table_adds_overrides_or_withdraws_models() {
+        let c = Catalog::new(&table(
+            r#"
+            [models."house-gpt"]
+            family = "gpt-image"
+            aliases = ["house-dalle"]
+            price_usd = 0.05
+            [models."seedream-5-0"]
+            price_usd = 0.02
+            [models."gpt-image-1-mini"]
+            enabled = false
+            "#,
+        ))
+        .unwrap();
+        let house = c.get("house-dalle").unwrap();
+        assert_eq!(
+            (house.id.as_str(), house.price(), house.limits.max_prompt_chars),
+            ("house-gpt", Micros(50_000), 32_000)
+        );
+        assert_eq!(c.get("seedream-5-0").unwrap().price(), Micros(20_000));
+        assert_eq!(c.get("seedream-5-0").unwrap().rpm, 60);
+        assert!(c.get("gpt-image-1-mini").is_none());
+    }
+
+    #[test]
+    fn mistakes_name_their_key() {
+        let cases = [
+            ("family = \"flux\"\nprice_usd = 1", "[models.\"x\"].family: unknown family \"flux\""),
+            ("family = \"gpt-image\"", "[models.\"x\"].price_usd is required"),
+            ("family = \"gpt-image\"\nprice_usd = -1", "[models.\"x\"].price_usd: -1 is not a finite"),
+            ("family = \"gpt-image\"\nprice_usd = inf", "[models.\"x\"].price_usd: inf is not a finite"),
+            ("family = \"gpt-image\"\nprice_usd = 1\nsizes = [\"9000x9000\"]", "[models.\"x\"].sizes"),
+            ("family = \"seedream\"\nprice_usd = 1\ncapabilities = [\"mask\"]", "the seedream family cannot do mask"),
+            ("family = \"gpt-image\"\nprice_usd = 1\naliases = [\"gpt-image-1\"]", "already names \"gpt-image-1\""),
+            ("family = \"gpt-image\"\nprice_usd = 1\n[[models.x.prices]]\ntier = \"9K\"\nusd = 1", "no tier \"9K\""),
+            (
+                "family = \"seedream\"\nprice_usd = 1\ncustom_size = { min = \"64x64\", max = \"9000x9000\", max_ratio = 16 }",
+                "custom_size",
+            ),
+        ];
+        for (table, expected) in cases {
+            let message = refused(&format!("[models.x]\n{table}"));
+            assert!(message.contains(expected), "{table}: {message}");
+        }
+    }
+
+    #[test]
+    fn a_hold_is_the_highest_reachable_price() {
+        let c = Catalog::builtin();
+        let model = c.get("gpt-image-1.5").unwrap();
+        let mut spec = TaskSpec::new(model, "p".into(), 1, Size::new(1536, 1024), OutputFormat::Png, vec![]);
+        assert_eq!(model.tariff_for(&spec).unwrap().1, Micros(200_000));
+        spec.quality = Some(Quality::Low);
+        assert_eq!(model.tariff_for(&spec).unwrap().1, Micros(13_000));
     }
 }

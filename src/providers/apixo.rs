@@ -16,13 +16,15 @@ use serde_json::{Value, json};
 
 use super::upstream::{Upstream, status_error, transport_error};
 use super::{GeneratedImage, Job, Provider, ProviderError};
-use crate::catalog::gpt_image::SIZES as GPT_SIZES;
-use crate::catalog::{OutputFormat, TaskSpec};
+use crate::catalog::{Family, OutputFormat, Size, TaskSpec};
 use crate::config::{ApixoOptions, ChannelConfig};
 use crate::media::{Fit, Media};
 use crate::providers::local::render;
 
 pub const DEFAULT_BASE_URL: &str = "https://api.apixo.ai/api/v1";
+
+/// The families an APIXO-compatible channel serves: those of seeds 000-002.
+pub const FAMILIES: &[Family] = &[Family::Seedream, Family::GptImage];
 
 /// Consecutive failed polls (transport errors, 429, 5xx) tolerated before giving up on a task.
 const MAX_POLL_FAILURES: u32 = 5;
@@ -68,7 +70,7 @@ impl ApixoProvider {
                 id.to_owned()
             }
             None => {
-                let id = self.submit(model, job.spec).await?;
+                let id = self.submit(model, &request_body(job.model.family, model, job.spec)).await?;
                 self.checkpoint(&job, &id).await?;
                 tokio::time::sleep(Duration::from_millis(self.options.first_poll_ms)).await;
                 id
@@ -79,13 +81,13 @@ impl ApixoProvider {
     }
 
     /// Submits the task; any error here means the upstream accepted nothing.
-    async fn submit(&self, model: &str, spec: &TaskSpec) -> Result<String, ProviderError> {
+    async fn submit(&self, model: &str, body: &Value) -> Result<String, ProviderError> {
         let response = self
             .upstream
             .http
             .post(self.upstream.url(&format!("generateTask/{model}")))
             .bearer_auth(self.upstream.api_key.expose())
-            .json(&request_body(spec))
+            .json(body)
             .send()
             .await
             .map_err(transport_error)?;
@@ -225,15 +227,12 @@ impl Provider for ApixoProvider {
     }
 }
 
-fn is_gpt_image(model: &str) -> bool {
-    model.starts_with("gpt-image")
-}
-
-/// The seeds' request body for a canonical task.
-fn request_body(spec: &TaskSpec) -> Value {
-    let mut input = if is_gpt_image(&spec.model) {
+/// The seeds' request body for a canonical task of `family`, for the upstream's `model`.
+fn request_body(family: Family, model: &str, spec: &TaskSpec) -> Value {
+    let mut input = if family == Family::GptImage {
         json!({
-            "mode": "gpt-image-1",
+            // Seed 002's `mode` names the model.
+            "mode": model,
             "prompt": spec.prompt,
             "num_images": spec.images,
             "aspect_ratio": gpt_aspect_ratio(spec),
@@ -256,8 +255,11 @@ fn request_body(spec: &TaskSpec) -> Value {
     json!({"request_type": "async", "input": input})
 }
 
+/// Seed 002's aspect ratio nearest the task's size: square, landscape or portrait.
 fn gpt_aspect_ratio(spec: &TaskSpec) -> &'static str {
-    if let Some((ratio, _)) = GPT_SIZES.iter().find(|(_, size)| *size == spec.size) {
+    const SEED_002: [(&str, Size); 3] =
+        [("1:1", Size::new(1024, 1024)), ("3:2", Size::new(1536, 1024)), ("2:3", Size::new(1024, 1536))];
+    if let Some((ratio, _)) = SEED_002.iter().find(|(_, size)| *size == spec.size) {
         return ratio;
     }
     match spec.size.width.cmp(&spec.size.height) {
@@ -355,12 +357,16 @@ fn jitter(interval: Duration) -> Duration {
 /// The image's real format, whatever the URL or headers said; WebP and GIF are re-encoded.
 async fn sniffed(media: &Media, bytes: Vec<u8>, wanted: OutputFormat) -> Result<GeneratedImage, ProviderError> {
     match image::guess_format(&bytes) {
-        Ok(image::ImageFormat::Png) => Ok(GeneratedImage { bytes, format: OutputFormat::Png }),
-        Ok(image::ImageFormat::Jpeg) => Ok(GeneratedImage { bytes, format: OutputFormat::Jpeg }),
+        Ok(image::ImageFormat::Png) => {
+            Ok(GeneratedImage { bytes, format: OutputFormat::Png, size: None, quality: None })
+        }
+        Ok(image::ImageFormat::Jpeg) => {
+            Ok(GeneratedImage { bytes, format: OutputFormat::Jpeg, size: None, quality: None })
+        }
         Ok(format @ (image::ImageFormat::WebP | image::ImageFormat::Gif)) => media
             .decode(bytes, format, Fit::Original, move |i| render::encode(&i.into_rgb8(), wanted))
             .await
-            .map(|bytes| GeneratedImage { bytes, format: wanted })
+            .map(|bytes| GeneratedImage { bytes, format: wanted, size: None, quality: None })
             .map_err(|e| ProviderError::Permanent(format!("a result {e}"))),
         _ => Err(ProviderError::Permanent("a result is not a JPEG, PNG, WebP or GIF image".into())),
     }
@@ -369,7 +375,6 @@ async fn sniffed(media: &Media, bytes: Vec<u8>, wanted: OutputFormat) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::Size;
 
     fn spec(model: &str, size: Size, references: Vec<String>) -> TaskSpec {
         TaskSpec {
@@ -382,26 +387,36 @@ mod tests {
             sequential: true,
             web_search: true,
             mask: None,
+            quality: None,
+            transparent_background: false,
         }
     }
 
     #[test]
     fn seedream_bodies_follow_the_seeds() {
-        let body = request_body(&spec("seedream-5-0", Size::new(2848, 1600), vec![]));
+        let body = request_body(Family::Seedream, "seedream-5-0", &spec("seedream-5-0", Size::new(2848, 1600), vec![]));
         assert_eq!(
             body,
             json!({"request_type": "async", "input": {"mode": "text-to-image", "prompt": "p", "max_images": 2,
                 "size": "2848x1600", "sequential_image_generation": "auto", "web_search": true,
                 "output_format": "png"}})
         );
-        let body = request_body(&spec("seedream-5-0", Size::new(2048, 2048), vec!["https://r/a.png".into()]));
+        let body = request_body(
+            Family::Seedream,
+            "seedream-5-0",
+            &spec("seedream-5-0", Size::new(2048, 2048), vec!["https://r/a.png".into()]),
+        );
         assert_eq!(body["input"]["mode"], "image-to-image");
         assert_eq!(body["input"]["image_urls"], json!(["https://r/a.png"]));
     }
 
     #[test]
     fn gpt_image_bodies_carry_an_aspect_ratio() {
-        let body = request_body(&spec("gpt-image-1", Size::new(1024, 1536), vec!["https://r/a.png".into()]));
+        let body = request_body(
+            Family::GptImage,
+            "gpt-image-1",
+            &spec("gpt-image-1", Size::new(1024, 1536), vec!["https://r/a.png".into()]),
+        );
         assert_eq!(
             body,
             json!({"request_type": "async", "input": {"mode": "gpt-image-1", "prompt": "p", "num_images": 2,

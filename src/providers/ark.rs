@@ -15,10 +15,13 @@ use serde_json::{Value, json};
 
 use super::upstream::{Upstream, retry_after, status_error, transport_error};
 use super::{GeneratedImage, Job, Provider, ProviderError, Reference};
-use crate::catalog::OutputFormat;
+use crate::catalog::{Family, OutputFormat, Size};
 use crate::media::{Fit, Media};
 
 pub const DEFAULT_BASE_URL: &str = "https://ark.ap-southeast.bytepluses.com/api/v3";
+
+/// The families an Ark channel serves.
+pub const FAMILIES: &[Family] = &[Family::Seedream];
 
 /// Longest piece of an upstream message kept in a task's error.
 const MAX_MESSAGE: usize = 300;
@@ -67,11 +70,6 @@ struct ArkUsage {
     generated_images: Option<u64>,
 }
 
-/// Seedream 5.0 takes `output_format` and `tools`; 4.x answers JPEG and has no tools.
-fn is_v5(upstream_model: &str) -> bool {
-    upstream_model.contains("5-0")
-}
-
 fn data_uri(r: &Reference) -> String {
     let mime = match r.format {
         image::ImageFormat::Png => "image/png",
@@ -85,7 +83,9 @@ fn data_uri(r: &Reference) -> String {
 /// The JSON body of one request; `sequential` asks for a series of up to `spec.images`.
 fn request_body(job: &Job<'_>, references: &[Cow<'_, Reference>], sequential: bool) -> Value {
     let spec = job.spec;
-    let v5 = is_v5(job.upstream_model);
+    // Models that render more than one format are told which; the others (4.x: JPEG only) are
+    // converted by the worker.
+    let chooses_format = job.model.native_formats.len() > 1 && job.model.native_formats.contains(&spec.output_format);
     let mut body = json!({
         "model": job.upstream_model,
         "prompt": spec.prompt,
@@ -102,11 +102,11 @@ fn request_body(job: &Job<'_>, references: &[Cow<'_, Reference>], sequential: bo
         [one] => body["image"] = Value::String(data_uri(one)),
         many => body["image"] = Value::Array(many.iter().map(|r| Value::String(data_uri(r))).collect()),
     }
-    if v5 {
+    if chooses_format {
         body["output_format"] = Value::String(spec.output_format.extension().to_owned());
-        if spec.web_search {
-            body["tools"] = json!([{ "type": "web_search" }]);
-        }
+    }
+    if spec.web_search {
+        body["tools"] = json!([{ "type": "web_search" }]);
     }
     body
 }
@@ -159,12 +159,16 @@ fn output_format_of(bytes: &[u8]) -> Option<image::ImageFormat> {
 /// Reports the true format of the bytes; WebP/GIF (never asked for) are re-encoded.
 async fn to_generated(media: &Media, bytes: Vec<u8>, wanted: OutputFormat) -> Result<GeneratedImage, ProviderError> {
     match output_format_of(&bytes) {
-        Some(image::ImageFormat::Png) => Ok(GeneratedImage { bytes, format: OutputFormat::Png }),
-        Some(image::ImageFormat::Jpeg) => Ok(GeneratedImage { bytes, format: OutputFormat::Jpeg }),
+        Some(image::ImageFormat::Png) => {
+            Ok(GeneratedImage { bytes, format: OutputFormat::Png, size: None, quality: None })
+        }
+        Some(image::ImageFormat::Jpeg) => {
+            Ok(GeneratedImage { bytes, format: OutputFormat::Jpeg, size: None, quality: None })
+        }
         Some(format) => media
             .decode(bytes, format, Fit::Original, move |i| super::local::render::encode(&i.into_rgb8(), wanted))
             .await
-            .map(|bytes| GeneratedImage { bytes, format: wanted })
+            .map(|bytes| GeneratedImage { bytes, format: wanted, size: None, quality: None })
             .map_err(|e| ProviderError::Permanent(format!("a result image {e}"))),
         None => Err(ProviderError::Permanent("Ark returned a result that is not an image".into())),
     }
@@ -266,7 +270,10 @@ impl ArkProvider {
                 (None, None) => continue,
             };
             tracing::debug!(index = i, size = item.size.as_deref(), "Ark delivered an image");
-            fetches.push(async move { to_generated(media, fetch.await?, wanted).await });
+            // The size Ark says it rendered prices the image.
+            let size = item.size.as_deref().and_then(|s| s.parse::<Size>().ok());
+            fetches
+                .push(async move { Ok(GeneratedImage { size, ..to_generated(media, fetch.await?, wanted).await? }) });
         }
         let mut images = Vec::new();
         let mut first_error = None;

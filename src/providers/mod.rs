@@ -9,7 +9,7 @@ pub mod upstream;
 
 use std::time::Duration;
 
-use crate::catalog::{OutputFormat, TaskSpec};
+use crate::catalog::{Model, OutputFormat, Quality, Size, TaskSpec};
 use crate::media::Media;
 use futures::future::BoxFuture;
 
@@ -24,6 +24,9 @@ pub struct Reference {
 pub struct GeneratedImage {
     pub bytes: Vec<u8>,
     pub format: OutputFormat,
+    /// The size and quality the upstream says it rendered, where it says (they set the price).
+    pub size: Option<Size>,
+    pub quality: Option<Quality>,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -57,6 +60,8 @@ pub trait Checkpoint: Send + Sync {
 pub struct Job<'a> {
     pub task_id: &'a str,
     pub spec: &'a TaskSpec,
+    /// The task's model, as the catalog describes it (its family shapes the upstream request).
+    pub model: &'a Model,
     /// Every decode of a reference or a result goes through it (limits, shared memory budget).
     pub media: &'a Media,
     /// The references, already fetched and checked by the egress guard.

@@ -15,10 +15,13 @@ use image::ImageFormat;
 use super::local::render;
 use super::upstream::{Upstream, status_error, transport_error};
 use super::{GeneratedImage, Job, Provider, ProviderError, Reference};
-use crate::catalog::OutputFormat;
+use crate::catalog::{Family, OutputFormat, Quality, Size};
 use crate::media::{self, Fit, Media, MediaError};
 
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
+
+/// The families an OpenAI channel serves.
+pub const FAMILIES: &[Family] = &[Family::GptImage];
 
 const MAX_MESSAGE: usize = 300;
 
@@ -30,6 +33,11 @@ pub struct OpenAiProvider {
 struct ImagesResponse {
     #[serde(default)]
     data: Vec<ImageItem>,
+    /// What the images were rendered at, for their price (`auto` requests learn it here).
+    #[serde(default)]
+    size: Option<String>,
+    #[serde(default)]
+    quality: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -149,13 +157,16 @@ impl OpenAiProvider {
         let n = spec.images.clamp(1, 10);
         let size = spec.size.to_string();
         let format = spec.output_format.extension();
+        let quality = spec.quality.unwrap_or(Quality::Auto).as_str();
+        let background = if spec.transparent_background { "transparent" } else { "auto" };
         let request = if job.references.is_empty() {
             let body = json!({
                 "model": job.upstream_model,
                 "prompt": spec.prompt,
                 "n": n,
                 "size": size,
-                "quality": "auto",
+                "quality": quality,
+                "background": background,
                 "output_format": format,
             });
             self.upstream.http.post(self.upstream.url("images/generations")).json(&body)
@@ -165,7 +176,8 @@ impl OpenAiProvider {
                 .text("prompt", spec.prompt.clone())
                 .text("n", n.to_string())
                 .text("size", size)
-                .text("quality", "auto")
+                .text("quality", quality)
+                .text("background", background)
                 .text("output_format", format);
             let mut first_size = None;
             for (i, r) in job.references.iter().enumerate() {
@@ -187,6 +199,8 @@ impl OpenAiProvider {
         }
         let parsed: ImagesResponse = serde_json::from_str(&text)
             .map_err(|_| ProviderError::retryable("OpenAI answered with a body that is not the expected JSON"))?;
+        let rendered_size = parsed.size.as_deref().and_then(|s| s.parse::<Size>().ok());
+        let rendered_quality = parsed.quality.as_deref().and_then(Quality::parse).filter(|q| *q != Quality::Auto);
         let mut images = Vec::with_capacity(parsed.data.len());
         for item in parsed.data {
             let Some(b64) = item.b64_json else { continue };
@@ -204,7 +218,7 @@ impl OpenAiProvider {
                 },
                 None => return Err(ProviderError::Permanent("OpenAI returned a result that is not an image".into())),
             };
-            images.push(GeneratedImage { bytes, format });
+            images.push(GeneratedImage { bytes, format, size: rendered_size, quality: rendered_quality });
         }
         Ok(images)
     }

@@ -27,7 +27,7 @@ use crate::db::{Db, now_ms};
 use crate::money::Micros;
 use crate::webhooks;
 
-/// The most writes one transaction takes. A task row binds 13 values, far below SQLite's limit
+/// The most writes one transaction takes. A task row binds 14 values, far below SQLite's limit
 /// of 32,766 a statement even at this many rows.
 const MOST_PER_COMMIT: usize = 256;
 
@@ -49,7 +49,7 @@ struct Finish {
 }
 
 enum Write {
-    Create(Create),
+    Create(Box<Create>),
     Finish(Finish),
 }
 
@@ -76,13 +76,13 @@ impl Writer {
 
     pub async fn create(&self, new: &NewTask, admission: &Admission<'_>) -> Result<TaskId, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.send(Write::Create(Create {
+        self.send(Write::Create(Box::new(Create {
             new: new.clone(),
             timeout_ms: admission.timeout_ms,
             max_concurrent: admission.max_concurrent,
             idempotency: admission.idempotency.cloned(),
             reply,
-        }))?;
+        })))?;
         answer.await.map_err(|_| StoreError::Stopped)?
     }
 
@@ -117,7 +117,7 @@ async fn write_group(db: &Db, alone: &TaskStore, writes: Vec<Write>) {
     let (mut creates, mut finishes) = (Vec::new(), Vec::new());
     for write in writes {
         match write {
-            Write::Create(c) => creates.push(c),
+            Write::Create(c) => creates.push(*c),
             Write::Finish(f) => finishes.push(f),
         }
     }
@@ -252,7 +252,7 @@ async fn finish_all(tx: &mut Transaction<'_, Any>, finishes: &[Finish], now: i64
         let done = end_in(tx, &f.task, &f.token, &ending, now).await?;
         ended.push(done);
         if done {
-            closings.push(f.task.closing(ending.delivered));
+            closings.push(f.task.closing(ending.charge));
         }
     }
     ledger::settle_all_in(tx, &closings, now).await?;

@@ -9,6 +9,7 @@ pub mod worker;
 use serde::Serialize;
 
 use crate::accounts::ledger::Closing;
+use crate::catalog::price::{ImageFacts, Tariff};
 use crate::catalog::{Routing, TaskSpec};
 use crate::ids::{AccountId, TaskId};
 use crate::money::Micros;
@@ -122,7 +123,12 @@ pub struct Task {
     pub callback_url: Option<String>,
     pub requested_images: u32,
     pub delivered_images: Option<u32>,
+    /// The hold per requested image.
     pub price: Micros,
+    /// How delivered images are priced; `None` for tasks from before price rows (flat price).
+    pub tariff: Option<Tariff>,
+    /// What the task was charged, once it ended.
+    pub charged: Option<Micros>,
     /// Object-store keys of the delivered images, in order.
     pub result_keys: Vec<String>,
     pub fail_code: Option<String>,
@@ -160,9 +166,18 @@ impl Task {
         self.price.times(self.requested_images)
     }
 
-    /// How its hold closes once `delivered` images are delivered: those are charged.
-    pub fn closing(&self, delivered: u32) -> Closing<'_> {
-        Closing { account: &self.account_id, task: &self.id, held: self.held(), charge: self.price.times(delivered) }
+    /// What `delivered` images cost, described by `images` (where the worker knows them): each
+    /// at its own price, never more than its hold.
+    pub fn charge_for(&self, images: &[ImageFacts], delivered: u32) -> Micros {
+        match &self.tariff {
+            Some(tariff) if images.len() == delivered as usize => tariff.charge(images, self.price),
+            _ => self.price.times(delivered),
+        }
+    }
+
+    /// How its hold closes once `charge` of it is spent; the rest is released.
+    pub fn closing(&self, charge: Micros) -> Closing<'_> {
+        Closing { account: &self.account_id, task: &self.id, held: self.held(), charge }
     }
 }
 
@@ -175,5 +190,7 @@ pub struct NewTask {
     pub param: String,
     pub routing: Routing,
     pub callback_url: Option<String>,
+    /// The hold per requested image: the highest price the request can reach.
     pub price: Micros,
+    pub tariff: Tariff,
 }

@@ -11,6 +11,7 @@ use super::group_commit::Writer;
 use super::idempotency::{self, Idempotency};
 use super::{ChannelAttempt, Dialect, FailCode, NewTask, Task, TaskState};
 use crate::accounts::ledger;
+use crate::catalog::price::{ImageFacts, Tariff};
 use crate::catalog::{Routing, TaskSpec};
 use crate::db::{self, Db, now_ms};
 use crate::ids::{AccountId, TaskId};
@@ -45,8 +46,15 @@ impl From<sqlx::Error> for StoreError {
 /// How a finished task ends.
 #[derive(Debug, Clone)]
 pub enum Outcome {
-    Success { result_keys: Vec<String> },
-    Failed { code: FailCode, message: String },
+    /// The stored images, and what each was (for its price), in the same order.
+    Success {
+        result_keys: Vec<String>,
+        images: Vec<ImageFacts>,
+    },
+    Failed {
+        code: FailCode,
+        message: String,
+    },
 }
 
 /// What a new task must pass besides its credit hold.
@@ -74,24 +82,31 @@ pub(super) struct Ending<'a> {
     pub fail_msg: Option<&'a str>,
     /// Images delivered and charged: never more than were asked for (and held).
     pub delivered: u32,
+    /// What they cost, each at its own price and at most its hold.
+    pub charge: Micros,
 }
 
 impl<'a> Ending<'a> {
     pub fn of(task: &Task, outcome: &'a Outcome) -> Result<Self, StoreError> {
         Ok(match outcome {
-            Outcome::Success { result_keys } => Ending {
-                state: TaskState::Success,
-                result_keys: Some(serde_json::to_string(result_keys).map_err(corrupt)?),
-                fail_code: None,
-                fail_msg: None,
-                delivered: result_keys.len().min(task.requested_images as usize) as u32,
-            },
+            Outcome::Success { result_keys, images } => {
+                let delivered = result_keys.len().min(task.requested_images as usize);
+                Ending {
+                    state: TaskState::Success,
+                    result_keys: Some(serde_json::to_string(result_keys).map_err(corrupt)?),
+                    fail_code: None,
+                    fail_msg: None,
+                    delivered: delivered as u32,
+                    charge: task.charge_for(&images[..delivered.min(images.len())], delivered as u32),
+                }
+            }
             Outcome::Failed { code, message } => Ending {
                 state: TaskState::Failed,
                 result_keys: None,
                 fail_code: Some(code.as_str()),
                 fail_msg: Some(message),
                 delivered: 0,
+                charge: Micros::ZERO,
             },
         })
     }
@@ -99,7 +114,7 @@ impl<'a> Ending<'a> {
 
 const COLUMNS: &str = "id, account_id, model, dialect, state, spec, param, routing, callback_url, requested_images, \
      delivered_images, price_micros, result_keys, fail_code, fail_msg, attempts, interruptions, created_at, completed_at, deadline_at, \
-     upstream_task_id, upstream_channel, channel_log";
+     upstream_task_id, upstream_channel, channel_log, tariff, charged_micros";
 
 fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(e.to_string())
@@ -126,6 +141,12 @@ fn task_from_row(row: &AnyRow) -> Result<Task, StoreError> {
         requested_images: row.try_get::<i64, _>("requested_images")? as u32,
         delivered_images: row.try_get::<Option<i64>, _>("delivered_images")?.map(|n| n as u32),
         price: Micros(row.try_get("price_micros")?),
+        tariff: row
+            .try_get::<Option<String>, _>("tariff")?
+            .map(|t| serde_json::from_str::<Tariff>(&t))
+            .transpose()
+            .map_err(corrupt)?,
+        charged: row.try_get::<Option<i64>, _>("charged_micros")?.map(Micros),
         result_keys: result_keys.map(|k| serde_json::from_str(&k)).transpose().map_err(corrupt)?.unwrap_or_default(),
         fail_code: row.try_get("fail_code")?,
         fail_msg: row.try_get("fail_msg")?,
@@ -388,7 +409,7 @@ impl TaskStore {
         if !end_in(&mut tx, task, token, &ending, now).await? {
             return Ok(false);
         }
-        ledger::settle_all_in(&mut tx, &[task.closing(ending.delivered)], now).await?;
+        ledger::settle_all_in(&mut tx, &[task.closing(ending.charge)], now).await?;
         if let Some(url) = &task.callback_url {
             webhooks::store::enqueue_in(&mut tx, &task.id, &task.account_id, url).await?;
             signals::notify(&mut *tx, self.db.dialect, &Event::CallbackQueued).await?;
@@ -447,8 +468,8 @@ pub(super) async fn insert_pending_in(
 ) -> Result<(), StoreError> {
     let sql = format!(
         "INSERT INTO tasks (id, account_id, model, dialect, state, spec, param, routing, callback_url, \
-         requested_images, price_micros, created_at, deadline_at) VALUES {}",
-        db::placeholders(rows.len(), 13)
+         requested_images, price_micros, tariff, created_at, deadline_at) VALUES {}",
+        db::placeholders(rows.len(), 14)
     );
     let mut query = sqlx::query(&sql);
     for row in rows {
@@ -465,6 +486,7 @@ pub(super) async fn insert_pending_in(
             .bind(new.callback_url.as_deref())
             .bind(i64::from(new.spec.images))
             .bind(new.price.0)
+            .bind(serde_json::to_string(&new.tariff).map_err(corrupt)?)
             .bind(now)
             .bind(now + row.timeout_ms);
     }
@@ -483,7 +505,7 @@ pub(super) async fn end_in(
 ) -> Result<bool, StoreError> {
     let updated = sqlx::query(
         "UPDATE tasks SET state = $1, result_keys = $2, fail_code = $3, fail_msg = $4, delivered_images = $5, \
-         completed_at = $6, lease_token = NULL, lease_until = NULL, finished_by = $9 \
+         completed_at = $6, lease_token = NULL, lease_until = NULL, finished_by = $9, charged_micros = $10 \
          WHERE id = $7 AND lease_token = $8 AND state = 'processing'",
     )
     .bind(ending.state.as_str())
@@ -495,6 +517,7 @@ pub(super) async fn end_in(
     .bind(task.id.as_str())
     .bind(token)
     .bind(node_of(token))
+    .bind(ending.charge.0)
     .execute(&mut **tx)
     .await?;
     Ok(updated.rows_affected() == 1)

@@ -14,7 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::store::{Outcome, StoreError, TaskStore, lease_token};
 use super::{ChannelAttempt, FailCode, Task};
-use crate::catalog::OutputFormat;
+use crate::catalog::price::ImageFacts;
+use crate::catalog::{Catalog, Model, OutputFormat, Quality};
 use crate::claim_loop;
 use crate::db::now_ms;
 use crate::egress::Egress;
@@ -30,6 +31,8 @@ use crate::storage::UPLOAD_SCHEME;
 
 pub struct WorkerPool {
     pub store: TaskStore,
+    /// The models, for what a task's family needs upstream.
+    pub catalog: Arc<Catalog>,
     pub router: Arc<Router>,
     pub egress: Egress,
     pub storage: Storage,
@@ -138,6 +141,10 @@ impl WorkerPool {
     }
 
     async fn execute(&self, task: &Task, token: &str) -> Outcome {
+        let Some(model) = self.catalog.get(&task.model) else {
+            let message = format!("the model {} is no longer offered", task.model);
+            return Outcome::Failed { code: FailCode::GenerationFailed, message };
+        };
         let references = match self.fetch_references(task).await {
             Ok(refs) => refs,
             Err(message) => return Outcome::Failed { code: FailCode::InvalidImageUrl, message },
@@ -149,12 +156,14 @@ impl WorkerPool {
             },
             None => None,
         };
-        let images = match self.generate(task, token, &references, mask.as_ref()).await {
+        let images = match self.generate(task, model, token, &references, mask.as_ref()).await {
             Ok(images) => images,
             Err(outcome) => return outcome,
         };
         let mut result_keys = Vec::with_capacity(images.len());
+        let mut facts = Vec::with_capacity(images.len());
         for (i, image) in images.into_iter().take(task.requested_images as usize).enumerate() {
+            facts.push(image_facts(task, &image));
             let key = format!("results/{}/{i}.{}", task.id, task.spec.output_format.extension());
             let stored = match in_format(&self.media, image, task.spec.output_format).await {
                 Ok(bytes) => self.storage.put(&key, bytes).await,
@@ -169,7 +178,7 @@ impl WorkerPool {
             }
             result_keys.push(key);
         }
-        Outcome::Success { result_keys }
+        Outcome::Success { result_keys, images: facts }
     }
 
     /// Tries the task's channels in routing order, at most [`MAX_CHANNELS_PER_TASK`], moving on
@@ -177,6 +186,7 @@ impl WorkerPool {
     async fn generate(
         &self,
         task: &Task,
+        model: &Model,
         token: &str,
         references: &[Reference],
         mask: Option<&Reference>,
@@ -195,10 +205,11 @@ impl WorkerPool {
             let job = Job {
                 task_id: task.id.as_str(),
                 spec: &task.spec,
+                model,
                 media: &self.media,
                 references,
                 mask,
-                upstream_model: channel.upstream_model(&task.model).unwrap_or(&task.model),
+                upstream_model: channel.upstream_model(model),
                 upstream_task_id: task.upstream_task_id.as_deref().filter(|_| resume),
                 checkpoint: &checkpoint,
             };
@@ -303,6 +314,12 @@ fn outcome_state(outcome: &Outcome) -> &'static str {
         Outcome::Success { .. } => "success",
         Outcome::Failed { code, .. } => code.as_str(),
     }
+}
+
+/// What an image was, for its price: what the upstream said of it, else what the task asked.
+fn image_facts(task: &Task, image: &GeneratedImage) -> ImageFacts {
+    let asked = task.spec.quality.filter(|q| *q != Quality::Auto);
+    ImageFacts { size: image.size.unwrap_or(task.spec.size), quality: image.quality.or(asked) }
 }
 
 /// Re-encodes an image the upstream returned in another format than the task asked for

@@ -1,6 +1,7 @@
 //! The OpenAPI 3.1 description of the HTTP API, generated from the handlers' `#[utoipa::path]`
 //! annotations and the types they read and write. Served at `/openapi.json` (see `api::docs`).
 
+pub mod catalog;
 pub mod examples;
 pub mod schemas;
 
@@ -8,7 +9,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ComponentsBuilder, OpenApi as Document};
 use utoipa::{Modify, OpenApi};
 
-use super::{account, admin, apixo, callbacks, files, health, openai, unified};
+use super::{account, admin, apixo, callbacks, files, health, models, openai, unified};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -22,6 +23,8 @@ use super::{account, admin, apixo, callbacks, files, health, openai, unified};
         openai::generations,
         openai::edits,
         openai::models,
+        openai::model,
+        models::list,
         account::show,
         account::ledger,
         account::current_balance,
@@ -51,6 +54,8 @@ use super::{account, admin, apixo, callbacks, files, health, openai, unified};
         (name = "Unified API", description = "apimodels' unified API (seed 003)"),
         (name = "OpenAI-compatible", description = "OpenAI's Images API: OpenAI SDKs work with `base_url` set to \
             `<server>/v1`"),
+        (name = "Models", description = "The catalog: every model, where it is offered, its sizes and prices; no \
+            API key"),
         (name = "Account", description = "The caller's own account"),
         (name = "Callbacks", description = "Callback deliveries of the caller's tasks"),
         (name = "Files", description = "Result images behind signed links; no API key"),
@@ -96,8 +101,9 @@ impl Modify for Bearer {
 
 /// The document for a server: the operator's routes are described only where they exist, i.e.
 /// when an admin token is configured.
-pub fn document(admin_routes: bool) -> Document {
+pub fn document(admin_routes: bool, models: &crate::catalog::Catalog) -> Document {
     let mut doc = PublicApi::openapi();
+    catalog::apply(&mut doc, models);
     if admin_routes {
         doc.merge(AdminApi::openapi());
     }

@@ -14,11 +14,11 @@ use crate::api::unified::{Created as UnifiedCreated, Status as UnifiedStatus};
 
 const URL_PATTERN: &str = "^https?://";
 
-fn null() -> Schema {
+pub(super) fn null() -> Schema {
     ObjectBuilder::new().schema_type(Type::Null).into()
 }
 
-fn url() -> ObjectBuilder {
+pub(super) fn url() -> ObjectBuilder {
     ObjectBuilder::new()
         .schema_type(Type::String)
         .format(Some(SchemaFormat::Custom("uri".into())))
@@ -26,16 +26,16 @@ fn url() -> ObjectBuilder {
         .pattern(Some(URL_PATTERN))
 }
 
-fn url_list(max: usize) -> ArrayBuilder {
+pub(super) fn url_list(max: usize) -> ArrayBuilder {
     ArrayBuilder::new().items(url()).max_items(Some(max))
 }
 
 /// An optional field: the parsers take `null` for not given.
-fn or_null(schema: impl Into<RefOr<Schema>>) -> OneOfBuilder {
+pub(super) fn or_null(schema: impl Into<RefOr<Schema>>) -> OneOfBuilder {
     OneOfBuilder::new().item(schema).item(null())
 }
 
-fn optional_url() -> OneOfBuilder {
+pub(super) fn optional_url() -> OneOfBuilder {
     or_null(url())
 }
 
@@ -114,27 +114,28 @@ pub struct UnifiedSubmitted {
     data: (),
 }
 
-/// A model of the APIXO task API: `{model}` in `generateTask/{model}`.
-#[derive(ToSchema)]
-pub enum ApixoModel {
-    #[schema(rename = "seedream-5-0")]
-    Seedream50,
-    #[schema(rename = "gpt-image-1")]
-    GptImage1,
+/// A model of the APIXO task API: `{model}` in `generateTask/{model}`. Its values are the
+/// catalog's, filled in at start-up (`openapi::catalog`).
+pub struct ApixoModel;
+
+impl PartialSchema for ApixoModel {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new().schema_type(Type::String).into()
+    }
 }
 
-/// A model of Easel's catalog.
-#[derive(ToSchema)]
-pub enum CatalogModel {
-    #[schema(rename = "seedream-5-0")]
-    Seedream50,
-    #[schema(rename = "gpt-image-1")]
-    GptImage1,
-    #[schema(rename = "doubao-seedream-5-0-260128")]
-    DoubaoSeedream50Lite,
-    #[schema(rename = "doubao-seedream-4-5-251128")]
-    DoubaoSeedream45,
+impl ToSchema for ApixoModel {}
+
+/// A model of Easel's catalog, by id or alias; filled in at start-up.
+pub struct CatalogModel;
+
+impl PartialSchema for CatalogModel {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new().schema_type(Type::String).into()
+    }
 }
+
+impl ToSchema for CatalogModel {}
 
 #[derive(ToSchema)]
 #[schema(rename_all = "lowercase")]
@@ -167,251 +168,28 @@ pub struct GenerateTaskRequest {
     input: TaskInput,
 }
 
-/// The model's input: Seedream 5.0's for `seedream-5-0`, gpt-image-1's for `gpt-image-1`.
-#[derive(ToSchema)]
-#[serde(untagged)]
-pub enum TaskInput {
-    Seedream(SeedreamInput),
-    GptImage(GptImageInput),
+/// The model's `input`: one schema per model of the APIXO API, generated from the catalog at
+/// start-up (`openapi::catalog`).
+pub struct TaskInput;
+
+impl PartialSchema for TaskInput {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new().schema_type(Type::Object).into()
+    }
 }
 
-#[derive(ToSchema)]
-pub enum SeedreamMode {
-    #[schema(rename = "text-to-image")]
-    TextToImage,
-    #[schema(rename = "image-to-image")]
-    ImageToImage,
+impl ToSchema for TaskInput {}
+
+/// A request of the unified API (seed 003): one schema per model, generated at start-up.
+pub struct UnifiedRequest;
+
+impl PartialSchema for UnifiedRequest {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new().schema_type(Type::Object).into()
+    }
 }
 
-#[derive(ToSchema)]
-pub enum Resolution {
-    #[schema(rename = "2K")]
-    TwoK,
-    #[schema(rename = "3K")]
-    ThreeK,
-}
-
-/// The aspect ratios of Seedream's preset table (seed 001).
-#[derive(ToSchema)]
-pub enum AspectRatio {
-    #[schema(rename = "1:1")]
-    Square,
-    #[schema(rename = "4:3")]
-    FourThree,
-    #[schema(rename = "3:4")]
-    ThreeFour,
-    #[schema(rename = "16:9")]
-    SixteenNine,
-    #[schema(rename = "9:16")]
-    NineSixteen,
-    #[schema(rename = "3:2")]
-    ThreeTwo,
-    #[schema(rename = "2:3")]
-    TwoThree,
-    #[schema(rename = "21:9")]
-    TwentyOneNine,
-}
-
-#[derive(ToSchema)]
-#[schema(rename_all = "lowercase")]
-pub enum Sequential {
-    Disabled,
-    Auto,
-}
-
-#[derive(ToSchema)]
-#[schema(rename_all = "lowercase")]
-pub enum SeedreamFormat {
-    Jpeg,
-    Png,
-}
-
-#[derive(ToSchema)]
-#[schema(rename_all = "lowercase")]
-pub enum PromptOptimizeMode {
-    Standard,
-}
-
-/// Seedream 5.0's input (seeds 000 and 001).
-#[derive(ToSchema)]
-pub struct SeedreamInput {
-    mode: SeedreamMode,
-    #[schema(min_length = 1, max_length = 5000, pattern = r"\S")]
-    prompt: String,
-    /// Images to generate, billed per image delivered.
-    #[schema(minimum = 1, maximum = 10)]
-    max_images: u32,
-    /// Default `2K`.
-    resolution: Option<Resolution>,
-    /// Default `1:1`; with `resolution`, picks a size from seed 001's table.
-    aspect_ratio: Option<AspectRatio>,
-    /// Wins over `resolution`: `2K`, `3K` (with `aspect_ratio`) or `WIDTHxHEIGHT` (`x`, `X` or
-    /// `*`) with 1280×720 to 4096×4096 pixels in total and a ratio between 1:16 and 16:1.
-    #[schema(pattern = r"^\s*(2K|3K|\+?[0-9]+\s*[xX*]\s*\+?[0-9]+)\s*$", example = "2048x2048")]
-    size: Option<String>,
-    /// `auto`: one coherent series (references and images together at most 15). Default `disabled`.
-    sequential_image_generation: Option<Sequential>,
-    /// Default `false`.
-    web_search: Option<bool>,
-    /// Default `jpeg`.
-    output_format: Option<SeedreamFormat>,
-    prompt_optimize_mode: Option<PromptOptimizeMode>,
-    /// Reference images (JPEG, PNG, WebP or GIF, at most 10 MB each): 1 to 14 with
-    /// `image-to-image`, none with `text-to-image`.
-    #[schema(schema_with = seedream_references)]
-    image_urls: Option<Vec<String>>,
-}
-
-fn seedream_references() -> OneOfBuilder {
-    or_null(url_list(14))
-}
-
-#[derive(ToSchema)]
-pub enum GptMode {
-    #[schema(rename = "gpt-image-1")]
-    GptImage1,
-}
-
-#[derive(ToSchema)]
-pub enum GptAspectRatio {
-    #[schema(rename = "1:1")]
-    Square,
-    #[schema(rename = "3:2")]
-    Landscape,
-    #[schema(rename = "2:3")]
-    Portrait,
-}
-
-/// gpt-image-1's input (seed 002).
-#[derive(ToSchema)]
-pub struct GptImageInput {
-    mode: GptMode,
-    #[schema(min_length = 1, max_length = 32000, pattern = r"\S")]
-    prompt: String,
-    /// Default `1:1` (1024×1024); `3:2` is 1536×1024, `2:3` 1024×1536.
-    aspect_ratio: Option<GptAspectRatio>,
-    /// 1, 2 or 4; default 1.
-    #[schema(schema_with = num_images)]
-    num_images: Option<u32>,
-    /// Reference images (JPEG, PNG, WebP or GIF, at most 10 MB each), up to 16.
-    #[schema(schema_with = gpt_references)]
-    image_urls: Option<Vec<String>>,
-}
-
-fn num_images() -> OneOfBuilder {
-    or_null(ObjectBuilder::new().schema_type(Type::Integer).enum_values(Some([1, 2, 4])))
-}
-
-fn gpt_references() -> OneOfBuilder {
-    or_null(url_list(16))
-}
-
-/// A request of the unified API (seed 003); `model` decides which fields apply.
-#[derive(ToSchema)]
-#[serde(untagged)]
-pub enum UnifiedRequest {
-    SeedreamLite(UnifiedSeedreamLite),
-    Seedream45(UnifiedSeedream45),
-    GptImage(UnifiedGptImage),
-}
-
-#[derive(ToSchema)]
-pub enum SeedreamLiteModel {
-    #[schema(rename = "doubao-seedream-5-0-260128")]
-    Lite,
-}
-
-#[derive(ToSchema)]
-pub enum Seedream45Model {
-    #[schema(rename = "doubao-seedream-4-5-251128")]
-    Seedream45,
-}
-
-#[derive(ToSchema)]
-pub enum GptImageModel {
-    #[schema(rename = "gpt-image-1")]
-    GptImage1,
-}
-
-#[derive(ToSchema)]
-pub enum SeedreamTier {
-    #[schema(rename = "2K")]
-    TwoK,
-    #[schema(rename = "4K")]
-    FourK,
-}
-
-#[derive(ToSchema)]
-pub enum GptSize {
-    #[schema(rename = "1024x1024")]
-    Square,
-    #[schema(rename = "1536x1024")]
-    Landscape,
-    #[schema(rename = "1024x1536")]
-    Portrait,
-    /// Easel picks 1024x1024.
-    #[schema(rename = "auto")]
-    Auto,
-}
-
-/// Seedream 5.0 Lite: text-to-image, or image-to-image with `image_url`. `aspect_ratio` is
-/// ignored (square sizes), as seed 003 says.
-#[derive(ToSchema)]
-pub struct UnifiedSeedreamLite {
-    model: SeedreamLiteModel,
-    #[schema(min_length = 1, max_length = 5000, pattern = r"\S")]
-    prompt: String,
-    /// Default `2K` (2048×2048); `4K` is 4096×4096.
-    size: Option<SeedreamTier>,
-    #[serde(flatten)]
-    common: UnifiedCommon,
-}
-
-/// Seedream 4.5: like 5.0 Lite, and `aspect_ratio` is honoured.
-#[derive(ToSchema)]
-pub struct UnifiedSeedream45 {
-    model: Seedream45Model,
-    #[schema(min_length = 1, max_length = 5000, pattern = r"\S")]
-    prompt: String,
-    /// Default `2K`.
-    size: Option<SeedreamTier>,
-    /// Default `1:1`.
-    aspect_ratio: Option<AspectRatio>,
-    #[serde(flatten)]
-    common: UnifiedCommon,
-}
-
-/// gpt-image-1: text-to-image, editing with `image_url`, inpainting with `mask_url`.
-#[derive(ToSchema)]
-pub struct UnifiedGptImage {
-    model: GptImageModel,
-    #[schema(min_length = 1, max_length = 32000, pattern = r"\S")]
-    prompt: String,
-    /// Default `auto`.
-    size: Option<GptSize>,
-    /// A PNG mask applying to the first `image_url`.
-    #[schema(schema_with = optional_url)]
-    mask_url: Option<String>,
-    #[serde(flatten)]
-    common: UnifiedCommon,
-}
-
-/// The fields every model of the unified API takes.
-#[derive(ToSchema)]
-pub struct UnifiedCommon {
-    /// Images to generate; default 1.
-    #[schema(minimum = 1, maximum = 4)]
-    n: Option<u32>,
-    #[schema(schema_with = image_url)]
-    image_url: Option<String>,
-    /// Easel POSTs the result here when the task ends (see `GenerateTaskRequest.callback_url`).
-    #[schema(schema_with = optional_url)]
-    callback_url: Option<String>,
-}
-
-fn image_url() -> OneOfBuilder {
-    or_null(url()).item(url_list(14)).description(Some("One reference image URL, or an array of up to 14"))
-}
+impl ToSchema for UnifiedRequest {}
 
 #[derive(ToSchema)]
 #[schema(rename_all = "lowercase")]

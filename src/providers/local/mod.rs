@@ -53,8 +53,13 @@ impl LocalProvider {
             let (spec, refs) = (spec.clone(), decoded.clone());
             tokio::task::spawn_blocking(move || {
                 let img = render::render(&spec.prompt, spec.size, index, spec.sequential, &refs);
-                render::encode(&img, spec.output_format)
-                    .map(|bytes| GeneratedImage { bytes, format: spec.output_format })
+                render::encode(&img, spec.output_format).map(|bytes| GeneratedImage {
+                    bytes,
+                    format: spec.output_format,
+                    size: Some(spec.size),
+                    // The local renderer has one quality; it reports what was asked.
+                    quality: spec.quality.filter(|q| *q != crate::catalog::Quality::Auto),
+                })
             })
         });
         let mut images = Vec::with_capacity(count as usize);
