@@ -23,7 +23,7 @@ use crate::media::Media;
 use crate::money::Micros;
 use crate::routing::Router;
 use crate::signals::Wakers;
-use crate::storage::Storage;
+use crate::storage::{ResultLinks, Storage};
 use crate::tasks::TaskStore;
 use crate::tasks::worker::WorkerPool;
 use crate::webhooks::{Dispatcher, Schedule};
@@ -117,6 +117,7 @@ impl Application {
             finished: finished.clone(),
             node: node.clone(),
         });
+        let links = ResultLinks::new(storage.clone(), config.retention_ms());
         let state = AppState::new(Services {
             config,
             db: db.clone(),
@@ -127,13 +128,19 @@ impl Application {
             finished: finished.clone(),
             catalog,
             accounts,
-            tasks,
+            tasks: tasks.clone(),
+            links: links.clone(),
             storage,
             wake: wake.clone(),
         });
         let dispatcher = Arc::new(Dispatcher {
+            db: db.clone(),
+            tasks,
+            accounts: state.accounts.clone(),
+            links,
+            catalog: state.catalog.clone(),
             schedule: Schedule::from_config(&state.config.webhooks),
-            state: state.clone(),
+            slots: state.config.webhooks.dispatch_slots.max(1),
             egress,
             wake: callbacks,
         });

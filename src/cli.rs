@@ -169,12 +169,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Generate { model, prompt, size, n, references, wait, out, url, api_key } = cli.command {
         let client = crate::client::Client::new(&url, &api_key)?;
         let request = crate::client::Request { model: model.clone(), prompt, size, n, references };
-        let task = client.submit(&request).await?;
+        let route = client.route(&model).await?;
+        let task = client.submit(&request, &route).await?;
         if !wait {
             println!("{task}");
             return Ok(());
         }
-        let urls = client.wait(&model, &task).await?;
+        let urls = client.wait(&model, &route, &task).await?;
         for path in client.save(&task, &urls, &out).await? {
             println!("{}", path.display());
         }

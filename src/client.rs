@@ -23,9 +23,12 @@ pub struct Client {
     http: reqwest::Client,
 }
 
-/// The APIXO route serves `seedream-5-0`; the unified route the rest.
-fn uses_apixo(model: &str) -> bool {
-    model == "seedream-5-0"
+/// Which of the server's task APIs a model is asked through: the unified one where the model
+/// is offered there (one body for every model), else APIXO's with the `input` of its family.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Route {
+    Unified,
+    Apixo { family: String },
 }
 
 impl Client {
@@ -45,14 +48,38 @@ impl Client {
         Ok(body["data"].clone())
     }
 
-    /// Submits the task and returns its id.
-    pub async fn submit(&self, r: &Request) -> anyhow::Result<String> {
-        let (url, body) = if uses_apixo(&r.model) {
-            let mode = if r.references.is_empty() { "text-to-image" } else { "image-to-image" };
-            let mut input = json!({"mode": mode, "prompt": r.prompt, "max_images": r.n});
-            if let Some(size) = &r.size {
-                input["size"] = json!(size);
-            }
+    /// How the server's catalog (`GET /api/v1/models`) says `model` is asked for.
+    pub async fn route(&self, model: &str) -> anyhow::Result<Route> {
+        let models = self.call(self.http.get(format!("{}/api/v1/models", self.base))).await?;
+        let entry = models
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["id"] == model || m["aliases"].as_array().is_some_and(|a| a.iter().any(|n| n == model)))
+            .with_context(|| format!("the server has no model {model:?} (GET /api/v1/models lists them)"))?;
+        let offered = |api: &str| entry["apis"].as_array().is_some_and(|a| a.iter().any(|n| n == api));
+        if offered("unified") {
+            Ok(Route::Unified)
+        } else if offered("apixo") {
+            Ok(Route::Apixo { family: entry["family"].as_str().unwrap_or_default().to_owned() })
+        } else {
+            bail!("model {model:?} is offered on neither task API")
+        }
+    }
+
+    /// Submits the task through `route` and returns its id.
+    pub async fn submit(&self, r: &Request, route: &Route) -> anyhow::Result<String> {
+        let (url, body) = if let Route::Apixo { family } = route {
+            let mut input = if family == "gpt-image" {
+                json!({"mode": r.model, "prompt": r.prompt, "num_images": r.n})
+            } else {
+                let mode = if r.references.is_empty() { "text-to-image" } else { "image-to-image" };
+                let mut input = json!({"mode": mode, "prompt": r.prompt, "max_images": r.n});
+                if let Some(size) = &r.size {
+                    input["size"] = json!(size);
+                }
+                input
+            };
             if !r.references.is_empty() {
                 input["image_urls"] = json!(r.references);
             }
@@ -72,13 +99,13 @@ impl Client {
     }
 
     /// Polls until the task ends, showing a spinner; returns the result URLs.
-    pub async fn wait(&self, model: &str, task: &str) -> anyhow::Result<Vec<String>> {
+    pub async fn wait(&self, model: &str, route: &Route, task: &str) -> anyhow::Result<Vec<String>> {
         let bar = ProgressBar::new_spinner();
         bar.set_style(ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}").expect("a valid template"));
         bar.enable_steady_tick(Duration::from_millis(120));
         let started = Instant::now();
         loop {
-            let data = if uses_apixo(model) {
+            let data = if matches!(route, Route::Apixo { .. }) {
                 let url = format!("{}/api/v1/statusTask/{model}", self.base);
                 self.call(self.http.get(url).query(&[("taskId", task)])).await?
             } else {

@@ -6,8 +6,18 @@ use std::fmt::Write;
 
 use sqlx::Row;
 
-use crate::api::AppState;
-use crate::routing::BreakerState;
+use crate::accounts::rate::RateLimiter;
+use crate::db::Db;
+use crate::routing::{BreakerState, Router};
+use crate::tasks::TaskStore;
+
+/// What the metrics are read from.
+pub struct Sources<'a> {
+    pub db: &'a Db,
+    pub tasks: &'a TaskStore,
+    pub router: &'a Router,
+    pub limiter: &'a RateLimiter,
+}
 
 fn label(value: &str) -> String {
     value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
@@ -17,7 +27,7 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
-pub async fn render(state: &AppState) -> anyhow::Result<String> {
+pub async fn render(state: Sources<'_>) -> anyhow::Result<String> {
     let mut out = String::new();
 
     header(&mut out, "easel_tasks", "gauge", "Tasks by model, state and the channel that last worked on them.");

@@ -152,6 +152,25 @@ impl Storage {
     }
 }
 
+/// Signed links to finished tasks' images, each valid for the retention period from the end of
+/// its task: what status answers and callbacks carry.
+#[derive(Clone)]
+pub struct ResultLinks {
+    storage: Storage,
+    retention_ms: i64,
+}
+
+impl ResultLinks {
+    pub fn new(storage: Storage, retention_ms: i64) -> Self {
+        Self { storage, retention_ms }
+    }
+
+    pub fn of(&self, task: &crate::tasks::Task) -> Vec<String> {
+        let expires = task.completed_at.unwrap_or(task.created_at) + self.retention_ms;
+        task.result_keys.iter().map(|key| self.storage.signed_url(key, expires)).collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

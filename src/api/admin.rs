@@ -374,7 +374,9 @@ pub(super) async fn channels(State(state): State<AppState>, _: Admin) -> Json<En
     ),
 )]
 pub async fn metrics(State(state): State<AppState>, _: Admin) -> Result<impl IntoResponse, ApiError> {
-    let body = crate::metrics::render(&state).await.map_err(ApiError::internal)?;
+    let sources =
+        crate::metrics::Sources { db: &state.db, tasks: &state.tasks, router: &state.router, limiter: &state.limiter };
+    let body = crate::metrics::render(sources).await.map_err(ApiError::internal)?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body))
 }
 

@@ -19,6 +19,7 @@ use super::openapi::schemas::{
 use crate::catalog::fields::{Checked, Fields, http_url, invalid};
 use crate::catalog::{Model, Routing, ValidationError};
 use crate::ids::TaskId;
+use crate::storage::ResultLinks;
 use crate::tasks::{Dialect, Task, TaskState};
 
 /// The envelope of seeds 000-002: `code` is 200 and `message` is `success`.
@@ -160,15 +161,15 @@ pub struct TaskStatus {
 }
 
 /// `resultJson` of a task that succeeded: `{"resultUrls": [...]}` as a string.
-pub fn result_json(state: &AppState, task: &Task) -> Option<String> {
-    (task.state == TaskState::Success).then(|| serde_json::json!({ "resultUrls": state.result_urls(task) }).to_string())
+pub fn result_json(links: &ResultLinks, task: &Task) -> Option<String> {
+    (task.state == TaskState::Success).then(|| serde_json::json!({ "resultUrls": links.of(task) }).to_string())
 }
 
 pub fn task_status(state: &AppState, task: &Task) -> TaskStatus {
     TaskStatus {
         task_id: task.id.to_string(),
         state: task.state,
-        result_json: result_json(state, task),
+        result_json: result_json(&state.links, task),
         fail_code: task.fail_code.clone(),
         fail_msg: task.fail_msg.clone(),
         create_time: task.created_at,

@@ -38,7 +38,7 @@ use crate::db::Db;
 use crate::egress::Egress;
 use crate::ids::{AccountId, TaskId};
 use crate::routing::Router as Channels;
-use crate::storage::Storage;
+use crate::storage::{ResultLinks, Storage};
 use crate::tasks::idempotency::{self, Claim, Idempotency};
 use crate::tasks::store::Admission;
 use crate::tasks::{Dialect, NewTask, Task, TaskStore};
@@ -54,6 +54,8 @@ pub struct Services {
     pub accounts: Accounts,
     pub tasks: TaskStore,
     pub storage: Storage,
+    /// Signed links to results, for status answers and callbacks.
+    pub links: ResultLinks,
     /// Wakes idle workers when a task arrives.
     pub wake: Arc<Notify>,
     /// Wakes the callback dispatcher.
@@ -218,8 +220,7 @@ impl AppState {
 
     /// Signed links to a finished task's images, valid for the retention period.
     pub fn result_urls(&self, task: &Task) -> Vec<String> {
-        let expires = task.completed_at.unwrap_or(task.created_at) + self.config.retention_ms();
-        task.result_keys.iter().map(|key| self.storage.signed_url(key, expires)).collect()
+        self.links.of(task)
     }
 }
 

@@ -14,9 +14,10 @@ use super::error::{ApiError, render_error};
 use super::extract::{Caller, JsonBody, Query};
 use super::openapi::examples;
 use super::openapi::schemas::{CreateHeaders, UnifiedAuthErrors, UnifiedError, UnifiedRequest, UnifiedSubmitted};
-use crate::catalog::{Routing, unified};
+use crate::catalog::{Catalog, Routing, unified};
 use crate::ids::TaskId;
 use crate::money::Micros;
+use crate::storage::ResultLinks;
 use crate::tasks::{Dialect, Task, TaskState};
 use crate::webhooks::CallbackData;
 
@@ -238,8 +239,8 @@ pub async fn query(
 }
 
 /// Seed 003's `"<provider>/<model_name>"`: the maker of the task's model's family.
-pub fn vendor_model(state: &AppState, task: &Task) -> String {
-    let vendor = task.tariff.as_ref().map(|t| t.family).or_else(|| state.catalog.get(&task.model).map(|m| m.family));
+pub fn vendor_model(catalog: &Catalog, task: &Task) -> String {
+    let vendor = task.tariff.as_ref().map(|t| t.family).or_else(|| catalog.get(&task.model).map(|m| m.family));
     match vendor {
         Some(family) => format!("{}/{}", family.vendor(), task.model),
         None => task.model.clone(),
@@ -247,7 +248,7 @@ pub fn vendor_model(state: &AppState, task: &Task) -> String {
 }
 
 /// The callback body of seed 003, every key present.
-pub fn callback_payload(state: &AppState, task: &Task) -> Vec<u8> {
-    let data = CallbackData::new(state, task, vendor_model(state, task), unified_state(task.state));
+pub fn callback_payload(links: &ResultLinks, catalog: &Catalog, task: &Task) -> Vec<u8> {
+    let data = CallbackData::new(links, task, vendor_model(catalog, task), unified_state(task.state));
     serde_json::to_vec(&Envelope { code: 200, msg: "success".into(), data }).expect("callbacks serialize")
 }

@@ -11,13 +11,17 @@ use serde::Serialize;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::AppState;
+use crate::accounts::Accounts;
 use crate::api::apixo::{Envelope, result_json};
+use crate::catalog::Catalog;
 use crate::claim_loop;
 use crate::config::WebhookConfig;
+use crate::db::Db;
 use crate::db::now_ms;
 use crate::egress::Egress;
 use crate::ids::{AccountId, TaskId};
+use crate::storage::ResultLinks;
+use crate::tasks::TaskStore;
 use crate::tasks::{Dialect, Task};
 use store::{Delivery, Next};
 
@@ -80,13 +84,13 @@ pub struct CallbackData<S> {
 }
 
 impl<S> CallbackData<S> {
-    pub fn new(state: &AppState, task: &Task, model: String, task_state: S) -> Self {
+    pub fn new(links: &ResultLinks, task: &Task, model: String, task_state: S) -> Self {
         Self {
             task_id: task.id.to_string(),
             model,
             state: task_state,
             param: task.param.clone(),
-            result_json: result_json(state, task),
+            result_json: result_json(links, task),
             fail_code: task.fail_code.clone(),
             fail_msg: task.fail_msg.clone(),
             cost_time: task.completed_at.map(|done| done - task.created_at),
@@ -97,18 +101,26 @@ impl<S> CallbackData<S> {
 }
 
 /// The callback body in the dialect the task was created in.
-pub fn payload(state: &AppState, task: &Task) -> Vec<u8> {
+pub fn payload(links: &ResultLinks, catalog: &Catalog, task: &Task) -> Vec<u8> {
     match task.dialect {
-        Dialect::Unified => crate::api::unified::callback_payload(state, task),
+        Dialect::Unified => crate::api::unified::callback_payload(links, catalog, task),
         Dialect::Apixo | Dialect::OpenAi => {
-            let data = CallbackData::new(state, task, task.model.clone(), task.state);
+            let data = CallbackData::new(links, task, task.model.clone(), task.state);
             serde_json::to_vec(&Envelope { code: 200, message: "success".into(), data }).expect("callbacks serialize")
         }
     }
 }
 
+/// Sends callbacks: reads tasks and accounts, renders each body in its task's dialect with
+/// signed result links, and records every attempt in the outbox.
 pub struct Dispatcher {
-    pub state: AppState,
+    pub db: Db,
+    pub tasks: TaskStore,
+    pub accounts: Accounts,
+    pub links: ResultLinks,
+    pub catalog: Arc<Catalog>,
+    /// Deliveries in flight at once (`[webhooks] dispatch_slots`).
+    pub slots: usize,
     pub egress: Egress,
     pub schedule: Schedule,
     pub wake: Arc<Notify>,
@@ -125,8 +137,8 @@ struct Prepared {
 
 impl Dispatcher {
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        let slots = self.state.config.webhooks.dispatch_slots.max(1);
-        let claim = || store::claim(&self.state.db, LEASE_MS, slots);
+        let slots = self.slots;
+        let claim = || store::claim(&self.db, LEASE_MS, slots);
         let work = |delivery| {
             let this = self.clone();
             async move {
@@ -140,7 +152,7 @@ impl Dispatcher {
     }
 
     async fn until_next_due(&self) -> Duration {
-        match store::next_due(&self.state.db).await {
+        match store::next_due(&self.db).await {
             Ok(Some(at)) => Duration::from_millis((at - now_ms()).clamp(0, IDLE_POLL.as_millis() as i64) as u64),
             _ => IDLE_POLL,
         }
@@ -164,7 +176,7 @@ impl Dispatcher {
             ),
         };
         tracing::info!(outcome = ?outcome, next = ?next, "callback attempt");
-        if let Err(e) = store::record(&self.state.db, &delivery, started_at, &outcome, latency_ms, next).await {
+        if let Err(e) = store::record(&self.db, &delivery, started_at, &outcome, latency_ms, next).await {
             tracing::error!(error = %e, "recording a callback attempt failed; it will be retried when its lease ends");
         }
     }
@@ -173,15 +185,15 @@ impl Dispatcher {
     async fn prepare(&self, delivery: &Delivery, started_at: i64) -> Result<Prepared, String> {
         let task_id = TaskId::parse(&delivery.task_id).ok_or("corrupt task id")?;
         let account = AccountId::parse(&delivery.account_id).ok_or("corrupt account id")?;
-        let task = self.state.tasks.get_for_account(&task_id, &account).await.map_err(|e| e.to_string())?;
+        let task = self.tasks.get_for_account(&task_id, &account).await.map_err(|e| e.to_string())?;
         let task = task.ok_or("the task no longer exists")?;
         // A delivery is queued in the transaction that ends its task, so this holds; should the
         // row read otherwise, the attempt fails and is retried rather than sending a non-final state.
         if !task.state.is_terminal() {
             return Err(format!("the task is still {}; callbacks carry only final states", task.state.as_str()));
         }
-        let secret = self.state.accounts.get(&account).await.map_err(|e| e.to_string())?.webhook_secret;
-        let body = payload(&self.state, &task);
+        let secret = self.accounts.get(&account).await.map_err(|e| e.to_string())?.webhook_secret;
+        let body = payload(&self.links, &self.catalog, &task);
         let mut headers = signing::headers(&secret, &delivery.id, started_at / 1000, &body);
         headers.push(("content-type".into(), "application/json".into()));
         Ok(Prepared { body, headers })
