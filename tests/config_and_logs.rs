@@ -141,3 +141,39 @@ async fn log_format_json_writes_one_object_per_line() {
         assert!(event["timestamp"].is_string() && event["level"].is_string() && event["fields"].is_object(), "{line}");
     }
 }
+
+#[tokio::test]
+async fn a_mistake_in_the_catalog_stops_the_start_naming_its_key() {
+    let cases = [
+        (
+            "[models.\"house\"]\nfamily = \"flux\"\nprice_usd = 0.1\n",
+            "[models.\"house\"].family: unknown family \"flux\"",
+        ),
+        (
+            "[models.\"house\"]\nfamily = \"gpt-image\"\nprice_usd = nan\n",
+            "[models.\"house\"].price_usd: NaN is not a finite",
+        ),
+        (
+            "[models.\"house\"]\nfamily = \"gpt-image\"\nprice_usd = 0.1\naliases = [\"seedream-5-0\"]\n",
+            "already names",
+        ),
+        ("[models.\"seedream-5-0\"]\ncapabilities = [\"mask\"]\n", "the seedream family cannot do mask"),
+        (
+            "[models.\"house\"]\nfamily = \"gpt-image\"\nprice_usd = 0.1\nsizes = [\"8192x8192\"]\n",
+            "[models.\"house\"].sizes",
+        ),
+        (
+            "[models.\"house\"]\nfamily = \"gpt-image\"\nprice_usd = 0.1\ncolour = \"red\"\n",
+            "unknown field: found `colour`",
+        ),
+    ];
+    for (table, expected) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("easel.toml"), table).unwrap();
+        let mut cmd = common::process::easel_on(dir.path()).await;
+        let out = cmd.args(["serve", "--listen", "127.0.0.1:0"]).output().await.unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{table} started");
+        assert!(stderr.contains(expected), "{table}: {stderr}");
+    }
+}

@@ -9,9 +9,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::apixo::{Envelope, success};
 use super::error::ApiError;
 use super::extract::{Caller, Query};
+use super::house::{Envelope, success};
 use super::openapi::schemas::{ApixoAuthErrors, ApixoError};
 use crate::accounts::limits::{self, Limits};
 use crate::accounts::{Account, ledger};

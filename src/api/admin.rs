@@ -11,9 +11,10 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::account::{AccountView, PageQuery, account_view};
-use super::apixo::{Envelope, TaskStatus, success, task_status};
+use super::apixo::{TaskStatus, task_status};
 use super::error::ApiError;
 use super::extract::{JsonBody, Query};
+use super::house::{Envelope, success};
 use super::openapi::schemas::{
     AccountPath, AddCreditsRequest, AdminAuthErrors, ApixoError, CreateAccountRequest, NoSuchAccount, SetLimitsRequest,
 };

@@ -10,8 +10,9 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::create::Creation;
-use super::error::{ApiError, render_error};
+use super::error::ApiError;
 use super::extract::{Caller, JsonBody, Query};
+use super::house::{Envelope, success};
 use super::openapi::examples;
 use super::openapi::schemas::{
     ApixoAuthErrors, ApixoError, ApixoModel, CatalogModel, CreateHeaders, GenerateTaskRequest, TaskSubmitted,
@@ -21,27 +22,6 @@ use crate::catalog::{Model, Routing, ValidationError};
 use crate::ids::TaskId;
 use crate::storage::ResultLinks;
 use crate::tasks::{Dialect, Task, TaskState};
-
-/// The envelope of seeds 000-002: `code` is 200 and `message` is `success`.
-#[derive(Serialize, ToSchema)]
-pub struct Envelope<T> {
-    pub code: u16,
-    pub message: String,
-    pub data: T,
-}
-
-pub fn success<T: Serialize>(data: T) -> Json<Envelope<T>> {
-    Json(Envelope { code: 200, message: "success".into(), data })
-}
-
-/// Renders an [`ApiError`] carried by a response as `{"code":N,"message":"…","data":null}`,
-/// with the HTTP status equal to `code`. Installed as a layer on the APIXO routes.
-pub async fn envelope(response: Response) -> Response {
-    render_error(response, |error| {
-        let status = error.status();
-        (status, Envelope { code: status.as_u16(), message: error.to_string(), data: Value::Null })
-    })
-}
 
 #[derive(Serialize, ToSchema)]
 pub struct TaskCreated {

@@ -1,5 +1,5 @@
 //! One error type for the HTTP layer. Handlers and extractors return [`ApiError`]; each
-//! dialect's router renders it in that dialect's envelope in one place (see `apixo::envelope`).
+//! dialect's router renders it in that dialect's envelope in one place (see `house::envelope`).
 
 use std::sync::Arc;
 

@@ -10,6 +10,7 @@ pub mod error;
 pub mod extract;
 pub mod files;
 pub mod health;
+pub mod house;
 pub mod models;
 pub mod openai;
 pub mod openapi;
@@ -248,7 +249,7 @@ async fn envelope_of_path(request: Request, next: Next) -> Response {
     match render {
         Dialect::OpenAi => openai::envelope(response).await,
         Dialect::Unified => unified::envelope(response).await,
-        Dialect::Apixo => apixo::envelope(response).await,
+        Dialect::Apixo => house::envelope(response).await,
     }
 }
 

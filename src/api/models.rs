@@ -7,7 +7,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::apixo::{Envelope, success};
+use super::house::{Envelope, success};
 use crate::catalog::price::PriceRow;
 use crate::catalog::size::SizeBounds;
 use crate::catalog::{Api, Model};

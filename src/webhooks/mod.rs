@@ -12,7 +12,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::accounts::Accounts;
-use crate::api::apixo::{Envelope, result_json};
+use crate::api::apixo::result_json;
+use crate::api::house::Envelope;
 use crate::catalog::Catalog;
 use crate::claim_loop;
 use crate::config::WebhookConfig;
