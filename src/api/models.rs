@@ -14,6 +14,7 @@ use crate::catalog::{Api, Model};
 
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = CatalogModelView)]
 pub struct ModelView {
     #[schema(example = "seedream-5-0")]
     pub id: String,
@@ -42,6 +43,7 @@ pub struct ModelView {
 
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = ModelLimits)]
 pub struct LimitsView {
     pub max_prompt_chars: usize,
     pub max_references: usize,
@@ -51,6 +53,7 @@ pub struct LimitsView {
 
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = ModelSizes)]
 pub struct SizesView {
     /// Size tiers (`2K`), each rendered at the aspect ratios below.
     pub tiers: Vec<String>,
@@ -65,6 +68,7 @@ pub struct SizesView {
 
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = ModelCustomSizes)]
 pub struct CustomSizes {
     /// Fewest pixels, as a size.
     pub min: String,
@@ -77,6 +81,7 @@ pub struct CustomSizes {
 
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = ModelDefaultLimits)]
 pub struct DefaultLimits {
     /// Task creations per minute per account.
     pub rpm: u32,
@@ -87,6 +92,7 @@ pub struct DefaultLimits {
 /// Prices per delivered image in USD: the first row that matches an image sets its price.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = ModelPrices)]
 pub struct PricesView {
     /// Images no row matches.
     pub usd: f64,
@@ -95,6 +101,7 @@ pub struct PricesView {
 
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = ModelPriceRow)]
 pub struct PriceRowView {
     pub quality: Option<&'static str>,
     pub size: Option<String>,
