@@ -4,11 +4,14 @@
 use std::time::Instant;
 
 use easel::catalog::{OutputFormat, Size};
-use easel::providers::local::render::{encode, render};
+use easel::media::encode;
+use easel::providers::local::render::render;
+use image::DynamicImage;
 
 fn main() {
     let cases = [
         ("1024x1024 png (gpt-image-1)", Size::new(1024, 1024), OutputFormat::Png),
+        ("1024x1024 webp (gpt-image-1)", Size::new(1024, 1024), OutputFormat::Webp),
         ("2048x2048 jpeg (2K)", Size::new(2048, 2048), OutputFormat::Jpeg),
         ("3072x3072 jpeg (3K)", Size::new(3072, 3072), OutputFormat::Jpeg),
         ("3072x3072 png (3K)", Size::new(3072, 3072), OutputFormat::Png),
@@ -20,7 +23,7 @@ fn main() {
         let (mut draw, mut enc, mut bytes) = (0.0, 0.0, 0);
         for i in 0..runs {
             let t = Instant::now();
-            let img = render("a cozy cyberpunk cafe with neon lights", size, i, false, &[]);
+            let img = DynamicImage::ImageRgb8(render("a cozy cyberpunk cafe with neon lights", size, i, false, &[]));
             draw += t.elapsed().as_secs_f64();
             let t = Instant::now();
             bytes = encode(&img, format).expect("encodes").len();

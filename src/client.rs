@@ -135,9 +135,9 @@ impl Client {
         let mut saved = Vec::with_capacity(urls.len());
         for (i, url) in urls.iter().enumerate() {
             let bytes = self.http.get(url).send().await?.error_for_status()?.bytes().await?;
-            let ext = match image::guess_format(&bytes) {
-                Ok(image::ImageFormat::Png) => "png",
-                Ok(image::ImageFormat::WebP) => "webp",
+            let ext = match crate::media::sniff(&bytes) {
+                Some(image::ImageFormat::Png) => "png",
+                Some(image::ImageFormat::WebP) => "webp",
                 _ => "jpeg",
             };
             let path = dir.join(format!("{task}-{i}.{ext}"));

@@ -199,3 +199,45 @@ async fn a_lease_handed_back_on_shutdown_is_not_an_interruption() {
     assert!(attempts >= 5, "{attempts} claims");
     assert_eq!((interruptions, state.as_str()), (0, "processing"));
 }
+
+#[tokio::test]
+async fn a_result_too_large_to_convert_is_left_out() {
+    // PNG answers to JPEG tasks: of the first task's two, only the small one fits the pixel
+    // limit; the second task's one does not.
+    let small = encoded(64, 48, [220, 20, 20], ImageFormat::Png);
+    let large = encoded(200, 100, [20, 200, 20], ImageFormat::Png);
+    let answers = [vec![small, large.clone()], vec![large]];
+    let fake = Fake::start(Wire::OpenAi, move |_, i, _| {
+        let data: Vec<Value> = answers[i].iter().map(|png| json!({"b64_json": b64(png)})).collect();
+        Reply::ok(json!({"data": data}))
+    })
+    .await;
+    let base = fake.base_url.clone();
+    let app = spawn_app_with(|c| {
+        c.media.max_pixels = 10_000;
+        c.channels = vec![channel("openai", ProviderKind::Openai, &base, &[(GPT, "gpt-image-1")])];
+    })
+    .await;
+    let price = app.state.catalog.get(GPT).unwrap().price().0;
+    let generate = |n: u32| {
+        let body = json!({"prompt": "a boat", "n": n, "output_format": "jpeg", "response_format": "url"});
+        app.client.post(app.url("/v1/images/generations")).bearer_auth(&app.key).json(&body).send()
+    };
+
+    let body: Value = generate(2).await.unwrap().json().await.unwrap();
+    let data = body["data"].as_array().expect("a partial success");
+    assert_eq!(data.len(), 1, "{body}");
+    let (format, img) = download(&app.client, data[0]["url"].as_str().unwrap()).await;
+    assert_eq!((format, img.width(), img.height()), (ImageFormat::Jpeg, 64, 48));
+    assert_eq!(balance_and_held(&app).await, (START_MICROS - price, 0), "one image charged");
+
+    let res = generate(1).await.unwrap();
+    let task = res.headers()["x-easel-task-id"].to_str().unwrap().to_owned();
+    let data = app.wait_done(GPT, &task).await;
+    assert_eq!(data["state"], "failed", "{data}");
+    assert_eq!(data["failCode"], "GENERATION_FAILED", "{data}");
+    let message = data["failMsg"].as_str().unwrap();
+    assert!(message.starts_with("a result is 200×100 pixels"), "{message}");
+    assert_eq!(balance_and_held(&app).await, (START_MICROS - price, 0), "nothing more charged");
+    assert_ledger_invariant(&app.state, "default").await;
+}

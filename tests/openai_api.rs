@@ -161,3 +161,38 @@ async fn a_task_outliving_the_wait_is_a_504_naming_it() {
     let (status, status_body) = app.status("gpt-image-1", &task).await;
     assert_eq!(status, 200, "{status_body}");
 }
+
+#[tokio::test]
+async fn webp_is_made_for_gpt_image_models() {
+    let app = spawn_app().await;
+    let (status, body) =
+        post(&app, "/v1/images/generations", json!({"prompt": "a koi", "output_format": "webp"})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["output_format"], "webp");
+    let bytes =
+        base64::engine::general_purpose::STANDARD.decode(body["data"][0]["b64_json"].as_str().unwrap()).unwrap();
+    assert_eq!((&bytes[..4], &bytes[8..12]), (&b"RIFF"[..], &b"WEBP"[..]), "WebP's magic bytes");
+    let img = image::load_from_memory_with_format(&bytes, image::ImageFormat::WebP).unwrap();
+    assert_eq!((img.width(), img.height()), (1024, 1024));
+
+    let (_, body) = post(
+        &app,
+        "/v1/images/generations",
+        json!({"prompt": "a koi", "output_format": "webp", "response_format": "url"}),
+    )
+    .await;
+    let url = body["data"][0]["url"].as_str().unwrap();
+    assert!(key_of(url).ends_with(".webp"), "{url}");
+    // `download` checks that /files serves it as image/webp.
+    let (format, img) = download(&app.client, url).await;
+    assert_eq!((format, img.width(), img.height()), (image::ImageFormat::WebP, 1024, 1024));
+
+    let (status, body) = post(
+        &app,
+        "/v1/images/generations",
+        json!({"model": "seedream-5-0", "prompt": "a koi", "output_format": "webp"}),
+    )
+    .await;
+    assert_eq!(status, 400, "Seedream makes no WebP: {body}");
+    assert!(body["error"]["message"].as_str().unwrap().starts_with("output_format"), "{body}");
+}

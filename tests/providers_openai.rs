@@ -3,9 +3,12 @@
 
 mod common;
 
+use base64::Engine;
 use common::fakes::*;
 use common::*;
+use easel::catalog::OutputFormat;
 use easel::config::ProviderKind;
+use easel::media;
 use image::ImageFormat;
 use serde_json::{Value, json};
 
@@ -232,4 +235,51 @@ async fn a_retry_after_rests_the_channel_for_later_tasks() {
     let resting = body["data"].as_array().unwrap().iter().find(|c| c["id"] == "limited").unwrap()["restingMs"].clone();
     let ms = resting.as_u64().expect("restingMs while resting");
     assert!(ms > 100_000 && ms <= 120_000, "{ms}");
+}
+
+/// A gradient in `format`, so that a second lossy conversion would show in the bytes.
+fn gradient(format: ImageFormat) -> Vec<u8> {
+    let img =
+        image::RgbImage::from_fn(96, 64, |x, y| image::Rgb([(x * 2) as u8, (y * 3) as u8, ((x * y) % 256) as u8]));
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, format).unwrap();
+    out.into_inner()
+}
+
+#[tokio::test]
+async fn a_result_is_stored_as_it_came_or_converted_once() {
+    // (the task's format, what the upstream answers), one request each, in order.
+    let cases = [
+        (OutputFormat::Jpeg, ImageFormat::Png),
+        (OutputFormat::Webp, ImageFormat::Png),
+        (OutputFormat::Png, ImageFormat::Gif),
+        (OutputFormat::Webp, ImageFormat::WebP),
+        (OutputFormat::Jpeg, ImageFormat::Jpeg),
+    ];
+    let answers: Vec<Vec<u8>> = cases.iter().map(|&(_, upstream)| gradient(upstream)).collect();
+    let replies = answers.clone();
+    let fake =
+        Fake::start(Wire::OpenAi, move |_, i, _| Reply::ok(json!({"data": [{"b64_json": b64(&replies[i])}]}))).await;
+    let base = fake.base_url.clone();
+    let app =
+        spawn_app_with(|c| c.channels = vec![channel("openai", ProviderKind::Openai, &base, &[(MODEL, UPSTREAM)])])
+            .await;
+    for ((wanted, upstream), answer) in cases.into_iter().zip(answers) {
+        let case = format!("{wanted:?} from {upstream:?}");
+        let body = json!({"model": MODEL, "prompt": "a koi", "output_format": wanted.extension()});
+        let res = app.client.post(app.url("/v1/images/generations")).bearer_auth(&app.key).json(&body).send().await;
+        let body: Value = res.unwrap().json().await.unwrap();
+        assert_eq!(body["output_format"], wanted.extension(), "{case}: {body}");
+        let stored = base64::engine::general_purpose::STANDARD.decode(body["data"][0]["b64_json"].as_str().unwrap());
+        let stored = stored.unwrap();
+        assert_eq!(image::guess_format(&stored).unwrap(), media::image_format(wanted), "{case}");
+        let expected = if upstream == media::image_format(wanted) {
+            answer
+        } else {
+            media::encode(&image::load_from_memory(&answer).unwrap(), wanted).unwrap()
+        };
+        assert!(stored == expected, "{case}: not the upstream's bytes converted exactly once");
+    }
+    let asked: Vec<Value> = fake.seen_ok().iter().map(|s| s.json.as_ref().unwrap()["output_format"].clone()).collect();
+    assert_eq!(asked, ["jpeg", "webp", "png", "webp", "jpeg"], "GPT image models are asked for the task's format");
 }

@@ -110,7 +110,7 @@ pub struct ImagesResponse {
     data: Vec<Image>,
     #[schema(value_type = String, example = "opaque")]
     background: &'static str,
-    /// `png` or `jpeg`.
+    /// `png`, `jpeg` or `webp`.
     #[schema(value_type = String)]
     output_format: &'static str,
     /// `WIDTHxHEIGHT`.
@@ -121,7 +121,7 @@ pub struct ImagesResponse {
     usage: Usage,
 }
 
-/// One image, as `response_format` asked: base64 PNG/JPEG bytes or a signed link.
+/// One image, as `response_format` asked: base64 PNG/JPEG/WebP bytes or a signed link.
 #[derive(Serialize, ToSchema)]
 pub struct Image {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -265,7 +265,7 @@ fn parse_request<'c>(
             return invalid(format!("background transparent is not supported by {}", model.id));
         }
         "transparent" if output_format == OutputFormat::Jpeg => {
-            return invalid("background transparent needs output_format png");
+            return invalid("background transparent needs output_format png or webp");
         }
         chosen => chosen == "transparent",
     };
@@ -405,7 +405,7 @@ struct Upload {
 impl Upload {
     /// Checks that the bytes are an image; `name` names it in errors and its key.
     fn check(batch: &str, name: &str, bytes: Vec<u8>) -> Result<Self, ApiError> {
-        let format = crate::egress::sniff(&bytes)
+        let format = crate::media::sniff(&bytes)
             .ok_or_else(|| ApiError::BadRequest(format!("{name} is not a PNG, JPEG, WebP or GIF image")))?;
         let digest = hex::encode(Sha256::digest(&bytes));
         Ok(Upload { key: format!("uploads/{batch}/{name}.{}", format.extensions_str()[0]), bytes, digest })

@@ -31,10 +31,11 @@ use crate::money::Micros;
 pub enum OutputFormat {
     Jpeg,
     Png,
+    Webp,
 }
 
 impl OutputFormat {
-    pub const ALL: [OutputFormat; 2] = [OutputFormat::Jpeg, OutputFormat::Png];
+    pub const ALL: [OutputFormat; 3] = [OutputFormat::Jpeg, OutputFormat::Png, OutputFormat::Webp];
 
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|f| f.extension() == s)
@@ -44,6 +45,7 @@ impl OutputFormat {
         match self {
             OutputFormat::Jpeg => "jpeg",
             OutputFormat::Png => "png",
+            OutputFormat::Webp => "webp",
         }
     }
 
@@ -51,6 +53,7 @@ impl OutputFormat {
         match self {
             OutputFormat::Jpeg => "image/jpeg",
             OutputFormat::Png => "image/png",
+            OutputFormat::Webp => "image/webp",
         }
     }
 }
@@ -470,6 +473,7 @@ mod tests {
             ("family = \"gpt-image\"\nprice_usd = inf", "[models.\"x\"].price_usd: inf is not a finite"),
             ("family = \"gpt-image\"\nprice_usd = 1\nsizes = [\"9000x9000\"]", "[models.\"x\"].sizes"),
             ("family = \"seedream\"\nprice_usd = 1\ncapabilities = [\"mask\"]", "the seedream family cannot do mask"),
+            ("family = \"seedream\"\nprice_usd = 1\nformats = [\"webp\"]", "the seedream family cannot output webp"),
             ("family = \"gpt-image\"\nprice_usd = 1\naliases = [\"gpt-image-1\"]", "already names \"gpt-image-1\""),
             ("family = \"gpt-image\"\nprice_usd = 1\n[[models.x.prices]]\ntier = \"9K\"\nusd = 1", "no tier \"9K\""),
             (

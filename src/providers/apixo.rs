@@ -16,10 +16,8 @@ use serde_json::{Value, json};
 
 use super::upstream::{Upstream, status_error, transport_error};
 use super::{GeneratedImage, Job, Provider, ProviderError};
-use crate::catalog::{Family, OutputFormat, Size, TaskSpec};
+use crate::catalog::{Family, Size, TaskSpec};
 use crate::config::{ApixoOptions, ChannelConfig};
-use crate::media::{Fit, Media};
-use crate::providers::local::render;
 
 pub const DEFAULT_BASE_URL: &str = "https://api.apixo.ai/api/v1";
 
@@ -77,7 +75,7 @@ impl ApixoProvider {
             }
         };
         let urls = self.wait(model, &task_id).await?;
-        self.download_all(job.media, &urls, job.spec.output_format).await
+        self.download_all(&urls).await
     }
 
     /// Submits the task; any error here means the upstream accepted nothing.
@@ -181,16 +179,11 @@ impl ApixoProvider {
     }
 
     /// Downloads every result; a result that cannot be fetched is left out (a partial success).
-    async fn download_all(
-        &self,
-        media: &Media,
-        urls: &[String],
-        wanted: OutputFormat,
-    ) -> Result<Vec<GeneratedImage>, ProviderError> {
+    async fn download_all(&self, urls: &[String]) -> Result<Vec<GeneratedImage>, ProviderError> {
         let mut images = Vec::with_capacity(urls.len());
         let mut last_error = None;
         for url in urls {
-            match self.download(media, url, wanted).await {
+            match self.download(url).await {
                 Ok(image) => images.push(image),
                 Err(e) => {
                     tracing::warn!(error = %e, "a result could not be downloaded");
@@ -205,7 +198,8 @@ impl ApixoProvider {
         }
     }
 
-    async fn download(&self, media: &Media, url: &str, wanted: OutputFormat) -> Result<GeneratedImage, ProviderError> {
+    /// A result with its real format, whatever the URL or headers said.
+    async fn download(&self, url: &str) -> Result<GeneratedImage, ProviderError> {
         let mut tries = 0;
         let bytes = loop {
             tries += 1;
@@ -217,7 +211,8 @@ impl ApixoProvider {
                 Err(e) => return Err(e),
             }
         };
-        sniffed(media, bytes, wanted).await
+        GeneratedImage::sniffed(bytes)
+            .ok_or_else(|| ProviderError::Permanent("a result is not a JPEG, PNG, WebP or GIF image".into()))
     }
 }
 
@@ -354,27 +349,10 @@ fn jitter(interval: Duration) -> Duration {
     interval.mul_f64(0.8 + 0.4 * r)
 }
 
-/// The image's real format, whatever the URL or headers said; WebP and GIF are re-encoded.
-async fn sniffed(media: &Media, bytes: Vec<u8>, wanted: OutputFormat) -> Result<GeneratedImage, ProviderError> {
-    match image::guess_format(&bytes) {
-        Ok(image::ImageFormat::Png) => {
-            Ok(GeneratedImage { bytes, format: OutputFormat::Png, size: None, quality: None })
-        }
-        Ok(image::ImageFormat::Jpeg) => {
-            Ok(GeneratedImage { bytes, format: OutputFormat::Jpeg, size: None, quality: None })
-        }
-        Ok(format @ (image::ImageFormat::WebP | image::ImageFormat::Gif)) => media
-            .decode(bytes, format, Fit::Original, move |i| render::encode(&i.into_rgb8(), wanted))
-            .await
-            .map(|bytes| GeneratedImage { bytes, format: wanted, size: None, quality: None })
-            .map_err(|e| ProviderError::Permanent(format!("a result {e}"))),
-        _ => Err(ProviderError::Permanent("a result is not a JPEG, PNG, WebP or GIF image".into())),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::OutputFormat;
 
     fn spec(model: &str, size: Size, references: Vec<String>) -> TaskSpec {
         TaskSpec {

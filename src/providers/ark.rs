@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use super::upstream::{Upstream, retry_after, status_error, transport_error};
 use super::{GeneratedImage, Job, Provider, ProviderError, Reference};
 use crate::catalog::{Family, OutputFormat, Size};
-use crate::media::{Fit, Media};
+use crate::media::{self, Fit, Media};
 
 pub const DEFAULT_BASE_URL: &str = "https://ark.ap-southeast.bytepluses.com/api/v3";
 
@@ -152,28 +152,6 @@ fn map_error(status: StatusCode, headers: &HeaderMap, error: &ArkError) -> Provi
     }
 }
 
-fn output_format_of(bytes: &[u8]) -> Option<image::ImageFormat> {
-    crate::egress::sniff(bytes)
-}
-
-/// Reports the true format of the bytes; WebP/GIF (never asked for) are re-encoded.
-async fn to_generated(media: &Media, bytes: Vec<u8>, wanted: OutputFormat) -> Result<GeneratedImage, ProviderError> {
-    match output_format_of(&bytes) {
-        Some(image::ImageFormat::Png) => {
-            Ok(GeneratedImage { bytes, format: OutputFormat::Png, size: None, quality: None })
-        }
-        Some(image::ImageFormat::Jpeg) => {
-            Ok(GeneratedImage { bytes, format: OutputFormat::Jpeg, size: None, quality: None })
-        }
-        Some(format) => media
-            .decode(bytes, format, Fit::Original, move |i| super::local::render::encode(&i.into_rgb8(), wanted))
-            .await
-            .map(|bytes| GeneratedImage { bytes, format: wanted, size: None, quality: None })
-            .map_err(|e| ProviderError::Permanent(format!("a result image {e}"))),
-        None => Err(ProviderError::Permanent("Ark returned a result that is not an image".into())),
-    }
-}
-
 /// Ark takes references of at most 6000×6000 pixels in all; a larger one (within
 /// `[media] max_pixels`) is scaled down to fit, the others go as they are, undecoded.
 const MAX_REFERENCE_PIXELS: u64 = 6000 * 6000;
@@ -192,17 +170,11 @@ async fn fit_references<'a>(
             continue;
         }
         let side = (f64::from(header.longest_side()) * (MAX_REFERENCE_PIXELS as f64 / pixels as f64).sqrt()) as u32;
-        let jpeg = r.format == image::ImageFormat::Jpeg;
-        let encode = move |i: image::DynamicImage| {
-            if jpeg {
-                super::local::render::encode(&i.into_rgb8(), OutputFormat::Jpeg)
-            } else {
-                crate::media::encode_png(&i)
-            }
-        };
+        // JPEG stays JPEG; anything else becomes PNG, keeping its alpha.
+        let format = if r.format == image::ImageFormat::Jpeg { OutputFormat::Jpeg } else { OutputFormat::Png };
+        let encode = move |i: image::DynamicImage| media::encode(&i, format);
         let bytes = media.decode(r.bytes.clone(), r.format, Fit::Within(side), encode).await.map_err(invalid)?;
-        let format = if jpeg { image::ImageFormat::Jpeg } else { image::ImageFormat::Png };
-        fitted.push(Cow::Owned(Reference { bytes, format }));
+        fitted.push(Cow::Owned(Reference { bytes, format: media::image_format(format) }));
     }
     Ok(fitted)
 }
@@ -214,12 +186,7 @@ impl ArkProvider {
 
     /// One `images/generations` call: the images it delivered (a partial batch is fine) or
     /// the reason it delivered none.
-    async fn request(
-        &self,
-        media: &Media,
-        body: &Value,
-        wanted: OutputFormat,
-    ) -> Result<Vec<GeneratedImage>, ProviderError> {
+    async fn request(&self, body: &Value) -> Result<Vec<GeneratedImage>, ProviderError> {
         let response = self
             .upstream
             .http
@@ -272,8 +239,11 @@ impl ArkProvider {
             tracing::debug!(index = i, size = item.size.as_deref(), "Ark delivered an image");
             // The size Ark says it rendered prices the image.
             let size = item.size.as_deref().and_then(|s| s.parse::<Size>().ok());
-            fetches
-                .push(async move { Ok(GeneratedImage { size, ..to_generated(media, fetch.await?, wanted).await? }) });
+            fetches.push(async move {
+                let image = GeneratedImage::sniffed(fetch.await?)
+                    .ok_or_else(|| ProviderError::Permanent("Ark returned a result that is not an image".into()))?;
+                Ok(GeneratedImage { size, ..image })
+            });
         }
         let mut images = Vec::new();
         let mut first_error = None;
@@ -296,15 +266,14 @@ impl ArkProvider {
 impl Provider for ArkProvider {
     fn generate<'a>(&'a self, job: Job<'a>) -> BoxFuture<'a, Result<Vec<GeneratedImage>, ProviderError>> {
         async move {
-            let wanted = job.spec.output_format;
             let references = fit_references(job.media, job.references).await?;
             if job.spec.sequential || job.spec.images <= 1 {
                 let body = request_body(&job, &references, job.spec.sequential);
-                return self.request(job.media, &body, wanted).await;
+                return self.request(&body).await;
             }
             // Sequential generation off: Ark makes one image per request, so ask N times at once.
             let body = request_body(&job, &references, false);
-            let calls = (0..job.spec.images).map(|_| self.request(job.media, &body, wanted));
+            let calls = (0..job.spec.images).map(|_| self.request(&body));
             let mut images = Vec::new();
             let mut first_error = None;
             for result in futures::future::join_all(calls).await {

@@ -9,8 +9,8 @@ pub mod upstream;
 
 use std::time::Duration;
 
-use crate::catalog::{Model, OutputFormat, Quality, Size, TaskSpec};
-use crate::media::Media;
+use crate::catalog::{Model, Quality, Size, TaskSpec};
+use crate::media::{self, Media};
 use futures::future::BoxFuture;
 
 /// A reference image the worker already fetched and checked.
@@ -20,13 +20,22 @@ pub struct Reference {
     pub format: image::ImageFormat,
 }
 
+/// An image as the upstream delivered it, in whatever format that really is (a GIF too): the
+/// worker converts it to the task's format, if it is not in it already.
 #[derive(Debug, Clone)]
 pub struct GeneratedImage {
     pub bytes: Vec<u8>,
-    pub format: OutputFormat,
+    pub format: image::ImageFormat,
     /// The size and quality the upstream says it rendered, where it says (they set the price).
     pub size: Option<Size>,
     pub quality: Option<Quality>,
+}
+
+impl GeneratedImage {
+    /// The upstream's bytes with their sniffed format; `None` when they are not an image.
+    pub fn sniffed(bytes: Vec<u8>) -> Option<Self> {
+        media::sniff(&bytes).map(|format| Self { bytes, format, size: None, quality: None })
+    }
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -62,7 +71,7 @@ pub struct Job<'a> {
     pub spec: &'a TaskSpec,
     /// The task's model, as the catalog describes it (its family shapes the upstream request).
     pub model: &'a Model,
-    /// Every decode of a reference or a result goes through it (limits, shared memory budget).
+    /// Every decode of a reference or the mask goes through it (limits, shared memory budget).
     pub media: &'a Media,
     /// The references, already fetched and checked by the egress guard.
     pub references: &'a [Reference],
@@ -76,7 +85,7 @@ pub struct Job<'a> {
 }
 
 pub trait Provider: Send + Sync {
-    /// Generates the job's images. Fewer than requested is a partial success; the worker
-    /// converts images to the requested format when the upstream could not.
+    /// Generates the job's images. Fewer than requested is a partial success. A provider does
+    /// not convert its results: the worker converts each at most once, to the task's format.
     fn generate<'a>(&'a self, job: Job<'a>) -> BoxFuture<'a, Result<Vec<GeneratedImage>, ProviderError>>;
 }

@@ -12,7 +12,6 @@ use serde_json::json;
 
 use image::ImageFormat;
 
-use super::local::render;
 use super::upstream::{Upstream, status_error, transport_error};
 use super::{GeneratedImage, Job, Provider, ProviderError, Reference};
 use crate::catalog::{Family, OutputFormat, Quality, Size};
@@ -89,12 +88,9 @@ async fn image_part(media: &Media, index: usize, r: &Reference) -> Result<(Part,
         (r.bytes.clone(), ext, mime, (header.width, header.height))
     } else {
         let jpeg = r.format == ImageFormat::Jpeg;
-        let encode = move |image: image::DynamicImage| {
-            let size = (image.width(), image.height());
-            let bytes =
-                if jpeg { render::encode(&image.into_rgb8(), OutputFormat::Jpeg)? } else { media::encode_png(&image)? };
-            Ok((bytes, size))
-        };
+        let format = if jpeg { OutputFormat::Jpeg } else { OutputFormat::Png };
+        let encode =
+            move |image: image::DynamicImage| Ok((media::encode(&image, format)?, (image.width(), image.height())));
         let (bytes, size) =
             media.decode(r.bytes.clone(), r.format, Fit::Within(MAX_REFERENCE_SIDE), encode).await.map_err(invalid)?;
         let (ext, mime) = if jpeg { ("jpg", "image/jpeg") } else { ("png", "image/png") };
@@ -121,8 +117,9 @@ async fn mask_part(media: &Media, mask: &Reference, image_size: (u32, u32)) -> R
         } else {
             Fit::Exact { width: image_size.0, height: image_size.1 }
         };
-        let to_png =
-            |image: image::DynamicImage| media::encode_png(&image::DynamicImage::ImageRgba8(image.into_rgba8()));
+        let to_png = |image: image::DynamicImage| {
+            media::encode(&image::DynamicImage::ImageRgba8(image.into_rgba8()), OutputFormat::Png)
+        };
         media.decode(mask.bytes.clone(), mask.format, fit, to_png).await.map_err(|e| bad(e.to_string()))?
     };
     Part::bytes(png).file_name("mask.png").mime_str("image/png").map_err(|e| bad(e.to_string()))
@@ -156,6 +153,7 @@ impl OpenAiProvider {
         let spec = job.spec;
         let n = spec.images.clamp(1, 10);
         let size = spec.size.to_string();
+        // GPT image models make all three of Easel's formats.
         let format = spec.output_format.extension();
         let quality = spec.quality.unwrap_or(Quality::Auto).as_str();
         let background = if spec.transparent_background { "transparent" } else { "auto" };
@@ -207,18 +205,9 @@ impl OpenAiProvider {
             let bytes = BASE64
                 .decode(b64.trim())
                 .map_err(|_| ProviderError::Permanent("OpenAI returned invalid base64".into()))?;
-            let format = match crate::egress::sniff(&bytes) {
-                Some(image::ImageFormat::Png) => OutputFormat::Png,
-                Some(image::ImageFormat::Jpeg) => OutputFormat::Jpeg,
-                // WebP is never asked for; the worker decodes whatever it gets when the
-                // format differs from the task's, so report it as "not the wanted one".
-                Some(_) => match spec.output_format {
-                    OutputFormat::Png => OutputFormat::Jpeg,
-                    OutputFormat::Jpeg => OutputFormat::Png,
-                },
-                None => return Err(ProviderError::Permanent("OpenAI returned a result that is not an image".into())),
-            };
-            images.push(GeneratedImage { bytes, format, size: rendered_size, quality: rendered_quality });
+            let image = GeneratedImage::sniffed(bytes)
+                .ok_or_else(|| ProviderError::Permanent("OpenAI returned a result that is not an image".into()))?;
+            images.push(GeneratedImage { size: rendered_size, quality: rendered_quality, ..image });
         }
         Ok(images)
     }

@@ -6,7 +6,6 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use tokio::sync::Notify;
@@ -15,14 +14,12 @@ use tokio_util::sync::CancellationToken;
 use super::store::{Outcome, StoreError, TaskStore, lease_token};
 use super::{ChannelAttempt, FailCode, Task};
 use crate::catalog::price::ImageFacts;
-use crate::catalog::{Catalog, Model, OutputFormat, Quality};
+use crate::catalog::{Catalog, Model, Quality};
 use crate::claim_loop;
 use crate::db::now_ms;
 use crate::egress::Egress;
 use crate::ids::TaskId;
-use crate::media::{Fit, Media};
-
-use crate::providers::local::render;
+use crate::media::{self, Media};
 use crate::providers::{Checkpoint, GeneratedImage, Job, ProviderError, Reference};
 use crate::routing::MAX_CHANNELS_PER_TASK;
 use crate::routing::Router;
@@ -162,14 +159,22 @@ impl WorkerPool {
         };
         let mut result_keys = Vec::with_capacity(images.len());
         let mut facts = Vec::with_capacity(images.len());
-        for (i, image) in images.into_iter().take(task.requested_images as usize).enumerate() {
-            facts.push(image_facts(task, &image));
-            let key = format!("results/{}/{i}.{}", task.id, task.spec.output_format.extension());
-            let stored = match in_format(&self.media, image, task.spec.output_format).await {
-                Ok(bytes) => self.storage.put(&key, bytes).await,
-                Err(e) => Err(e),
+        let mut unconverted = None;
+        for image in images.into_iter().take(task.requested_images as usize) {
+            let image_facts = image_facts(task, &image);
+            // The result's one conversion, when the upstream made another format than the task
+            // asked for (Seedream 4.x always answers JPEG). One that cannot be converted is left
+            // out, as an upstream's missing image would be, and not charged.
+            let bytes = match self.media.convert(image.bytes, image.format, task.spec.output_format).await {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    tracing::warn!(error = %e, "a result could not be converted; leaving it out");
+                    unconverted.get_or_insert(e);
+                    continue;
+                }
             };
-            if let Err(e) = stored {
+            let key = format!("results/{}/{}.{}", task.id, result_keys.len(), task.spec.output_format.extension());
+            if let Err(e) = self.storage.put(&key, bytes).await {
                 tracing::error!(error = format!("{e:#}"), "storing a result failed");
                 return Outcome::Failed {
                     code: FailCode::GenerationFailed,
@@ -177,8 +182,14 @@ impl WorkerPool {
                 };
             }
             result_keys.push(key);
+            facts.push(image_facts);
         }
-        Outcome::Success { result_keys, images: facts }
+        match unconverted {
+            Some(e) if result_keys.is_empty() => {
+                Outcome::Failed { code: FailCode::GenerationFailed, message: format!("a result {e}") }
+            }
+            _ => Outcome::Success { result_keys, images: facts },
+        }
     }
 
     /// Tries the task's channels in routing order, at most [`MAX_CHANNELS_PER_TASK`], moving on
@@ -270,7 +281,7 @@ impl WorkerPool {
             None => self.egress.fetch_image(url).await.map_err(|e| e.to_string())?,
             Some(key) => {
                 let bytes = self.storage.read(key).await.map_err(|_| "the uploaded image is gone".to_owned())?;
-                let format = crate::egress::sniff(&bytes).ok_or("is not a JPEG, PNG, WebP or GIF image")?;
+                let format = media::sniff(&bytes).ok_or("is not a JPEG, PNG, WebP or GIF image")?;
                 Reference { bytes, format }
             }
         };
@@ -320,17 +331,6 @@ fn outcome_state(outcome: &Outcome) -> &'static str {
 fn image_facts(task: &Task, image: &GeneratedImage) -> ImageFacts {
     let asked = task.spec.quality.filter(|q| *q != Quality::Auto);
     ImageFacts { size: image.size.unwrap_or(task.spec.size), quality: image.quality.or(asked) }
-}
-
-/// Re-encodes an image the upstream returned in another format than the task asked for
-/// (older Seedream models always answer JPEG).
-async fn in_format(media: &Media, image: GeneratedImage, wanted: OutputFormat) -> anyhow::Result<Vec<u8>> {
-    if image.format == wanted {
-        return Ok(image.bytes);
-    }
-    let format = crate::egress::sniff(&image.bytes).context("a result is not a JPEG, PNG, WebP or GIF image")?;
-    let encoded = media.decode(image.bytes, format, Fit::Original, move |i| render::encode(&i.into_rgb8(), wanted));
-    encoded.await.map_err(|e| anyhow::anyhow!("a result {e}"))
 }
 
 /// Records an asynchronous upstream's task id on the task, under the worker's lease.

@@ -208,6 +208,8 @@ pub enum OpenAiOutputFormat {
     Png,
     Jpeg,
     Jpg,
+    /// GPT image models only; lossless.
+    Webp,
 }
 
 #[derive(ToSchema)]
@@ -235,7 +237,8 @@ pub struct ImageGenerationRequest {
     size: Option<String>,
     /// Accepted; Easel renders at one quality.
     quality: Option<Quality>,
-    /// Default `png` for gpt-image-1, `jpeg` for the Seedream models.
+    /// Default `png` for gpt-image-1, `jpeg` for the Seedream models; `webp` (lossless) for
+    /// gpt-image-1 only.
     output_format: Option<OpenAiOutputFormat>,
     /// Default `b64_json` for gpt-image-1 (its only form at OpenAI), `url` for the Seedream models.
     response_format: Option<ResponseFormat>,

@@ -57,10 +57,11 @@ impl Family {
         self == Family::GptImage
     }
 
+    /// The formats a model of the family may offer (GPT image models render WebP; Seedream none).
     pub fn formats(self) -> &'static [OutputFormat] {
         match self {
             Family::Seedream => &[OutputFormat::Jpeg, OutputFormat::Png],
-            Family::GptImage => &[OutputFormat::Png, OutputFormat::Jpeg],
+            Family::GptImage => &[OutputFormat::Png, OutputFormat::Jpeg, OutputFormat::Webp],
         }
     }
 

@@ -1,4 +1,5 @@
-//! The built-in renderer as a provider: no network, real images.
+//! The built-in renderer as a provider: no network, real images. [`render`] draws the pixels,
+//! media encodes them in the task's format, so there is nothing for the worker to convert.
 
 pub mod render;
 
@@ -10,7 +11,7 @@ use futures::future::BoxFuture;
 use super::{GeneratedImage, Job, Provider, ProviderError, Reference};
 use crate::catalog::TaskSpec;
 use crate::config::LocalOptions;
-use crate::media::{Fit, Media};
+use crate::media::{self, Fit, Media};
 
 pub struct LocalProvider {
     options: LocalOptions,
@@ -53,9 +54,10 @@ impl LocalProvider {
             let (spec, refs) = (spec.clone(), decoded.clone());
             tokio::task::spawn_blocking(move || {
                 let img = render::render(&spec.prompt, spec.size, index, spec.sequential, &refs);
-                render::encode(&img, spec.output_format).map(|bytes| GeneratedImage {
+                let format = spec.output_format;
+                media::encode(&image::DynamicImage::ImageRgb8(img), format).map(|bytes| GeneratedImage {
                     bytes,
-                    format: spec.output_format,
+                    format: media::image_format(format),
                     size: Some(spec.size),
                     // The local renderer has one quality; it reports what was asked.
                     quality: spec.quality.filter(|q| *q != crate::catalog::Quality::Auto),

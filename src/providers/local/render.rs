@@ -2,10 +2,10 @@
 //! give the same pixels; different prompts give different palettes, shapes and compositions.
 //! Reference images, when given, form the picture's underlay, so image-to-image visibly uses them.
 
-use image::{ImageEncoder, RgbImage};
+use image::RgbImage;
 use sha2::{Digest, Sha256};
 
-use crate::catalog::{OutputFormat, Size};
+use crate::catalog::Size;
 
 /// A small, fast, seedable generator (SplitMix64); quality is ample for picking shapes.
 struct Rng(u64);
@@ -271,26 +271,6 @@ pub fn series_length(prompt: &str, max: u32) -> u32 {
         .unwrap_or(max)
 }
 
-pub fn encode(img: &RgbImage, format: OutputFormat) -> anyhow::Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(img.len() / 8);
-    match format {
-        OutputFormat::Jpeg => {
-            let width = u16::try_from(img.width())?;
-            let height = u16::try_from(img.height())?;
-            jpeg_encoder::Encoder::new(&mut out, 90).encode(img, width, height, jpeg_encoder::ColorType::Rgb)?;
-        }
-        OutputFormat::Png => {
-            image::codecs::png::PngEncoder::new_with_quality(
-                &mut out,
-                image::codecs::png::CompressionType::Fast,
-                image::codecs::png::FilterType::Adaptive,
-            )
-            .write_image(img, img.width(), img.height(), image::ExtendedColorType::Rgb8)?;
-        }
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -341,15 +321,5 @@ mod tests {
         assert_eq!(series_length("a comic strip in 3 panels", 4), 3);
         assert_eq!(series_length("four seasons", 4), 4);
         assert_eq!(series_length("the 12 apostles, then 2 more", 4), 2);
-    }
-
-    #[test]
-    fn encodes_requested_format() {
-        let img = render("x", Size::new(64, 48), 0, false, &[]);
-        let jpeg = encode(&img, OutputFormat::Jpeg).unwrap();
-        assert_eq!(image::guess_format(&jpeg).unwrap(), image::ImageFormat::Jpeg);
-        let png = encode(&img, OutputFormat::Png).unwrap();
-        let back = image::load_from_memory(&png).unwrap();
-        assert_eq!((back.width(), back.height()), (64, 48));
     }
 }

@@ -1,5 +1,8 @@
-//! Decoding images Easel did not make (references, masks, upstreams' results) without letting
-//! one of them take the process's memory. A 480 kB PNG can declare 13000×13000 pixels, so:
+//! Every image Easel reads or writes goes through here: sniffing the format of bytes, decoding
+//! within limits, converting between formats and encoding ([`encode`]).
+//!
+//! Decoding images Easel did not make (references, masks, upstreams' results) must not let one
+//! of them take the process's memory. A 480 kB PNG can declare 13000×13000 pixels, so:
 //!
 //! - [`Media::probe`] reads only the header and refuses an image over `[media] max_pixels` or
 //!   whose decoded buffer would pass `[media] max_alloc_bytes`, before any pixel is decoded;
@@ -10,13 +13,17 @@
 //! - decoding and the work on the pixels run on the blocking pool, and the result is scaled to
 //!   what its consumer needs ([`Fit`]) while the budget is held, so only the small copy lives on.
 
+mod encode;
+
 use std::io::Cursor;
 use std::sync::Arc;
 
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
 use tokio::sync::Semaphore;
 
+use crate::catalog::OutputFormat;
 use crate::config::MediaConfig;
+pub use encode::{encode, image_format};
 
 /// The budget is counted in KiB so that a `u32` of permits covers terabytes.
 const UNIT: u64 = 1024;
@@ -163,6 +170,20 @@ impl Media {
         work.await.map_err(|e| MediaError::Undecodable(format!("the decoder crashed: {e}")))?
     }
 
+    /// `bytes`, which are in `format`, as `wanted`: as they are when already in it, otherwise
+    /// decoded once (within the limits) and encoded.
+    pub async fn convert(
+        &self,
+        bytes: Vec<u8>,
+        format: ImageFormat,
+        wanted: OutputFormat,
+    ) -> Result<Vec<u8>, MediaError> {
+        if format == image_format(wanted) {
+            return Ok(bytes);
+        }
+        self.decode(bytes, format, Fit::Original, move |image| encode(&image, wanted)).await
+    }
+
     /// Memory the budget has free right now, for tests and metrics.
     pub fn budget_available_bytes(&self) -> u64 {
         self.inner.budget.available_permits() as u64 * UNIT
@@ -179,11 +200,11 @@ impl Media {
     }
 }
 
-/// Encodes as PNG in the image's own colour type (so alpha survives).
-pub fn encode_png(image: &DynamicImage) -> anyhow::Result<Vec<u8>> {
-    let mut out = Cursor::new(Vec::new());
-    image.write_to(&mut out, ImageFormat::Png)?;
-    Ok(out.into_inner())
+/// The format of `bytes` by their first bytes, whatever a name or a `Content-Type` said: one
+/// of the four Easel accepts (JPEG, PNG, WebP, GIF), or `None`.
+pub fn sniff(bytes: &[u8]) -> Option<ImageFormat> {
+    use ImageFormat::*;
+    image::guess_format(bytes).ok().filter(|f| matches!(f, Jpeg | Png | WebP | Gif))
 }
 
 fn resize(image: DynamicImage, fit: Fit, (width, height): (u32, u32)) -> DynamicImage {
@@ -224,6 +245,14 @@ pub(crate) mod tests {
     fn png(width: u32, height: u32) -> Vec<u8> {
         let mut out = Cursor::new(Vec::new());
         image::RgbImage::new(width, height).write_to(&mut out, ImageFormat::Png).unwrap();
+        out.into_inner()
+    }
+
+    fn encoded(width: u32, height: u32, format: ImageFormat) -> Vec<u8> {
+        let mut out = Cursor::new(Vec::new());
+        image::RgbImage::from_fn(width, height, |x, y| image::Rgb([x as u8, y as u8, 90]))
+            .write_to(&mut out, format)
+            .unwrap();
         out.into_inner()
     }
 
@@ -315,5 +344,57 @@ pub(crate) mod tests {
         assert_eq!(size(Fit::Cover { width: 50, height: 50 }).await, (100, 50));
         assert_eq!(size(Fit::Cover { width: 800, height: 800 }).await, (400, 200));
         assert_eq!(size(Fit::Exact { width: 30, height: 70 }).await, (30, 70));
+    }
+
+    #[test]
+    fn sniffs_only_the_four_formats() {
+        assert_eq!(sniff(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR"), Some(ImageFormat::Png));
+        assert_eq!(sniff(&encoded(4, 4, ImageFormat::Jpeg)), Some(ImageFormat::Jpeg));
+        assert_eq!(sniff(&encoded(4, 4, ImageFormat::WebP)), Some(ImageFormat::WebP));
+        assert_eq!(sniff(&encoded(4, 4, ImageFormat::Gif)), Some(ImageFormat::Gif));
+        assert_eq!(sniff(b"<html>not an image</html>"), None);
+        assert_eq!(sniff(b"BM\0\0\0\0"), None);
+    }
+
+    #[tokio::test]
+    async fn converting_to_the_same_format_keeps_the_bytes() {
+        // Nothing is decoded, so not even the pixel limit applies.
+        let m = media(100, 1 << 20, 1 << 20);
+        let png = encoded(30, 20, ImageFormat::Png);
+        assert_eq!(m.convert(png.clone(), ImageFormat::Png, OutputFormat::Png).await.unwrap(), png);
+        assert!(m.convert(png, ImageFormat::Png, OutputFormat::Jpeg).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn conversions_decode_once_within_the_limits() {
+        let m = Media::new(&MediaConfig::default());
+        for (from, to) in [
+            (ImageFormat::Png, OutputFormat::Jpeg),
+            (ImageFormat::Png, OutputFormat::Webp),
+            (ImageFormat::WebP, OutputFormat::Png),
+            (ImageFormat::Gif, OutputFormat::Jpeg),
+            (ImageFormat::Jpeg, OutputFormat::Webp),
+        ] {
+            let got = m.convert(encoded(30, 20, from), from, to).await.unwrap();
+            assert_eq!(sniff(&got), Some(image_format(to)), "{from:?} to {to:?}");
+            let back = image::load_from_memory(&got).unwrap();
+            assert_eq!((back.width(), back.height()), (30, 20), "{from:?} to {to:?}");
+        }
+        let small = media(100, 1 << 20, 1 << 20);
+        let big = small.convert(encoded(11, 10, ImageFormat::Png), ImageFormat::Png, OutputFormat::Webp).await;
+        assert!(matches!(big, Err(MediaError::TooManyPixels { width: 11, height: 10, .. })), "{big:?}");
+    }
+
+    #[tokio::test]
+    async fn a_webp_conversion_round_trips() {
+        let m = Media::new(&MediaConfig::default());
+        let png = encoded(50, 40, ImageFormat::Png);
+        let webp = m.convert(png.clone(), ImageFormat::Png, OutputFormat::Webp).await.unwrap();
+        assert_eq!((&webp[..4], &webp[8..12]), (&b"RIFF"[..], &b"WEBP"[..]));
+        assert_eq!(sniff(&webp), Some(ImageFormat::WebP));
+        let back = m.convert(webp, ImageFormat::WebP, OutputFormat::Png).await.unwrap();
+        let (a, b) = (image::load_from_memory(&png).unwrap(), image::load_from_memory(&back).unwrap());
+        assert_eq!((b.width(), b.height()), (50, 40));
+        assert_eq!(a.to_rgb8(), b.to_rgb8(), "lossless both ways");
     }
 }
