@@ -204,6 +204,14 @@ pub enum Quality {
 
 #[derive(ToSchema)]
 #[schema(rename_all = "lowercase")]
+pub enum Background {
+    Auto,
+    Opaque,
+    Transparent,
+}
+
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
 pub enum OpenAiOutputFormat {
     Png,
     Jpeg,
@@ -219,8 +227,9 @@ pub enum ResponseFormat {
     B64Json,
 }
 
-/// OpenAI's image generation request. Fields Easel has no use for (`background`, `moderation`,
-/// `style`, `user`, …) are accepted and ignored.
+/// OpenAI's image generation request. Fields Easel has no use for (`moderation`, `style`, `user`,
+/// …) are accepted and ignored. `GET /api/v1/models` tells each model's sizes, formats and
+/// qualities.
 #[derive(ToSchema)]
 pub struct ImageGenerationRequest {
     /// Default `gpt-image-1`; `GET /v1/models` lists them.
@@ -231,12 +240,17 @@ pub struct ImageGenerationRequest {
     /// Default 1.
     #[schema(minimum = 1, maximum = 10)]
     n: Option<u32>,
-    /// gpt-image-1: `1024x1024`, `1536x1024`, `1024x1536` or `auto`. Seedream: `auto` (2048×2048),
-    /// `2K`, `3K`, `4K` or `WIDTHxHEIGHT`.
+    /// GPT image models: one of their listed sizes (gpt-image-1: `1024x1024`, `1536x1024`,
+    /// `1024x1536`) or `auto`, and for models with bounds any `WIDTHxHEIGHT` within them.
+    /// Seedream: `auto` (the default tier, square), a tier (`2K`…) or `WIDTHxHEIGHT`.
     #[schema(example = "1024x1024")]
     size: Option<String>,
-    /// Accepted; Easel renders at one quality.
+    /// For models with quality levels: `auto` (the model chooses; the dearest is held and what
+    /// it rendered is charged) or a level; `standard` and `hd` are taken as `medium` and `high`.
+    /// Other models render at their one quality.
     quality: Option<Quality>,
+    /// `transparent` for models that can (PNG or WebP output); default `auto`.
+    background: Option<Background>,
     /// Default `png` for gpt-image-1, `jpeg` for the Seedream models; `webp` (lossless) for
     /// gpt-image-1 only.
     output_format: Option<OpenAiOutputFormat>,
@@ -265,6 +279,8 @@ pub struct ImageEditForm {
     size: String,
     #[schema(required = false)]
     quality: Quality,
+    #[schema(required = false)]
+    background: Background,
     #[schema(required = false)]
     output_format: OpenAiOutputFormat,
     #[schema(required = false)]
