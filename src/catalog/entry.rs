@@ -140,13 +140,10 @@ impl ModelEntry {
         );
         let apis = match &self.apis {
             None => Api::ALL.to_vec(),
-            Some(names) => names
-                .iter()
-                .map(|n| {
-                    Api::parse(n)
-                        .with_context(|| format!("{}: unknown API {n:?} (apixo, unified, openai)", key("apis")))
-                })
-                .collect::<anyhow::Result<_>>()?,
+            some => {
+                each(some, |n| Api::parse(n).with_context(|| format!("unknown API {n:?} (apixo, unified, openai)")))
+                    .with_context(|| key("apis"))?
+            }
         };
         let limits = Limits {
             max_prompt_chars: positive(self.max_prompt_chars, &key("max_prompt_chars"))?,
@@ -155,76 +152,40 @@ impl ModelEntry {
         };
         ensure!(limits.max_images <= 15, "{}: at most 15 images per task", key("max_images"));
         let sizes = sizes(&self, family, &key)?;
-        let formats: Vec<OutputFormat> = self
-            .formats
-            .clone()
-            .unwrap_or_default()
-            .iter()
-            .map(|f| {
-                let format =
-                    OutputFormat::parse(f).with_context(|| format!("{}: unknown format {f:?}", key("formats")))?;
-                ensure!(
-                    family.formats().contains(&format),
-                    "{}: the {} family cannot output {f}",
-                    key("formats"),
-                    family.as_str()
-                );
-                Ok(format)
-            })
-            .collect::<anyhow::Result<_>>()?;
+        let family_name = family.as_str();
+        let formats = each(&self.formats, |f| {
+            let format = OutputFormat::parse(f).with_context(|| format!("unknown format {f:?}"))?;
+            ensure!(family.formats().contains(&format), "the {family_name} family cannot output {f}");
+            Ok(format)
+        })
+        .with_context(|| key("formats"))?;
         ensure!(!formats.is_empty(), "{} must list at least one format", key("formats"));
-        let default_format = match &self.default_format {
-            Some(f) => OutputFormat::parse(f)
+        let of_the_model = |f: &str| {
+            OutputFormat::parse(f)
                 .filter(|f| formats.contains(f))
-                .with_context(|| format!("{}: {f:?} is not one of the model's formats", key("default_format")))?,
+                .with_context(|| format!("{f:?} is not one of the model's formats"))
+        };
+        let default_format = match &self.default_format {
+            Some(f) => of_the_model(f).with_context(|| key("default_format"))?,
             None => formats[0],
         };
-        let native_formats: Vec<OutputFormat> = match &self.native_formats {
+        let native_formats = match &self.native_formats {
             None => formats.clone(),
-            Some(names) => names
-                .iter()
-                .map(|f| {
-                    OutputFormat::parse(f)
-                        .filter(|f| formats.contains(f))
-                        .with_context(|| format!("{}: {f:?} is not one of the model's formats", key("native_formats")))
-                })
-                .collect::<anyhow::Result<_>>()?,
+            some => each(some, of_the_model).with_context(|| key("native_formats"))?,
         };
-        let capabilities: Vec<Capability> = self
-            .capabilities
-            .clone()
-            .unwrap_or_default()
-            .iter()
-            .map(|c| {
-                let cap = Capability::parse(c)
-                    .with_context(|| format!("{}: unknown capability {c:?}", key("capabilities")))?;
-                ensure!(
-                    family.capabilities().contains(&cap),
-                    "{}: the {} family cannot do {c}",
-                    key("capabilities"),
-                    family.as_str()
-                );
-                Ok(cap)
-            })
-            .collect::<anyhow::Result<_>>()?;
-        let qualities: Vec<Quality> = self
-            .qualities
-            .clone()
-            .unwrap_or_default()
-            .iter()
-            .map(|q| {
-                let quality = Quality::parse(q).filter(|q| *q != Quality::Auto);
-                let quality = quality
-                    .with_context(|| format!("{}: unknown quality {q:?} (low, medium, high)", key("qualities")))?;
-                ensure!(
-                    family.has_qualities(),
-                    "{}: the {} family has no quality levels",
-                    key("qualities"),
-                    family.as_str()
-                );
-                Ok(quality)
-            })
-            .collect::<anyhow::Result<_>>()?;
+        let capabilities = each(&self.capabilities, |c| {
+            let cap = Capability::parse(c).with_context(|| format!("unknown capability {c:?}"))?;
+            ensure!(family.capabilities().contains(&cap), "the {family_name} family cannot do {c}");
+            Ok(cap)
+        })
+        .with_context(|| key("capabilities"))?;
+        let qualities = each(&self.qualities, |q| {
+            let quality = Quality::parse(q).filter(|q| *q != Quality::Auto);
+            let quality = quality.with_context(|| format!("unknown quality {q:?} (low, medium, high)"))?;
+            ensure!(family.has_qualities(), "the {family_name} family has no quality levels");
+            Ok(quality)
+        })
+        .with_context(|| key("qualities"))?;
         let flat =
             price(self.price_usd, &key("price_usd"))?.with_context(|| format!("{} is required", key("price_usd")))?;
         let rows = self
@@ -259,6 +220,11 @@ impl ModelEntry {
             tariff: Tariff { family, flat, rows, references: 0 },
         })
     }
+}
+
+/// Each name of a list key, read with `read`; an absent key is an empty list.
+fn each<T>(names: &Option<Vec<String>>, read: impl Fn(&str) -> anyhow::Result<T>) -> anyhow::Result<Vec<T>> {
+    names.iter().flatten().map(|n| read(n)).collect()
 }
 
 fn positive<T: Copy + Default + PartialOrd>(value: Option<T>, key: &str) -> anyhow::Result<T> {

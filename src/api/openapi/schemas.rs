@@ -114,28 +114,32 @@ pub struct UnifiedSubmitted {
     data: (),
 }
 
-/// A model of the APIXO task API: `{model}` in `generateTask/{model}`. Its values are the
-/// catalog's, filled in at start-up (`openapi::catalog`).
-pub struct ApixoModel;
+/// A schema the catalog fills in at start-up (`openapi::catalog`): here only its type.
+macro_rules! from_the_catalog {
+    ($(#[$doc:meta])* $name:ident, $ty:expr) => {
+        $(#[$doc])*
+        pub struct $name;
 
-impl PartialSchema for ApixoModel {
-    fn schema() -> RefOr<Schema> {
-        ObjectBuilder::new().schema_type(Type::String).into()
-    }
+        impl PartialSchema for $name {
+            fn schema() -> RefOr<Schema> {
+                ObjectBuilder::new().schema_type($ty).into()
+            }
+        }
+
+        impl ToSchema for $name {}
+    };
 }
 
-impl ToSchema for ApixoModel {}
-
-/// A model of Easel's catalog, by id or alias; filled in at start-up.
-pub struct CatalogModel;
-
-impl PartialSchema for CatalogModel {
-    fn schema() -> RefOr<Schema> {
-        ObjectBuilder::new().schema_type(Type::String).into()
-    }
-}
-
-impl ToSchema for CatalogModel {}
+from_the_catalog!(
+    /// A model of the APIXO task API: `{model}` in `generateTask/{model}`.
+    ApixoModel,
+    Type::String
+);
+from_the_catalog!(
+    /// A model of Easel's catalog, by id or alias.
+    CatalogModel,
+    Type::String
+);
 
 #[derive(ToSchema)]
 #[schema(rename_all = "lowercase")]
@@ -168,28 +172,16 @@ pub struct GenerateTaskRequest {
     input: TaskInput,
 }
 
-/// The model's `input`: one schema per model of the APIXO API, generated from the catalog at
-/// start-up (`openapi::catalog`).
-pub struct TaskInput;
-
-impl PartialSchema for TaskInput {
-    fn schema() -> RefOr<Schema> {
-        ObjectBuilder::new().schema_type(Type::Object).into()
-    }
-}
-
-impl ToSchema for TaskInput {}
-
-/// A request of the unified API (seed 003): one schema per model, generated at start-up.
-pub struct UnifiedRequest;
-
-impl PartialSchema for UnifiedRequest {
-    fn schema() -> RefOr<Schema> {
-        ObjectBuilder::new().schema_type(Type::Object).into()
-    }
-}
-
-impl ToSchema for UnifiedRequest {}
+from_the_catalog!(
+    /// The model's `input`: one schema per model of the APIXO API.
+    TaskInput,
+    Type::Object
+);
+from_the_catalog!(
+    /// A request of the unified API (seed 003): one schema per model.
+    UnifiedRequest,
+    Type::Object
+);
 
 #[derive(ToSchema)]
 #[schema(rename_all = "lowercase")]
