@@ -14,7 +14,7 @@ const ADMIN_TOKEN: &str = "test-admin-token";
 
 /// Every route `api::router` registers for clients, as the document names them. The docs routes
 /// themselves (`/openapi.json`, `/docs`, `/docs/assets/{name}`) are left out of the document.
-const PUBLIC_ROUTES: [(&str, &str); 18] = [
+const PUBLIC_ROUTES: [(&str, &str); 21] = [
     ("post", "/api/v1/generateTask/{model}"),
     ("get", "/api/v1/statusTask/{model}"),
     ("get", "/api/v1/account"),
@@ -31,6 +31,9 @@ const PUBLIC_ROUTES: [(&str, &str); 18] = [
     ("get", "/v1/models"),
     ("get", "/v1/models/{model}"),
     ("get", "/api/v1/models"),
+    ("get", "/api/v1/tasks"),
+    ("get", "/api/v1/tasks/{id}"),
+    ("delete", "/api/v1/tasks/{id}/images"),
     ("get", "/healthz"),
     ("get", "/readyz"),
 ];

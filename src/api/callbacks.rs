@@ -28,6 +28,12 @@ pub struct DeliveryView {
     attempt_log: Vec<Attempt>,
 }
 
+impl DeliveryView {
+    pub fn new(delivery: Delivery, attempt_log: Vec<Attempt>) -> Self {
+        Self { delivery, attempt_log }
+    }
+}
+
 /// A task's callback deliveries.
 #[utoipa::path(
     get,
@@ -55,7 +61,7 @@ pub async fn list(
     let id = TaskId::parse(&raw).ok_or_else(not_found)?;
     state.tasks.get_for_account(&id, &caller.0.account_id).await?.ok_or_else(not_found)?;
     let deliveries = store::list_for_task(&state.db, &id, &caller.0.account_id).await?;
-    Ok(success(deliveries.into_iter().map(|(delivery, attempt_log)| DeliveryView { delivery, attempt_log }).collect()))
+    Ok(success(deliveries.into_iter().map(|(delivery, attempts)| DeliveryView::new(delivery, attempts)).collect()))
 }
 
 /// A delivery queued again.

@@ -16,6 +16,7 @@ pub mod openai;
 pub mod openapi;
 pub mod prefer;
 pub mod sdk_retry;
+pub mod tasks;
 pub mod unified;
 
 use std::ops::Deref;
@@ -290,6 +291,9 @@ fn client_routes() -> Router<AppState> {
         .route("/api/v1/generateTask/{model}", post(apixo::generate))
         .route("/api/v1/statusTask/{model}", get(apixo::status))
         .route("/api/v1/models", get(models::list))
+        .route("/api/v1/tasks", get(tasks::list))
+        .route("/api/v1/tasks/{id}", get(tasks::show))
+        .route("/api/v1/tasks/{id}/images", axum::routing::delete(tasks::delete_images))
         .route("/api/v1/account", get(account::show))
         .route("/api/v1/account/ledger", get(account::ledger))
         .route("/api/v1/apikeys/current-balance", get(account::current_balance))

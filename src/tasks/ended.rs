@@ -1,6 +1,8 @@
 //! Tasks that have ended, kept in memory: an ended task's row never changes again (every write
 //! to a task requires it to be processing), so clients polling for a result can be answered
-//! without a database read, on any node.
+//! without a database read, on any node. The exception is the deletion of its images, which
+//! the task API reads from the database (`TaskStore::read_for_account`); a link to a deleted
+//! image answers 410 whatever a cached copy lists.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -89,6 +91,7 @@ mod tests {
             price: Micros(40_000),
             tariff: None,
             charged: None,
+            files_purged_at: None,
             result_keys: Vec::new(),
             fail_code: None,
             fail_msg: None,

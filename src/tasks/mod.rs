@@ -35,7 +35,7 @@ impl TaskState {
         }
     }
 
-    fn parse(s: &str) -> Option<Self> {
+    pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "pending" => TaskState::Pending,
             "processing" => TaskState::Processing,
@@ -129,6 +129,8 @@ pub struct Task {
     pub tariff: Option<Tariff>,
     /// What the task was charged, once it ended.
     pub charged: Option<Micros>,
+    /// When its images were deleted (by the retention sweep or by its owner).
+    pub files_purged_at: Option<i64>,
     /// Object-store keys of the delivered images, in order.
     pub result_keys: Vec<String>,
     pub fail_code: Option<String>,

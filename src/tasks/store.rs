@@ -35,6 +35,19 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the task writer has stopped")]
     Stopped,
+    #[error("the object store failed: {0}")]
+    Storage(String),
+}
+
+/// Which of an account's tasks to list; `None` keys take any.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TaskFilter<'a> {
+    pub state: Option<TaskState>,
+    pub model: Option<&'a str>,
+    /// Created at or after, in Unix milliseconds.
+    pub since: Option<i64>,
+    /// Created before, in Unix milliseconds.
+    pub until: Option<i64>,
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -114,7 +127,7 @@ impl<'a> Ending<'a> {
 
 const COLUMNS: &str = "id, account_id, model, dialect, state, spec, param, routing, callback_url, requested_images, \
      delivered_images, price_micros, result_keys, fail_code, fail_msg, attempts, interruptions, created_at, completed_at, deadline_at, \
-     upstream_task_id, upstream_channel, channel_log, tariff, charged_micros";
+     upstream_task_id, upstream_channel, channel_log, tariff, charged_micros, files_purged_at";
 
 fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(e.to_string())
@@ -147,6 +160,7 @@ fn task_from_row(row: &AnyRow) -> Result<Task, StoreError> {
             .transpose()
             .map_err(corrupt)?,
         charged: row.try_get::<Option<i64>, _>("charged_micros")?.map(Micros),
+        files_purged_at: row.try_get("files_purged_at")?,
         result_keys: result_keys.map(|k| serde_json::from_str(&k)).transpose().map_err(corrupt)?.unwrap_or_default(),
         fail_code: row.try_get("fail_code")?,
         fail_msg: row.try_get("fail_msg")?,
@@ -239,6 +253,56 @@ impl TaskStore {
         Ok(id)
     }
 
+    /// An account's tasks that pass `filter`, newest first, before the task id `before` if
+    /// given.
+    pub async fn list_filtered(
+        &self,
+        account: &AccountId,
+        filter: &TaskFilter<'_>,
+        limit: i64,
+        before: Option<&TaskId>,
+    ) -> Result<Vec<Task>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM tasks WHERE account_id = $1 AND ($2 IS NULL OR id < $2) \
+             AND ($3 IS NULL OR state = $3) AND ($4 IS NULL OR model = $4) \
+             AND created_at >= $5 AND created_at < $6 ORDER BY id DESC LIMIT $7"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(account.as_str())
+            .bind(before.map(TaskId::as_str))
+            .bind(filter.state.map(TaskState::as_str))
+            .bind(filter.model)
+            .bind(filter.since.unwrap_or(i64::MIN))
+            .bind(filter.until.unwrap_or(i64::MAX))
+            .bind(limit)
+            .fetch_all(&self.db.read)
+            .await?;
+        rows.iter().map(task_from_row).collect()
+    }
+
+    /// Deletes a finished task's stored images (and its uploads), once: their links answer 410
+    /// from then on. `None` for a task that is not the account's; `Some(false)` for one still
+    /// running, whose images are not all there yet.
+    pub async fn delete_images(
+        &self,
+        storage: &crate::storage::Storage,
+        id: &TaskId,
+        account: &AccountId,
+    ) -> Result<Option<bool>, StoreError> {
+        let Some(task) = self.read_for_account(id, account).await? else { return Ok(None) };
+        if !task.state.is_terminal() {
+            return Ok(Some(false));
+        }
+        let uploads = task.spec.references.iter().chain(&task.spec.mask).filter_map(|r| r.strip_prefix(UPLOAD_SCHEME));
+        for key in task.result_keys.iter().map(String::as_str).chain(uploads) {
+            storage.delete(key).await.map_err(|e| StoreError::Storage(format!("{e:#}")))?;
+        }
+        if task.files_purged_at.is_none() {
+            self.mark_purged(id).await?;
+        }
+        Ok(Some(true))
+    }
+
     /// An account's tasks, newest first, before the task id `before` if given.
     pub async fn list_for_account(
         &self,
@@ -264,14 +328,28 @@ impl TaskStore {
         Ok(self.get(id).await?.filter(|task| &task.account_id == account))
     }
 
-    /// A task; one that has ended comes from memory after its first read.
+    /// A task as its owner sees it, read from the database: the one column that changes after
+    /// the end (`files_purged_at`, when its images are deleted) is as the database has it.
+    pub async fn read_for_account(&self, id: &TaskId, account: &AccountId) -> Result<Option<Task>, StoreError> {
+        let task = self.read(id).await?.filter(|task| &task.account_id == account);
+        if let Some(task) = &task {
+            self.ended.remember(task);
+        }
+        Ok(task)
+    }
+
+    async fn read(&self, id: &TaskId) -> Result<Option<Task>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM tasks WHERE id = $1");
+        let row = sqlx::query(&sql).bind(id.as_str()).fetch_optional(&self.db.read).await?;
+        row.as_ref().map(task_from_row).transpose()
+    }
+
+    /// A task; one that has ended comes from memory after its first read (status polls).
     pub async fn get(&self, id: &TaskId) -> Result<Option<Task>, StoreError> {
         if let Some(task) = self.ended.get(id) {
             return Ok(Some(Task::clone(&task)));
         }
-        let sql = format!("SELECT {COLUMNS} FROM tasks WHERE id = $1");
-        let row = sqlx::query(&sql).bind(id.as_str()).fetch_optional(&self.db.read).await?;
-        let task = row.as_ref().map(task_from_row).transpose()?;
+        let task = self.read(id).await?;
         if let Some(task) = &task {
             self.ended.remember(task);
         }

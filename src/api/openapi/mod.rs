@@ -9,7 +9,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ComponentsBuilder, OpenApi as Document};
 use utoipa::{Modify, OpenApi};
 
-use super::{account, admin, apixo, callbacks, files, health, models, openai, unified};
+use super::{account, admin, apixo, callbacks, files, health, models, openai, tasks, unified};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -25,6 +25,9 @@ use super::{account, admin, apixo, callbacks, files, health, models, openai, uni
         openai::models,
         openai::model,
         models::list,
+        tasks::list,
+        tasks::show,
+        tasks::delete_images,
         account::show,
         account::ledger,
         account::current_balance,
@@ -56,6 +59,7 @@ use super::{account, admin, apixo, callbacks, files, health, models, openai, uni
             `<server>/v1`"),
         (name = "Models", description = "The catalog: every model, where it is offered, its sizes and prices; no \
             API key"),
+        (name = "Tasks", description = "The caller's own tasks, whichever API created them"),
         (name = "Account", description = "The caller's own account"),
         (name = "Callbacks", description = "Callback deliveries of the caller's tasks"),
         (name = "Files", description = "Result images behind signed links; no API key"),

@@ -1,0 +1,232 @@
+//! The caller's own tasks, dialect-free: `GET /api/v1/tasks` (filtered, newest first, by cursor),
+//! `GET /api/v1/tasks/{id}` and `DELETE /api/v1/tasks/{id}/images`. Whatever API created a task,
+//! it reads the same here; another account's task is "not found".
+
+use axum::Json;
+use axum::extract::{Path, State};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::callbacks::DeliveryView;
+use super::error::ApiError;
+use super::extract::{Caller, Query};
+use super::house::{Envelope, success};
+use super::openapi::schemas::{ApixoAuthErrors, ApixoError};
+use crate::ids::TaskId;
+use crate::tasks::store::TaskFilter;
+use crate::tasks::{ChannelAttempt, Task, TaskState};
+use crate::webhooks::store as deliveries;
+
+/// A task as its owner sees it, whichever API created it.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = TaskDetail)]
+pub struct TaskView {
+    #[schema(example = "task_12345678")]
+    pub id: String,
+    pub model: String,
+    /// The API that created it: `apixo`, `unified` or `openai`.
+    #[schema(example = "apixo")]
+    pub api: &'static str,
+    pub state: TaskState,
+    /// The request as the client sent it.
+    #[schema(value_type = Object)]
+    pub request: Value,
+    pub progress: Progress,
+    /// The channels it was tried on, in order.
+    pub channel_attempts: Vec<ChannelAttempt>,
+    /// Signed links to its images, valid for the retention period; none once deleted.
+    pub images: Vec<String>,
+    /// When its images were deleted (by their owner or at the end of the retention period).
+    pub images_deleted_at: Option<i64>,
+    /// USD held for it while it runs: per image, the most the request can cost.
+    pub held_usd: f64,
+    /// USD it was charged, once it ended.
+    pub charged_usd: Option<f64>,
+    pub fail_code: Option<String>,
+    pub fail_msg: Option<String>,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    pub completed_at: Option<i64>,
+    /// Its callback deliveries, on `GET /api/v1/tasks/{id}` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub callbacks: Option<Vec<DeliveryView>>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = TaskProgress)]
+pub struct Progress {
+    pub images_requested: u32,
+    /// Images stored so far.
+    pub images_done: u32,
+}
+
+impl TaskView {
+    fn of(state: &AppState, task: &Task) -> Self {
+        let images = if task.files_purged_at.is_some() { Vec::new() } else { state.result_urls(task) };
+        let charged = task.charged.or_else(|| task.delivered_images.map(|n| task.price.times(n)));
+        TaskView {
+            id: task.id.to_string(),
+            model: task.model.clone(),
+            api: task.dialect.as_str(),
+            state: task.state,
+            request: serde_json::from_str(&task.param).unwrap_or(Value::Null),
+            progress: Progress {
+                images_requested: task.requested_images,
+                images_done: task.delivered_images.unwrap_or(task.result_keys.len() as u32),
+            },
+            channel_attempts: task.channel_log.clone(),
+            images,
+            images_deleted_at: task.files_purged_at,
+            held_usd: if task.state.is_terminal() { 0.0 } else { task.held().to_usd() },
+            charged_usd: charged.filter(|_| task.state.is_terminal()).map(|c| c.to_usd()),
+            fail_code: task.fail_code.clone(),
+            fail_msg: task.fail_msg.clone(),
+            created_at: task.created_at,
+            completed_at: task.completed_at,
+            callbacks: None,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    state: Option<String>,
+    model: Option<String>,
+    since: Option<i64>,
+    until: Option<i64>,
+    limit: Option<i64>,
+    before: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = TaskList)]
+pub struct TaskPage {
+    pub tasks: Vec<TaskView>,
+    /// Pass as `before` for the next page; absent on the last one.
+    pub next_before: Option<String>,
+}
+
+/// List the caller's tasks, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/tasks",
+    operation_id = "listTasks",
+    tag = "Tasks",
+    params(
+        ("state" = Option<TaskState>, Query, description = "Only tasks in this state"),
+        ("model" = Option<String>, Query, description = "A model's id or alias"),
+        ("since" = Option<i64>, Query, description = "Created at or after, Unix milliseconds"),
+        ("until" = Option<i64>, Query, description = "Created before, Unix milliseconds"),
+        ("limit" = Option<i64>, Query, description = "1 to 200; default 50", minimum = 1, maximum = 200),
+        ("before" = Option<String>, Query, description = "`nextBefore` of the previous page",
+            pattern = "^task_[A-Za-z0-9_-]{1,64}$"),
+    ),
+    responses(
+        (status = 200, description = "A page of tasks", body = Envelope<TaskPage>),
+        (status = 400, description = "A filter is not one of its values", body = ApixoError),
+        ApixoAuthErrors,
+    ),
+)]
+#[tracing::instrument(skip_all)]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Envelope<TaskPage>>, ApiError> {
+    let task_state =
+        match query.state.as_deref() {
+            None | Some("") => None,
+            Some(s) => Some(TaskState::parse(s).ok_or_else(|| {
+                ApiError::BadRequest("state must be one of pending, processing, success, failed".into())
+            })?),
+        };
+    // An alias lists the model's tasks; an unknown name lists none rather than failing, since a
+    // withdrawn model's tasks are still the caller's.
+    let model = query.model.as_deref().filter(|m| !m.is_empty()).map(|m| match state.catalog.get(m) {
+        Some(model) => model.id.as_str(),
+        None => m,
+    });
+    let limit = match query.limit {
+        None => 50,
+        Some(n @ 1..=200) => n,
+        Some(_) => return Err(ApiError::BadRequest("limit must be an integer from 1 to 200".into())),
+    };
+    let before = match query.before.as_deref() {
+        None => None,
+        Some(raw) => Some(TaskId::parse(raw).ok_or_else(|| ApiError::BadRequest("before must be a task id".into()))?),
+    };
+    let filter = TaskFilter { state: task_state, model, since: query.since, until: query.until };
+    let tasks = state.tasks.list_filtered(&caller.0.account_id, &filter, limit, before.as_ref()).await?;
+    let next_before = (tasks.len() as i64 == limit).then(|| tasks.last().map(|t| t.id.to_string())).flatten();
+    Ok(success(TaskPage { tasks: tasks.iter().map(|t| TaskView::of(&state, t)).collect(), next_before }))
+}
+
+async fn own_task(state: &AppState, caller: &Caller, raw: &str) -> Result<Task, ApiError> {
+    let not_found = || ApiError::NotFound(format!("task {raw} not found"));
+    let id = TaskId::parse(raw).ok_or_else(not_found)?;
+    state.tasks.read_for_account(&id, &caller.0.account_id).await?.ok_or_else(not_found)
+}
+
+/// One of the caller's tasks, with its callback deliveries.
+#[utoipa::path(
+    get,
+    path = "/api/v1/tasks/{id}",
+    operation_id = "getTask",
+    tag = "Tasks",
+    params(("id" = String, Path, description = "The task's id", example = "task_12345678")),
+    responses(
+        (status = 200, description = "The task", body = Envelope<TaskView>),
+        (status = 404, description = "No such task of this account", body = ApixoError),
+        ApixoAuthErrors,
+    ),
+)]
+#[tracing::instrument(skip_all)]
+pub async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Envelope<TaskView>>, ApiError> {
+    let task = own_task(&state, &caller, &id).await?;
+    let mut view = TaskView::of(&state, &task);
+    let log = deliveries::list_for_task(&state.db, &task.id, &caller.0.account_id).await?;
+    view.callbacks = Some(log.into_iter().map(|(delivery, attempts)| DeliveryView::new(delivery, attempts)).collect());
+    Ok(success(view))
+}
+
+/// Delete a finished task's images.
+///
+/// The stored results (and the references uploaded for it) are deleted; their links answer 410
+/// from then on. Deleting again changes nothing.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/tasks/{id}/images",
+    operation_id = "deleteTaskImages",
+    tag = "Tasks",
+    params(("id" = String, Path, description = "The task's id", example = "task_12345678")),
+    responses(
+        (status = 200, description = "The task, without images", body = Envelope<TaskView>),
+        (status = 404, description = "No such task of this account", body = ApixoError),
+        (status = 409, description = "The task has not ended yet", body = ApixoError),
+        ApixoAuthErrors,
+    ),
+)]
+#[tracing::instrument(skip_all)]
+pub async fn delete_images(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Envelope<TaskView>>, ApiError> {
+    let task = own_task(&state, &caller, &id).await?;
+    match state.tasks.delete_images(&state.storage, &task.id, &caller.0.account_id).await? {
+        Some(true) => {}
+        Some(false) => return Err(ApiError::Conflict(format!("task {id} has not ended yet"))),
+        None => return Err(ApiError::NotFound(format!("task {id} not found"))),
+    }
+    let task = own_task(&state, &caller, &id).await?;
+    Ok(success(TaskView::of(&state, &task)))
+}
