@@ -5,6 +5,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::db::{Db, now_ms};
+use crate::ids::TaskId;
 use crate::storage::Storage;
 use crate::tasks::TaskStore;
 
@@ -22,13 +23,19 @@ pub async fn sweep(store: &TaskStore, storage: &Storage, cutoff_ms: i64) -> anyh
             return Ok(swept);
         }
         for (task, keys) in &batch {
-            for key in keys {
-                storage.delete(key).await?;
-            }
-            store.mark_purged(task).await?;
+            purge(store, storage, task, keys).await?;
         }
         swept += batch.len();
     }
+}
+
+/// Deletes a task's files and notes that they are gone (only once they are, so a failure part
+/// way is tried again); returns when.
+pub async fn purge(store: &TaskStore, storage: &Storage, task: &TaskId, keys: &[String]) -> anyhow::Result<i64> {
+    for key in keys {
+        storage.delete(key).await?;
+    }
+    Ok(store.mark_purged(task).await?)
 }
 
 /// Sweeps at start-up and then every hour until shutdown, skipping a round another node of the

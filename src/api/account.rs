@@ -15,6 +15,7 @@ use super::house::{Envelope, success};
 use super::openapi::schemas::{ApixoAuthErrors, ApixoError};
 use crate::accounts::limits::{self, Limits};
 use crate::accounts::{Account, ledger};
+use crate::ids::TaskId;
 
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -113,6 +114,17 @@ impl PageQuery {
             Some(_) => Err(ApiError::BadRequest("limit must be an integer from 1 to 200".into())),
         }
     }
+
+    /// `before` as a task id, for pages of tasks.
+    pub fn before_task(&self) -> Result<Option<TaskId>, ApiError> {
+        let parse = |b: &str| TaskId::parse(b).ok_or_else(|| ApiError::BadRequest("before must be a task id".into()));
+        self.before.as_deref().map(parse).transpose()
+    }
+}
+
+/// The cursor of the page after `page`: the last item's id when the page is full.
+pub fn next_before<T>(page: &[T], limit: i64, id: impl FnOnce(&T) -> String) -> Option<String> {
+    if page.len() as i64 == limit { page.last().map(id) } else { None }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -162,7 +174,7 @@ pub async fn ledger(
 ) -> Result<Json<Envelope<LedgerPage>>, ApiError> {
     let limit = page.limit()?;
     let entries = ledger::list(&state.db, &caller.0.account_id, limit, page.before.as_deref()).await?;
-    let next_before = (entries.len() as i64 == limit).then(|| entries.last().map(|e| e.id.clone())).flatten();
+    let next_before = next_before(&entries, limit, |e| e.id.clone());
     let entries = entries
         .into_iter()
         .map(|e| LedgerEntryView {

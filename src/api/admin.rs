@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::account::{AccountView, PageQuery, account_view};
+use super::account::{AccountView, PageQuery, account_view, next_before};
 use super::apixo::{TaskStatus, task_status};
 use super::error::ApiError;
 use super::extract::{JsonBody, Query};
@@ -21,10 +21,10 @@ use super::openapi::schemas::{
 use crate::accounts::{Account, AccountError, limits};
 use crate::catalog::ValidationError;
 use crate::catalog::fields::{Fields, invalid};
-use crate::ids::TaskId;
 use crate::money::Micros;
 use crate::routing::ChannelStatus;
 use crate::tasks::ChannelAttempt;
+use crate::tasks::store::TaskFilter;
 use axum::http::header;
 use axum::response::IntoResponse;
 
@@ -433,12 +433,9 @@ pub(super) async fn list_tasks(
 ) -> Result<Json<Envelope<TaskPage>>, ApiError> {
     let account = find(&state, &id).await?;
     let limit = page.limit()?;
-    let before = page
-        .before
-        .as_deref()
-        .map(|b| TaskId::parse(b).ok_or_else(|| ApiError::BadRequest("before must be a task id".into())));
-    let tasks = state.tasks.list_for_account(&account.id, limit, before.transpose()?.as_ref()).await?;
-    let next_before = (tasks.len() as i64 == limit).then(|| tasks.last().map(|t| t.id.to_string())).flatten();
+    let before = page.before_task()?;
+    let tasks = state.tasks.list_filtered(&account.id, &TaskFilter::default(), limit, before.as_ref()).await?;
+    let next_before = next_before(&tasks, limit, |t| t.id.to_string());
     let tasks = tasks
         .iter()
         .map(|t| AdminTask {

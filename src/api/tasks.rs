@@ -9,14 +9,16 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::AppState;
+use super::account::{PageQuery, next_before};
 use super::callbacks::DeliveryView;
 use super::error::ApiError;
 use super::extract::{Caller, Query};
 use super::house::{Envelope, success};
 use super::openapi::schemas::{ApixoAuthErrors, ApixoError};
 use crate::ids::TaskId;
+use crate::retention;
 use crate::tasks::store::TaskFilter;
-use crate::tasks::{ChannelAttempt, Task, TaskState};
+use crate::tasks::{ChannelAttempt, Task, TaskState, stored_files};
 use crate::webhooks::store as deliveries;
 
 /// A task as its owner sees it, whichever API created it.
@@ -151,18 +153,11 @@ pub async fn list(
         Some(model) => model.id.as_str(),
         None => m,
     });
-    let limit = match query.limit {
-        None => 50,
-        Some(n @ 1..=200) => n,
-        Some(_) => return Err(ApiError::BadRequest("limit must be an integer from 1 to 200".into())),
-    };
-    let before = match query.before.as_deref() {
-        None => None,
-        Some(raw) => Some(TaskId::parse(raw).ok_or_else(|| ApiError::BadRequest("before must be a task id".into()))?),
-    };
+    let page = PageQuery { limit: query.limit, before: query.before.clone() };
+    let (limit, before) = (page.limit()?, page.before_task()?);
     let filter = TaskFilter { state: task_state, model, since: query.since, until: query.until };
     let tasks = state.tasks.list_filtered(&caller.0.account_id, &filter, limit, before.as_ref()).await?;
-    let next_before = (tasks.len() as i64 == limit).then(|| tasks.last().map(|t| t.id.to_string())).flatten();
+    let next_before = next_before(&tasks, limit, |t| t.id.to_string());
     Ok(success(TaskPage { tasks: tasks.iter().map(|t| TaskView::of(&state, t)).collect(), next_before }))
 }
 
@@ -221,12 +216,16 @@ pub async fn delete_images(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Envelope<TaskView>>, ApiError> {
-    let task = own_task(&state, &caller, &id).await?;
-    match state.tasks.delete_images(&state.storage, &task.id, &caller.0.account_id).await? {
-        Some(true) => {}
-        Some(false) => return Err(ApiError::Conflict(format!("task {id} has not ended yet"))),
-        None => return Err(ApiError::NotFound(format!("task {id} not found"))),
+    let mut task = own_task(&state, &caller, &id).await?;
+    // A running task's images are not all stored yet: a later one would come back.
+    if !task.state.is_terminal() {
+        return Err(ApiError::Conflict(format!("task {id} has not ended yet")));
     }
-    let task = own_task(&state, &caller, &id).await?;
+    if task.files_purged_at.is_none() {
+        let files = stored_files(&task.result_keys, &task.spec);
+        let purged =
+            retention::purge(&state.tasks, &state.storage, &task.id, &files).await.map_err(ApiError::internal)?;
+        task.files_purged_at = Some(purged);
+    }
     Ok(success(TaskView::of(&state, &task)))
 }

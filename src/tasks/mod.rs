@@ -13,6 +13,7 @@ use crate::catalog::price::{ImageFacts, Tariff};
 use crate::catalog::{Routing, TaskSpec};
 use crate::ids::{AccountId, TaskId};
 use crate::money::Micros;
+use crate::storage::UPLOAD_SCHEME;
 
 pub use store::TaskStore;
 
@@ -181,6 +182,12 @@ impl Task {
     pub fn closing(&self, charge: Micros) -> Closing<'_> {
         Closing { account: &self.account_id, task: &self.id, held: self.held(), charge }
     }
+}
+
+/// The files a task keeps in the store: its results, and the references its client uploaded.
+pub fn stored_files(result_keys: &[String], spec: &TaskSpec) -> Vec<String> {
+    let uploads = spec.references.iter().chain(&spec.mask).filter_map(|r| r.strip_prefix(UPLOAD_SCHEME));
+    result_keys.iter().cloned().chain(uploads.map(str::to_owned)).collect()
 }
 
 /// A task to be accepted: everything the client decided.

@@ -17,7 +17,6 @@ use crate::db::{self, Db, now_ms};
 use crate::ids::{AccountId, TaskId};
 use crate::money::Micros;
 use crate::signals::{self, Event};
-use crate::storage::UPLOAD_SCHEME;
 use crate::webhooks;
 
 #[derive(Debug, thiserror::Error)]
@@ -35,8 +34,6 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the task writer has stopped")]
     Stopped,
-    #[error("the object store failed: {0}")]
-    Storage(String),
 }
 
 /// Which of an account's tasks to list; `None` keys take any.
@@ -280,48 +277,6 @@ impl TaskStore {
         rows.iter().map(task_from_row).collect()
     }
 
-    /// Deletes a finished task's stored images (and its uploads), once: their links answer 410
-    /// from then on. `None` for a task that is not the account's; `Some(false)` for one still
-    /// running, whose images are not all there yet.
-    pub async fn delete_images(
-        &self,
-        storage: &crate::storage::Storage,
-        id: &TaskId,
-        account: &AccountId,
-    ) -> Result<Option<bool>, StoreError> {
-        let Some(task) = self.read_for_account(id, account).await? else { return Ok(None) };
-        if !task.state.is_terminal() {
-            return Ok(Some(false));
-        }
-        let uploads = task.spec.references.iter().chain(&task.spec.mask).filter_map(|r| r.strip_prefix(UPLOAD_SCHEME));
-        for key in task.result_keys.iter().map(String::as_str).chain(uploads) {
-            storage.delete(key).await.map_err(|e| StoreError::Storage(format!("{e:#}")))?;
-        }
-        if task.files_purged_at.is_none() {
-            self.mark_purged(id).await?;
-        }
-        Ok(Some(true))
-    }
-
-    /// An account's tasks, newest first, before the task id `before` if given.
-    pub async fn list_for_account(
-        &self,
-        account: &AccountId,
-        limit: i64,
-        before: Option<&TaskId>,
-    ) -> Result<Vec<Task>, StoreError> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM tasks WHERE account_id = $1 AND ($2 IS NULL OR id < $2) ORDER BY id DESC LIMIT $3"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(account.as_str())
-            .bind(before.map(TaskId::as_str))
-            .bind(limit)
-            .fetch_all(&self.db.read)
-            .await?;
-        rows.iter().map(task_from_row).collect()
-    }
-
     /// A task as its owner sees it; another account's task is as good as absent.
     #[tracing::instrument(skip(self))]
     pub async fn get_for_account(&self, id: &TaskId, account: &AccountId) -> Result<Option<Task>, StoreError> {
@@ -511,23 +466,23 @@ impl TaskStore {
         rows.iter()
             .map(|r| {
                 let keys: Option<String> = r.try_get("result_keys")?;
-                let mut keys: Vec<String> =
+                let keys: Vec<String> =
                     keys.map(|k| serde_json::from_str(&k)).transpose().map_err(corrupt)?.unwrap_or_default();
                 let spec: TaskSpec = serde_json::from_str(&r.try_get::<String, _>("spec")?).map_err(corrupt)?;
-                let uploads = spec.references.iter().chain(&spec.mask).filter_map(|r| r.strip_prefix(UPLOAD_SCHEME));
-                keys.extend(uploads.map(str::to_owned));
-                Ok((TaskId::from_db(r.try_get("id")?), keys))
+                Ok((TaskId::from_db(r.try_get("id")?), super::stored_files(&keys, &spec)))
             })
             .collect()
     }
 
-    pub async fn mark_purged(&self, id: &TaskId) -> Result<(), StoreError> {
+    /// Notes that a task's files are gone; returns when.
+    pub async fn mark_purged(&self, id: &TaskId) -> Result<i64, StoreError> {
+        let now = now_ms();
         sqlx::query("UPDATE tasks SET files_purged_at = $1 WHERE id = $2")
-            .bind(now_ms())
+            .bind(now)
             .bind(id.as_str())
             .execute(&self.db.write)
             .await?;
-        Ok(())
+        Ok(now)
     }
 }
 
