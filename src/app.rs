@@ -64,12 +64,13 @@ fn lock_data_dir(config: &Config) -> anyhow::Result<File> {
 impl Application {
     pub async fn build(mut config: Config) -> anyhow::Result<Self> {
         let node = config.server.node_id.get_or_insert_with(|| format!("node-{}", random_hex::<3>())).clone();
+        // First, so that a mistake in `[models]` stops the start before anything is opened.
+        let catalog = Arc::new(Catalog::new(&config.models)?);
         let db = open_db(&config).await?;
         let lock = match db.dialect {
             Dialect::Sqlite => Some(lock_data_dir(&config)?),
             Dialect::Postgres => None,
         };
-        let catalog = Arc::new(Catalog::new(&config.models)?);
         let accounts = Accounts::new(db.clone());
         let tasks = TaskStore::new(db.clone());
         if lock.is_some() && config.role != Role::All {

@@ -401,8 +401,6 @@ impl Config {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
-        // The catalog is built again by the app; here its mistakes stop the start at once.
-        crate::catalog::Catalog::new(&self.models)?;
         if let Some(node) = &self.server.node_id {
             let ok = !node.is_empty()
                 && node.len() <= 64

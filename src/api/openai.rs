@@ -253,12 +253,9 @@ fn parse_request<'c>(
     // A model without quality levels renders at its one quality, whatever is asked.
     let quality = Some(quality).filter(|q| *q != Quality::Auto && model.qualities.contains(q));
     let output_format = match f.str("output_format")? {
-        Some("jpg") => OutputFormat::Jpeg,
-        Some(name) => OutputFormat::parse(name).filter(|f| model.formats.contains(f)).ok_or_else(|| {
-            let names: Vec<&str> = model.formats.iter().map(|f| f.extension()).collect();
-            ValidationError(format!("output_format must be one of {}", names.join(", ")))
-        })?,
-        None => model.default_format,
+        // OpenAI's SDKs also spell it `jpg`.
+        Some("jpg") if model.formats.contains(&OutputFormat::Jpeg) => OutputFormat::Jpeg,
+        _ => model.format_field(&f, "output_format")?,
     };
     let transparent_background = match f.choice("background", &["auto", "opaque", "transparent"], Some("auto"))? {
         "transparent" if !model.can(Capability::TransparentBackground) => {

@@ -3,7 +3,7 @@
 //! stacked (family defaults, then the built-in model, then the operator's table); the stacked
 //! entry is checked and resolved into a [`Model`](super::Model) once, at start-up.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use anyhow::{Context, bail, ensure};
 use serde::{Deserialize, Serialize};
@@ -341,10 +341,6 @@ fn price_row(row: &PriceEntry, family: Family, qualities: &[Quality], key: &str)
 
 /// Every id and alias names one model.
 pub fn check_names(models: &[Model]) -> anyhow::Result<()> {
-    let mut seen: HashSet<&str> = HashSet::new();
-    for m in models {
-        ensure!(seen.insert(&m.id), "[models.{:?}]: the id is already another model's alias", m.id);
-    }
     let mut owners: BTreeMap<&str, &str> = models.iter().map(|m| (m.id.as_str(), m.id.as_str())).collect();
     for m in models {
         for alias in &m.aliases {
