@@ -142,7 +142,7 @@ pub async fn list(
 ) -> Result<Json<Envelope<TaskPage>>, ApiError> {
     let task_state =
         match query.state.as_deref() {
-            None | Some("") => None,
+            None => None,
             Some(s) => Some(TaskState::parse(s).ok_or_else(|| {
                 ApiError::BadRequest("state must be one of pending, processing, success, failed".into())
             })?),
