@@ -10,7 +10,7 @@ use super::error::ApiError;
 use super::extract::{Caller, Query};
 use super::house::{Envelope, success};
 use super::openapi::schemas::{ApixoAuthErrors, ApixoError};
-use crate::ids::TaskId;
+use crate::ids::{AccountId, TaskId};
 use crate::webhooks::store::{self, Attempt, Delivery, RetryOutcome};
 
 #[derive(Deserialize)]
@@ -28,10 +28,14 @@ pub struct DeliveryView {
     attempt_log: Vec<Attempt>,
 }
 
-impl DeliveryView {
-    pub fn new(delivery: Delivery, attempt_log: Vec<Attempt>) -> Self {
-        Self { delivery, attempt_log }
-    }
+/// A task's callback deliveries, each with its attempts.
+pub async fn deliveries_of(
+    state: &AppState,
+    task: &TaskId,
+    account: &AccountId,
+) -> Result<Vec<DeliveryView>, ApiError> {
+    let log = store::list_for_task(&state.db, task, account).await?;
+    Ok(log.into_iter().map(|(delivery, attempt_log)| DeliveryView { delivery, attempt_log }).collect())
 }
 
 /// A task's callback deliveries.
@@ -60,8 +64,7 @@ pub async fn list(
     let not_found = || ApiError::NotFound(format!("task {raw} not found"));
     let id = TaskId::parse(&raw).ok_or_else(not_found)?;
     state.tasks.get_for_account(&id, &caller.0.account_id).await?.ok_or_else(not_found)?;
-    let deliveries = store::list_for_task(&state.db, &id, &caller.0.account_id).await?;
-    Ok(success(deliveries.into_iter().map(|(delivery, attempts)| DeliveryView::new(delivery, attempts)).collect()))
+    Ok(success(deliveries_of(&state, &id, &caller.0.account_id).await?))
 }
 
 /// A delivery queued again.

@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::account::{PageQuery, next_before};
-use super::callbacks::DeliveryView;
+use super::callbacks::{DeliveryView, deliveries_of};
 use super::error::ApiError;
 use super::extract::{Caller, Query};
 use super::house::{Envelope, success};
@@ -19,7 +19,6 @@ use crate::ids::TaskId;
 use crate::retention;
 use crate::tasks::store::TaskFilter;
 use crate::tasks::{ChannelAttempt, Task, TaskState, stored_files};
-use crate::webhooks::store as deliveries;
 
 /// A task as its owner sees it, whichever API created it.
 #[derive(Serialize, ToSchema)]
@@ -188,8 +187,7 @@ pub async fn show(
 ) -> Result<Json<Envelope<TaskView>>, ApiError> {
     let task = own_task(&state, &caller, &id).await?;
     let mut view = TaskView::of(&state, &task);
-    let log = deliveries::list_for_task(&state.db, &task.id, &caller.0.account_id).await?;
-    view.callbacks = Some(log.into_iter().map(|(delivery, attempts)| DeliveryView::new(delivery, attempts)).collect());
+    view.callbacks = Some(deliveries_of(&state, &task.id, &caller.0.account_id).await?);
     Ok(success(view))
 }
 
