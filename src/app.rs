@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::accounts::rate::RateLimiter;
@@ -22,7 +21,7 @@ use crate::listener::{self, Limits};
 use crate::media::Media;
 use crate::money::Micros;
 use crate::routing::Router;
-use crate::signals::Wakers;
+use crate::signals::Bus;
 use crate::storage::{ResultLinks, Storage};
 use crate::tasks::TaskStore;
 use crate::tasks::worker::WorkerPool;
@@ -35,7 +34,7 @@ pub struct Application {
     state: AppState,
     workers: Arc<WorkerPool>,
     dispatcher: Arc<Dispatcher>,
-    wakers: Wakers,
+    bus: Bus,
     db: Db,
     /// The account created on first start, if this start created it.
     pub bootstrap: Option<CreatedAccount>,
@@ -72,7 +71,8 @@ impl Application {
             Dialect::Postgres => None,
         };
         let accounts = Accounts::new(db.clone());
-        let tasks = TaskStore::new(db.clone());
+        let bus = Bus::new(db.dialect);
+        let tasks = TaskStore::new(db.clone(), bus.clone());
         if lock.is_some() && config.role != Role::All {
             tracing::warn!(role = ?config.role, "on SQLite one server owns the data; only role `all` both takes and runs tasks");
         }
@@ -98,9 +98,6 @@ impl Application {
         let storage = Storage::open(&config.storage_url(), public_url, &db).await?;
         let router = Arc::new(Router::from_config(&config.channels, &config.local, &config.server, &catalog)?);
         let limiter = RateLimiter::new(config.redis_url.as_deref(), &config.redis).await?;
-        let wake = Arc::new(Notify::new());
-        let callbacks = Arc::new(Notify::new());
-        let (finished, _) = tokio::sync::broadcast::channel(1024);
         let egress = Egress::new(Policy::new(config.server.allow_private_network))?;
         let workers = Arc::new(WorkerPool {
             store: tasks.clone(),
@@ -113,9 +110,8 @@ impl Application {
             workers: config.server.workers.max(1),
             lease: Duration::from_secs(config.server.lease_secs.max(3)),
             grace: config.shutdown_grace(),
-            wake: wake.clone(),
-            callbacks: callbacks.clone(),
-            finished: finished.clone(),
+            bus: bus.clone(),
+            running: Default::default(),
             node: node.clone(),
         });
         let links = ResultLinks::new(storage.clone(), config.retention_ms());
@@ -123,16 +119,14 @@ impl Application {
             config,
             db: db.clone(),
             limiter,
-            callbacks: callbacks.clone(),
+            bus: bus.clone(),
             egress: egress.clone(),
             router: router.clone(),
-            finished: finished.clone(),
             catalog,
             accounts,
             tasks: tasks.clone(),
             links: links.clone(),
             storage,
-            wake: wake.clone(),
         });
         let dispatcher = Arc::new(Dispatcher {
             db: db.clone(),
@@ -143,10 +137,9 @@ impl Application {
             schedule: Schedule::from_config(&state.config.webhooks),
             slots: state.config.webhooks.dispatch_slots.max(1),
             egress,
-            wake: callbacks,
+            wake: bus.callbacks_queued(),
         });
-        let wakers = Wakers { tasks: wake, callbacks: dispatcher.wake.clone(), finished };
-        Ok(Self { listener, limits, state, workers, dispatcher, wakers, db, bootstrap, _lock: lock })
+        Ok(Self { listener, limits, state, workers, dispatcher, bus, db, bootstrap, _lock: lock })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -163,10 +156,9 @@ impl Application {
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let background = if self.state.config.role.runs_tasks() { self.spawn_background(&shutdown) } else { vec![] };
         let grace = self.state.config.shutdown_grace();
-        // Every role listens: API nodes too learn of tasks that end elsewhere (`Prefer: wait`).
-        let notifications = (self.db.dialect == Dialect::Postgres).then(|| {
-            tokio::spawn(crate::signals::listen(self.state.config.database_url(), self.wakers, shutdown.clone()))
-        });
+        // Every role listens: API nodes too follow tasks that run elsewhere (`Prefer: wait`, events).
+        let notifications = tokio::spawn(self.bus.clone().listen(self.state.config.database_url(), shutdown.clone()));
+        let deadlines = tokio::spawn(crate::tasks::worker::cancel_overdue(self.state.tasks.clone(), shutdown.clone()));
         let app = api::router(self.state.clone());
         tokio::select! {
             () = listener::serve(self.listener, app, self.limits, shutdown.clone()) => {}
@@ -176,9 +168,7 @@ impl Application {
         }
         shutdown.cancel();
         futures::future::join_all(background).await;
-        if let Some(notifications) = notifications {
-            let _ = notifications.await;
-        }
+        let _ = tokio::join!(notifications, deadlines);
         self.db.close().await;
         Ok(())
     }

@@ -70,6 +70,9 @@ pub struct ServerConfig {
     /// out while it ran) fails instead of running again, so one task cannot crash-loop a node.
     /// 0 never gives up.
     pub max_task_interruptions: u32,
+    /// How often a live event stream (`GET /api/v1/tasks/{id}/events`) sends a heartbeat
+    /// comment, so that proxies keep a quiet stream open.
+    pub event_heartbeat_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -89,6 +92,7 @@ impl Default for ServerConfig {
             breaker_cooldown_secs: 30,
             shutdown_grace_secs: 20,
             max_task_interruptions: 3,
+            event_heartbeat_secs: 15,
         }
     }
 }

@@ -1,9 +1,11 @@
-//! Wake-ups between nodes. A node wakes its own task workers, callback dispatcher and waiting
-//! clients directly. On PostgreSQL the same events also go out with `NOTIFY`, sent in the
-//! transaction that causes them (so they arrive only once it commits), and every node `LISTEN`s:
-//! a task accepted on an API node starts at once on a worker node, and a client waiting on one
-//! node hears of a task finished on another. Polling stays the fallback for a lost notification
-//! (a listener reconnecting, a node starting).
+//! The one way news travels between the parts of Easel and between nodes: a [`Bus`].
+//!
+//! Whatever changes durable state (a task accepted, a task's event written, a callback queued, a
+//! cancel asked for) announces it on the bus with the change. On PostgreSQL the announcement is a
+//! `NOTIFY` sent in the transaction that makes the change, so it arrives only once that commits,
+//! and every node, the sender too, hears it through its `LISTEN` connection. On SQLite there is
+//! one node and the announcement is delivered in-process once the change has committed. Polling
+//! stays the fallback for a lost notification (a listener reconnecting, a node starting).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,95 +23,185 @@ pub const CHANNEL: &str = "easel_events";
 
 const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
 
+/// News about one task, for whoever follows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    /// A task can be claimed: new, or handed back by a node shutting down.
-    TaskQueued,
-    /// A task reached `success` or `failed`.
-    TaskFinished(TaskId),
-    /// A callback delivery is due now.
-    CallbackQueued,
+pub struct TaskNews {
+    pub task: TaskId,
+    pub change: Change,
 }
 
-impl Event {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Its event `seq` is stored; `last` when that event ends the task.
+    Event { seq: i64, last: bool },
+    /// Its owner asked it to stop (or its `Cancel-After` deadline passed) while it runs.
+    CancelRequested,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signal {
+    /// A task can be claimed: new, or handed back by a node shutting down.
+    TaskQueued,
+    /// A callback delivery is due now.
+    CallbackQueued,
+    Task(TaskNews),
+}
+
+impl Signal {
+    pub fn event(task: &TaskId, seq: i64, last: bool) -> Self {
+        Signal::Task(TaskNews { task: task.clone(), change: Change::Event { seq, last } })
+    }
+
+    pub fn cancel_requested(task: &TaskId) -> Self {
+        Signal::Task(TaskNews { task: task.clone(), change: Change::CancelRequested })
+    }
+
     fn payload(&self) -> String {
         match self {
-            Event::TaskQueued => "task_queued".into(),
-            Event::TaskFinished(id) => format!("task_finished:{id}"),
-            Event::CallbackQueued => "callback_queued".into(),
+            Signal::TaskQueued => "task_queued".into(),
+            Signal::CallbackQueued => "callback_queued".into(),
+            Signal::Task(TaskNews { task, change: Change::Event { seq, last } }) => {
+                format!("task_event:{task}:{seq}:{}", if *last { "last" } else { "more" })
+            }
+            Signal::Task(TaskNews { task, change: Change::CancelRequested }) => format!("task_cancel:{task}"),
         }
     }
 
     fn parse(payload: &str) -> Option<Self> {
         match payload {
-            "task_queued" => Some(Event::TaskQueued),
-            "callback_queued" => Some(Event::CallbackQueued),
-            _ => TaskId::parse(payload.strip_prefix("task_finished:")?).map(Event::TaskFinished),
+            "task_queued" => return Some(Signal::TaskQueued),
+            "callback_queued" => return Some(Signal::CallbackQueued),
+            _ => {}
         }
-    }
-}
-
-/// Announces `event` to every node, with the commit of the transaction `executor` belongs to
-/// (at once outside a transaction). Nothing to do on SQLite, where there is one node.
-pub async fn notify<'e, E>(executor: E, dialect: Dialect, event: &Event) -> Result<(), sqlx::Error>
-where
-    E: sqlx::Executor<'e, Database = Any>,
-{
-    if dialect == Dialect::Postgres {
-        sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(event.payload()).execute(executor).await?;
-    }
-    Ok(())
-}
-
-/// What a node wakes when an event arrives.
-#[derive(Clone)]
-pub struct Wakers {
-    pub tasks: Arc<Notify>,
-    pub callbacks: Arc<Notify>,
-    pub finished: broadcast::Sender<TaskId>,
-}
-
-impl Wakers {
-    pub fn wake(&self, event: Event) {
-        match event {
-            Event::TaskQueued => self.tasks.notify_one(),
-            Event::CallbackQueued => self.callbacks.notify_one(),
-            // Nobody may be waiting; that is fine.
-            Event::TaskFinished(id) => drop(self.finished.send(id)),
+        if let Some(task) = payload.strip_prefix("task_cancel:") {
+            return TaskId::parse(task).map(|task| Signal::cancel_requested(&task));
         }
+        let mut parts = payload.strip_prefix("task_event:")?.split(':');
+        let task = TaskId::parse(parts.next()?)?;
+        let seq = parts.next()?.parse().ok()?;
+        let last = match parts.next()? {
+            "last" => true,
+            "more" => false,
+            _ => return None,
+        };
+        parts.next().is_none().then(|| Signal::event(&task, seq, last))
     }
 }
 
-/// Listens on PostgreSQL until `shutdown`, reconnecting after failures, and wakes this node.
-pub async fn listen(database_url: String, wakers: Wakers, shutdown: CancellationToken) {
-    while !shutdown.is_cancelled() {
-        if let Err(e) = listen_once(&database_url, &wakers, &shutdown).await {
-            tracing::warn!(error = %e, "listening for notifications failed; polling until it reconnects");
-            tokio::select! {
-                _ = shutdown.cancelled() => {}
-                _ = tokio::time::sleep(RECONNECT_PAUSE) => {}
+/// Carries signals to this node's listeners: idle task workers, the callback dispatcher, and
+/// everyone following a task (event streams, waiting requests, the worker running it).
+#[derive(Clone, Debug)]
+pub struct Bus {
+    dialect: Dialect,
+    tasks_queued: Arc<Notify>,
+    callbacks_queued: Arc<Notify>,
+    news: broadcast::Sender<TaskNews>,
+}
+
+impl Bus {
+    pub fn new(dialect: Dialect) -> Self {
+        let (news, _) = broadcast::channel(4096);
+        Self { dialect, tasks_queued: Arc::default(), callbacks_queued: Arc::default(), news }
+    }
+
+    /// Wakes an idle task worker.
+    pub fn tasks_queued(&self) -> Arc<Notify> {
+        self.tasks_queued.clone()
+    }
+
+    /// Wakes the callback dispatcher.
+    pub fn callbacks_queued(&self) -> Arc<Notify> {
+        self.callbacks_queued.clone()
+    }
+
+    /// News of every task from now on (a slow reader misses some: it must read the store).
+    pub fn subscribe(&self) -> broadcast::Receiver<TaskNews> {
+        self.news.subscribe()
+    }
+
+    /// Announces `signals` with the transaction `executor` belongs to (PostgreSQL); call
+    /// [`Bus::committed`] with the same signals once it commits (SQLite).
+    pub async fn within<'e, E>(&self, executor: E, signals: &[Signal]) -> Result<(), sqlx::Error>
+    where
+        E: sqlx::Executor<'e, Database = Any>,
+    {
+        if self.dialect != Dialect::Postgres || signals.is_empty() {
+            return Ok(());
+        }
+        // One round trip however many: `SELECT pg_notify(…) FROM (VALUES …)`.
+        let values: Vec<String> = (0..signals.len()).map(|i| format!("(${})", i + 2)).collect();
+        let sql = format!("SELECT pg_notify($1, v) FROM (VALUES {}) AS s(v)", values.join(", "));
+        let mut query = sqlx::query(&sql).bind(CHANNEL);
+        for signal in signals {
+            query = query.bind(signal.payload());
+        }
+        query.execute(executor).await?;
+        Ok(())
+    }
+
+    /// Delivers `signals` in this process once their change has committed (SQLite; on
+    /// PostgreSQL they come back through `LISTEN`).
+    pub fn committed(&self, signals: &[Signal]) {
+        if self.dialect == Dialect::Sqlite {
+            for signal in signals {
+                self.deliver(signal.clone());
             }
         }
     }
-}
 
-async fn listen_once(url: &str, wakers: &Wakers, shutdown: &CancellationToken) -> Result<(), sqlx::Error> {
-    let mut listener = PgListener::connect(url).await?;
-    listener.listen(CHANNEL).await?;
-    // Whatever was announced while we were not listening is found by the pollers; wake them now
-    // rather than after their interval.
-    wakers.wake(Event::TaskQueued);
-    wakers.wake(Event::CallbackQueued);
-    loop {
-        let notification = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            received = listener.try_recv() => received?,
-        };
-        // `None`: the connection dropped; start over (and wake the pollers, as above).
-        let Some(notification) = notification else { return Ok(()) };
-        match Event::parse(notification.payload()) {
-            Some(event) => wakers.wake(event),
-            None => tracing::debug!(payload = notification.payload(), "ignoring an unknown notification"),
+    /// Announces `signals` outside any transaction.
+    pub async fn publish<'e, E>(&self, executor: E, signals: &[Signal]) -> Result<(), sqlx::Error>
+    where
+        E: sqlx::Executor<'e, Database = Any>,
+    {
+        self.within(executor, signals).await?;
+        self.committed(signals);
+        Ok(())
+    }
+
+    fn deliver(&self, signal: Signal) {
+        match signal {
+            Signal::TaskQueued => self.tasks_queued.notify_one(),
+            Signal::CallbackQueued => self.callbacks_queued.notify_one(),
+            // Nobody may be following; that is fine.
+            Signal::Task(news) => drop(self.news.send(news)),
+        }
+    }
+
+    /// On PostgreSQL, listens until `shutdown`, reconnecting after failures; on SQLite returns.
+    pub async fn listen(self, database_url: String, shutdown: CancellationToken) {
+        if self.dialect != Dialect::Postgres {
+            return;
+        }
+        while !shutdown.is_cancelled() {
+            if let Err(e) = self.listen_once(&database_url, &shutdown).await {
+                tracing::warn!(error = %e, "listening for notifications failed; polling until it reconnects");
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = tokio::time::sleep(RECONNECT_PAUSE) => {}
+                }
+            }
+        }
+    }
+
+    async fn listen_once(&self, url: &str, shutdown: &CancellationToken) -> Result<(), sqlx::Error> {
+        let mut listener = PgListener::connect(url).await?;
+        listener.listen(CHANNEL).await?;
+        // Whatever was announced while we were not listening is found by the pollers; wake them
+        // now rather than after their interval.
+        self.deliver(Signal::TaskQueued);
+        self.deliver(Signal::CallbackQueued);
+        loop {
+            let notification = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                received = listener.try_recv() => received?,
+            };
+            // `None`: the connection dropped; start over (and wake the pollers, as above).
+            let Some(notification) = notification else { return Ok(()) };
+            match Signal::parse(notification.payload()) {
+                Some(signal) => self.deliver(signal),
+                None => tracing::debug!(payload = notification.payload(), "ignoring an unknown notification"),
+            }
         }
     }
 }
@@ -121,10 +213,28 @@ mod tests {
     #[test]
     fn payloads_round_trip() {
         let id = TaskId::generate();
-        for event in [Event::TaskQueued, Event::CallbackQueued, Event::TaskFinished(id)] {
-            assert_eq!(Event::parse(&event.payload()), Some(event));
+        for signal in [
+            Signal::TaskQueued,
+            Signal::CallbackQueued,
+            Signal::event(&id, 7, true),
+            Signal::event(&id, 1, false),
+            Signal::cancel_requested(&id),
+        ] {
+            assert_eq!(Signal::parse(&signal.payload()), Some(signal));
         }
-        assert_eq!(Event::parse("task_finished:not-an-id"), None);
-        assert_eq!(Event::parse("something else"), None);
+        assert_eq!(Signal::parse("task_event:not-an-id:1:last"), None);
+        assert_eq!(Signal::parse(&format!("task_event:{id}:x:last")), None);
+        assert_eq!(Signal::parse(&format!("task_event:{id}:1:last:extra")), None);
+        assert_eq!(Signal::parse("something else"), None);
+    }
+
+    #[tokio::test]
+    async fn on_sqlite_a_signal_arrives_only_once_committed() {
+        let bus = Bus::new(Dialect::Sqlite);
+        let mut news = bus.subscribe();
+        let id = TaskId::generate();
+        assert!(news.try_recv().is_err());
+        bus.committed(&[Signal::event(&id, 2, false)]);
+        assert_eq!(news.try_recv().unwrap(), TaskNews { task: id, change: Change::Event { seq: 2, last: false } });
     }
 }

@@ -468,3 +468,56 @@ async fn concurrent_retries_of_a_failed_callback_make_one_attempt_and_then_wait(
     assert_eq!(body["code"], 429, "{body}");
     assert_eq!(receiver.requests().len(), 2);
 }
+
+#[tokio::test]
+async fn a_create_may_ask_for_callbacks_on_start_and_progress_as_well() {
+    let (receiver, url) = Receiver::spawn(&[200]).await;
+    // A second of rendering for a 1K image: progress reports on the way.
+    let app = spawn_app_with(|c| {
+        local_network(c);
+        c.local.latency_ms = 4_000;
+    })
+    .await;
+    let secret = app.state.accounts.find("default").await.unwrap().webhook_secret;
+    let path = "/api/v1/generateTask/gpt-image-1";
+    let (status, body) =
+        app.post_json(path, &[("callback-events", "started, progress, completed")], &with_callback(&url)).await;
+    assert_eq!(status, 200, "{body}");
+    let id = body["data"]["taskId"].as_str().unwrap().to_owned();
+    app.wait_done("gpt-image-1", &id).await;
+    let event_of = |h: &HeaderMap| h["easel-event"].to_str().unwrap().to_owned();
+    let got = wait_until(Duration::from_secs(30), || async {
+        let got = receiver.requests();
+        got.iter().any(|(_, h, _)| event_of(h) == "completed").then_some(got)
+    })
+    .await;
+    let events: Vec<String> = got.iter().map(|(_, h, _)| event_of(h)).collect();
+    assert_eq!(events.iter().filter(|e| *e == "started").count(), 1, "{events:?}");
+    assert!(events.iter().any(|e| e == "progress"), "{events:?}");
+    assert_eq!(events.iter().filter(|e| *e == "completed").count(), 1, "{events:?}");
+    for (_, headers, body) in &got {
+        assert!(verify(&secret, headers, body), "every callback is signed");
+        let payload: Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(payload["data"]["taskId"], id.as_str());
+        if event_of(headers) == "completed" {
+            assert_eq!(payload["data"]["state"], "success", "{payload}");
+        } else {
+            assert_eq!(payload["data"]["state"], "processing", "{payload}");
+            assert_eq!(payload["data"]["resultJson"], Value::Null, "no results before the end: {payload}");
+        }
+    }
+    let listed = deliveries(&app, &id).await;
+    assert_eq!(listed.len(), got.len(), "each callback is a delivery of its own: {listed:?}");
+    assert!(listed.iter().any(|d| d["event"] == "started"), "{listed:?}");
+
+    // Without the header, only the end; an unknown event name is refused.
+    let (receiver, url) = Receiver::spawn(&[200]).await;
+    let plain = app.submit_ok("gpt-image-1", &with_callback(&url)).await;
+    app.wait_done("gpt-image-1", &plain).await;
+    let got = receiver.wait_for(1).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].1["easel-event"], "completed");
+    let (status, body) = app.post_json(path, &[("callback-events", "started, finished")], &with_callback(&url)).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("Callback-Events"), "{body}");
+}

@@ -174,7 +174,7 @@ async fn a_task_lost_again_and_again_fails_and_releases_its_hold() {
             .execute(&app.state.db.write)
             .await
             .unwrap();
-        app.state.wake.notify_one();
+        app.state.bus.tasks_queued().notify_one();
     }
     let data = app.wait_done(GPT, &task).await;
     assert_eq!(data["state"], "failed", "{data}");

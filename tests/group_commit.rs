@@ -9,7 +9,7 @@ use common::*;
 use easel::accounts::limits;
 use easel::config::Role;
 use easel::ids::AccountId;
-use easel::tasks::store::{Admission, Outcome, StoreError, lease_token};
+use easel::tasks::store::{Admission, Holder, Outcome, StoreError, lease_token};
 use easel::tasks::{Dialect, NewTask, TaskState};
 use serde_json::json;
 
@@ -28,6 +28,8 @@ fn seedream_task(app: &TestApp, account: &AccountId) -> NewTask {
         callback_url: None,
         price,
         tariff,
+        cancel_after_ms: None,
+        callback_events: Default::default(),
     }
 }
 
@@ -78,7 +80,8 @@ async fn a_finish_that_fails_fails_alone() {
     // so on SQLite they share a group.
     let second = seedream_task(&app, &account.id);
     let outcome = Outcome::Success { result_keys: vec!["results/x/0.png".into()], images: vec![] };
-    let (finished, created) = tokio::join!(store.finish(&task, &token, &outcome), store.create(&second, &NO_LIMITS),);
+    let holder = Holder::Lease(token.clone());
+    let (finished, created) = tokio::join!(store.finish(&task, &holder, &outcome), store.create(&second, &NO_LIMITS),);
     assert!(matches!(finished, Err(StoreError::Db(_))), "{finished:?}");
     let created = created.expect("the other write of the group commits");
     let stored = store.get(&created).await.unwrap().expect("the new task is stored");

@@ -85,12 +85,12 @@ async fn every_apis_tasks_are_listed_newest_first_and_filtered() {
     let (status, bad) = get(&app, "/api/v1/tasks?state=done", &app.key).await;
     assert_eq!(
         (status, bad["message"].as_str().unwrap()),
-        (400, "state must be one of pending, processing, success, failed")
+        (400, "state must be one of pending, processing, success, failed, cancelled")
     );
     let (status, bad) = get(&app, "/api/v1/tasks?state=", &app.key).await;
     assert_eq!(
         (status, bad["message"].as_str().unwrap()),
-        (400, "state must be one of pending, processing, success, failed")
+        (400, "state must be one of pending, processing, success, failed, cancelled")
     );
     let (status, bad) = get(&app, "/api/v1/tasks?limit=0", &app.key).await;
     assert_eq!((status, bad["message"].as_str().unwrap()), (400, "limit must be an integer from 1 to 200"));

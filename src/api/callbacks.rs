@@ -124,11 +124,8 @@ pub async fn retry(
             retry_after_secs: wait.secs(),
         })?;
     }
-    match store::retry(&state.db, &id, account).await? {
-        RetryOutcome::Queued => {
-            state.callbacks.notify_one();
-            Ok(success(RetryQueued { id, state: "pending" }))
-        }
+    match store::retry(&state.db, &state.bus, &id, account).await? {
+        RetryOutcome::Queued => Ok(success(RetryQueued { id, state: "pending" })),
         RetryOutcome::NotFound => Err(ApiError::NotFound(format!("callback {id} not found"))),
         RetryOutcome::AlreadyDelivered => Err(ApiError::Conflict(format!("callback {id} was already delivered"))),
         RetryOutcome::StillTrying => Err(ApiError::Conflict(format!(

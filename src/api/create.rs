@@ -11,7 +11,7 @@ use super::extract::Caller;
 use super::{AppState, Submitted, prefer};
 use crate::catalog::{Model, Routing, TaskSpec};
 use crate::tasks::idempotency::Idempotency;
-use crate::tasks::{Dialect, NewTask, Task};
+use crate::tasks::{CallbackEvents, Dialect, NewTask, Task};
 
 /// A create request as its dialect parsed it.
 pub struct Creation<'c> {
@@ -48,10 +48,24 @@ impl Accepted {
 impl AppState {
     /// The task a parsed request becomes, priced: it holds, per image, the highest price it can
     /// reach.
-    pub fn new_task(&self, caller: &Caller, creation: Creation<'_>, param: String) -> Result<NewTask, ApiError> {
+    /// `Cancel-After` and `Callback-Events` are read from `headers`, whatever the dialect.
+    pub fn new_task(
+        &self,
+        caller: &Caller,
+        headers: &HeaderMap,
+        creation: Creation<'_>,
+        param: String,
+    ) -> Result<NewTask, ApiError> {
         if let Some(url) = &creation.callback_url {
             self.check_callback_url(url)?;
         }
+        let cancel_after_ms = cancel_after(headers)?;
+        let callback_events = match header(headers, "callback-events")? {
+            Some(list) => {
+                CallbackEvents::parse(list).map_err(|e| ApiError::BadRequest(format!("Callback-Events: {e}")))?
+            }
+            None => CallbackEvents::default(),
+        };
         let (tariff, price) =
             creation.model.tariff_for(&creation.spec).map_err(|e| ApiError::BadRequest(e.to_string()))?;
         Ok(NewTask {
@@ -63,6 +77,8 @@ impl AppState {
             callback_url: creation.callback_url,
             price,
             tariff,
+            cancel_after_ms,
+            callback_events,
         })
     }
 
@@ -77,7 +93,7 @@ impl AppState {
         creation: Creation<'_>,
     ) -> Result<Accepted, ApiError> {
         let model = creation.model;
-        let new = self.new_task(caller, creation, body.to_string())?;
+        let new = self.new_task(caller, headers, creation, body.to_string())?;
         let idem = idempotency_key(headers, route, body)?;
         let submitted = self.submit(&new, model, idem.as_ref()).await?;
         let waited = match prefer::wait(headers) {
@@ -89,6 +105,37 @@ impl AppState {
         };
         Ok(Accepted { submitted, waited })
     }
+}
+
+/// The shortest and longest `Cancel-After` taken: a deadline shorter than a second could not be
+/// told from a cancel at once, and one past a week outlives every task timeout.
+const CANCEL_AFTER_MS: std::ops::RangeInclusive<i64> = 1_000..=7 * 24 * 3600 * 1000;
+
+/// A header's value as text, if present.
+fn header<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, ApiError> {
+    headers
+        .get(name)
+        .map(|v| v.to_str().map(str::trim).map_err(|_| ApiError::BadRequest(format!("{name} must be visible ASCII"))))
+        .transpose()
+}
+
+/// `Cancel-After: <duration>` (`90s`, `5m`, `1h30m`, `1500ms`, or bare seconds), in milliseconds.
+fn cancel_after(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+    let Some(raw) = header(headers, "cancel-after")? else { return Ok(None) };
+    let invalid = || {
+        ApiError::BadRequest(format!(
+            "Cancel-After must be a duration between 1s and 7d, such as 90s, 5m or 1h30m (got {raw:?})"
+        ))
+    };
+    let ms = match raw.parse::<u64>() {
+        Ok(secs) => secs.checked_mul(1000),
+        Err(_) => humantime::parse_duration(raw).ok().map(|d| d.as_millis().min(u64::MAX as u128) as u64),
+    };
+    let ms = ms.and_then(|ms| i64::try_from(ms).ok()).ok_or_else(invalid)?;
+    if !CANCEL_AFTER_MS.contains(&ms) {
+        return Err(invalid());
+    }
+    Ok(Some(ms))
 }
 
 /// Reads an `Idempotency-Key` header, fingerprinting the request it guards.
@@ -107,4 +154,27 @@ pub fn replayed<R: IntoResponse>(submitted: &Submitted, response: R) -> Response
         response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("cancel-after", value.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn cancel_after_reads_durations_and_refuses_the_rest() {
+        assert_eq!(cancel_after(&HeaderMap::new()).unwrap(), None);
+        assert_eq!(cancel_after(&with("90s")).unwrap(), Some(90_000));
+        assert_eq!(cancel_after(&with("1h30m")).unwrap(), Some(5_400_000));
+        assert_eq!(cancel_after(&with("1500ms")).unwrap(), Some(1_500));
+        assert_eq!(cancel_after(&with("12")).unwrap(), Some(12_000));
+        for bad in ["", "soon", "-5s", "0", "500ms", "30d", "99999999999999999999"] {
+            assert!(cancel_after(&with(bad)).is_err(), "{bad:?} was taken");
+        }
+    }
 }

@@ -7,12 +7,14 @@ pub mod callbacks;
 pub mod create;
 pub mod docs;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod files;
 pub mod health;
 pub mod house;
 pub mod models;
 pub mod openai;
+pub mod openai_stream;
 pub mod openapi;
 pub mod prefer;
 pub mod sdk_retry;
@@ -28,7 +30,7 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::{get, post};
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::broadcast;
 use tower_http::trace::TraceLayer;
 
 use crate::accounts::limits;
@@ -40,6 +42,7 @@ use crate::db::Db;
 use crate::egress::Egress;
 use crate::ids::{AccountId, TaskId};
 use crate::routing::Router as Channels;
+use crate::signals::{Bus, Change, TaskNews};
 use crate::storage::{ResultLinks, Storage};
 use crate::tasks::idempotency::{self, Claim, Idempotency};
 use crate::tasks::store::Admission;
@@ -58,16 +61,12 @@ pub struct Services {
     pub storage: Storage,
     /// Signed links to results, for status answers and callbacks.
     pub links: ResultLinks,
-    /// Wakes idle workers when a task arrives.
-    pub wake: Arc<Notify>,
-    /// Wakes the callback dispatcher.
-    pub callbacks: Arc<Notify>,
+    /// Where news of tasks and callbacks arrives, from this node and the others.
+    pub bus: Bus,
     /// The guarded client for user-supplied URLs.
     pub egress: Egress,
     /// The channels and their health.
     pub router: Arc<Channels>,
-    /// Ids of tasks as they end, for requests that wait for a result.
-    pub finished: tokio::sync::broadcast::Sender<TaskId>,
     /// Task creations per account and model, status polls per key.
     pub limiter: RateLimiter,
 }
@@ -153,9 +152,7 @@ impl AppState {
             max_concurrent,
             idempotency: idem,
         };
-        let id = self.tasks.create(new, &admission).await?;
-        self.wake.notify_one();
-        Ok(id)
+        Ok(self.tasks.create(new, &admission).await?)
     }
 
     /// Counts a creation against the per-minute limit; returns the unfinished-task limit.
@@ -192,10 +189,10 @@ impl AppState {
     }
 
     /// Waits until the caller's task ends or `limit` passes, and returns it as it then is.
-    /// Ends announced by this process wake the wait at once; polling every second covers tasks
-    /// that another node finishes.
+    /// The task's final event wakes the wait at once, whichever node ends it; polling every
+    /// second covers a lost notification.
     pub async fn wait_for_end(&self, id: &TaskId, account: &AccountId, limit: Duration) -> Result<Task, ApiError> {
-        let mut ended = self.finished.subscribe();
+        let mut news = self.bus.subscribe();
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let task = self.tasks.get_for_account(id, account).await?;
@@ -208,10 +205,12 @@ impl AppState {
             tokio::pin!(pause);
             loop {
                 tokio::select! {
-                    event = ended.recv() => match event {
-                        Ok(done) if &done != id => continue,
+                    heard = news.recv() => match heard {
+                        Ok(TaskNews { task, change: Change::Event { last: true, .. } }) if &task == id => {}
+                        Ok(_) => continue,
                         Err(broadcast::error::RecvError::Closed) => (&mut pause).await,
-                        _ => {}
+                        // Missed some news: read the task again.
+                        Err(broadcast::error::RecvError::Lagged(_)) => {}
                     },
                     _ = &mut pause => {}
                 }
@@ -294,6 +293,8 @@ fn client_routes() -> Router<AppState> {
         .route("/api/v1/tasks", get(tasks::list))
         .route("/api/v1/tasks/{id}", get(tasks::show))
         .route("/api/v1/tasks/{id}/images", axum::routing::delete(tasks::delete_images))
+        .route("/api/v1/tasks/{id}/cancel", post(tasks::cancel))
+        .route("/api/v1/tasks/{id}/events", get(events::follow))
         .route("/api/v1/account", get(account::show))
         .route("/api/v1/account/ledger", get(account::ledger))
         .route("/api/v1/apikeys/current-balance", get(account::current_balance))

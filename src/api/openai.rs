@@ -19,6 +19,7 @@ use super::AppState;
 use super::create::Creation;
 use super::error::{ApiError, render_error};
 use super::extract::{Caller, JsonBody};
+use super::openai_stream::{self, Operation};
 use super::openapi::examples;
 use super::openapi::schemas::{ImageEditForm, ImageGenerationRequest, OpenAiCreateHeaders};
 use super::sdk_retry::{self, Origin};
@@ -187,7 +188,23 @@ pub async fn envelope(response: Response) -> Response {
 
 /// A finished task that did not succeed, or one that outlived the wait, in OpenAI's words.
 fn task_error(task: &Task) -> Response {
-    let (status, r#type, code, message) = match task.fail_code.as_deref() {
+    let (status, r#type, code, message) = failure(task);
+    let body = ErrorBody { error: ErrorDetail { message, r#type, param: None, code } };
+    let mut response = axum::response::IntoResponse::into_response((status, Json(body)));
+    if let Ok(value) = task.id.as_str().parse() {
+        response.headers_mut().insert("x-easel-task-id", value);
+    }
+    response
+}
+
+/// OpenAI's error `type`, `code` and message for a task that did not succeed (in a stream).
+pub(super) fn failure_detail(task: &Task) -> (&'static str, Option<&'static str>, String) {
+    let (_, r#type, code, message) = failure(task);
+    (r#type, code, message)
+}
+
+fn failure(task: &Task) -> (StatusCode, &'static str, Option<&'static str>, String) {
+    match task.fail_code.as_deref() {
         _ if !task.state.is_terminal() => (
             StatusCode::GATEWAY_TIMEOUT,
             "server_error",
@@ -204,13 +221,30 @@ fn task_error(task: &Task) -> Response {
             (StatusCode::BAD_REQUEST, "invalid_request_error", None, task.fail_msg.clone().unwrap_or_default())
         }
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", None, task.fail_msg.clone().unwrap_or_default()),
-    };
-    let body = ErrorBody { error: ErrorDetail { message, r#type, param: None, code } };
-    let mut response = axum::response::IntoResponse::into_response((status, Json(body)));
-    if let Ok(value) = task.id.as_str().parse() {
-        response.headers_mut().insert("x-easel-task-id", value);
     }
-    response
+}
+
+/// The settings OpenAI's answers repeat beside the images: background, format, size, quality.
+struct Settings {
+    background: &'static str,
+    output_format: &'static str,
+    size: String,
+    quality: &'static str,
+}
+
+fn settings(task: &Task) -> Settings {
+    Settings {
+        background: if task.spec.transparent_background { "transparent" } else { "opaque" },
+        output_format: task.spec.output_format.extension(),
+        size: task.spec.size.to_string(),
+        quality: task.spec.quality.unwrap_or(Quality::Auto).as_str(),
+    }
+}
+
+/// [`Settings`] as the fields of a streamed image event.
+pub(super) fn image_settings(task: &Task) -> Value {
+    let s = settings(task);
+    json!({"background": s.background, "output_format": s.output_format, "size": s.size, "quality": s.quality})
 }
 
 /// What the client asked for.
@@ -219,10 +253,14 @@ struct ImageRequest<'c> {
     spec: TaskSpec,
     /// Answer with `b64_json` (GPT image models' only form at OpenAI) rather than a `url`.
     b64: bool,
+    /// Answer as a stream of events (`stream: true`), with `spec.partial_images` previews.
+    stream: bool,
 }
 
 /// OpenAI's most images per request.
 const MAX_N: u32 = 10;
+/// OpenAI's most previews of a streamed answer.
+const MAX_PARTIAL_IMAGES: i64 = 3;
 
 /// The fields generations and edits share, from a JSON object (edits' form fields are turned
 /// into one first).
@@ -278,19 +316,24 @@ fn parse_request<'c>(
         Some("url") => false,
         Some(_) => return invalid("response_format must be url or b64_json"),
     };
+    let stream = f.bool("stream")?.unwrap_or(false);
+    let partial_images = f.int_in("partial_images", 0, MAX_PARTIAL_IMAGES)?.unwrap_or(0) as u32;
     let spec = TaskSpec {
         mask,
         quality,
         transparent_background,
+        // Previews only go to a client that streams.
+        partial_images: if stream { partial_images } else { 0 },
         ..TaskSpec::new(model, prompt, images, size, output_format, references)
     };
-    Ok(ImageRequest { model, spec, b64 })
+    Ok(ImageRequest { model, spec, b64, stream })
 }
 
 /// Submits the request as a task (billed and limited like any other), recorded under `key`.
 async fn create(
     state: &AppState,
     caller: &Caller,
+    headers: &HeaderMap,
     request: ImageRequest<'_>,
     param: String,
     key: Option<&Idempotency>,
@@ -298,7 +341,7 @@ async fn create(
     let model = request.model;
     let creation =
         Creation { dialect: Dialect::OpenAi, model, spec: request.spec, routing: Routing::Auto, callback_url: None };
-    let new = state.new_task(caller, creation, param)?;
+    let new = state.new_task(caller, headers, creation, param)?;
     state.create_claimed(&new, model, key).await
 }
 
@@ -309,10 +352,13 @@ async fn answer(
     state: &AppState,
     caller: &Caller,
     id: &TaskId,
-    b64: bool,
+    form: Answer,
     earlier: bool,
 ) -> Result<Response, ApiError> {
-    let mut response = images(state, caller, id, b64).await?;
+    let mut response = match form {
+        Answer::Stream(op) => openai_stream::respond(state, &caller.0.account_id, id, op).await?,
+        Answer::Images { b64 } => images(state, caller, id, b64).await?,
+    };
     let headers = response.headers_mut();
     if let Ok(value) = id.as_str().parse() {
         headers.insert("x-easel-task-id", value);
@@ -321,6 +367,22 @@ async fn answer(
         headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(response)
+}
+
+/// How the images are answered.
+#[derive(Clone, Copy)]
+enum Answer {
+    /// One JSON body once the task ends, with base64 bytes or links.
+    Images {
+        b64: bool,
+    },
+    Stream(Operation),
+}
+
+impl ImageRequest<'_> {
+    fn answer(&self, op: Operation) -> Answer {
+        if self.stream { Answer::Stream(op) } else { Answer::Images { b64: self.b64 } }
+    }
 }
 
 async fn images(state: &AppState, caller: &Caller, id: &TaskId, b64: bool) -> Result<Response, ApiError> {
@@ -339,13 +401,14 @@ async fn images(state: &AppState, caller: &Caller, id: &TaskId, b64: bool) -> Re
     } else {
         data.extend(state.result_urls(&task).into_iter().map(|url| Image { b64_json: None, url: Some(url) }));
     }
+    let Settings { background, output_format, size, quality } = settings(&task);
     let body = ImagesResponse {
         created: task.completed_at.unwrap_or_else(now_ms) / 1000,
         data,
-        background: if task.spec.transparent_background { "transparent" } else { "opaque" },
-        output_format: task.spec.output_format.extension(),
-        size: task.spec.size.to_string(),
-        quality: task.spec.quality.unwrap_or(Quality::Auto).as_str(),
+        background,
+        output_format,
+        size,
+        quality,
         usage: Usage::default(),
     };
     Ok(axum::response::IntoResponse::into_response(Json(body)))
@@ -383,12 +446,12 @@ pub async fn generations(
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let request = parse_request(&state, &body, Vec::new(), None)?;
-    let b64 = request.b64;
+    let form = request.answer(Operation::Generation);
     let id = match sdk_retry::origin(&state, &caller.0, &headers, "openai/images/generations", &body).await? {
-        Origin::Earlier(id) => return answer(&state, &caller, &id, b64, true).await,
-        Origin::New(key) => create(&state, &caller, request, body.to_string(), key.as_ref()).await?,
+        Origin::Earlier(id) => return answer(&state, &caller, &id, form, true).await,
+        Origin::New(key) => create(&state, &caller, &headers, request, body.to_string(), key.as_ref()).await?,
     };
-    answer(&state, &caller, &id, b64, false).await
+    answer(&state, &caller, &id, form, false).await
 }
 
 /// An image uploaded to `/v1/images/edits`, checked and named, not stored yet.
@@ -442,9 +505,14 @@ async fn read_form(form: &mut Multipart, batch: &str) -> Result<EditForm, ApiErr
                 let bytes = read_part(&mut field, &name, MAX_FORM_FIELD_BYTES).await?;
                 let text = String::from_utf8(bytes)
                     .map_err(|_| ApiError::BadRequest(format!("the form field {name} is not UTF-8 text")))?;
-                // Form fields are text; numbers are numbers in the JSON this becomes.
-                let value = match text.parse::<i64>() {
-                    Ok(n) if name == "n" => Value::from(n),
+                // Form fields are text; numbers and flags are numbers and flags in the JSON this
+                // becomes.
+                let value = match (name.as_str(), text.as_str()) {
+                    ("n" | "partial_images", _) if text.parse::<i64>().is_ok() => {
+                        Value::from(text.parse::<i64>().unwrap_or(0))
+                    }
+                    ("stream", "true") => Value::Bool(true),
+                    ("stream", "false") => Value::Bool(false),
                     _ => Value::String(text),
                 };
                 fields.insert(name, value);
@@ -556,7 +624,7 @@ pub async fn edits(
     let body = Value::Object(fields);
     let references = images.iter().map(Upload::reference).collect();
     let request = parse_request(&state, &body, references, mask.as_ref().map(Upload::reference))?;
-    let b64 = request.b64;
+    let form = request.answer(Operation::Edit);
     // The multipart boundary differs between attempts; the fields and the files' bytes do not.
     let identity = json!({
         "fields": body,
@@ -564,7 +632,7 @@ pub async fn edits(
         "mask": mask.as_ref().map(|u| &u.digest),
     });
     let key = match sdk_retry::origin(&state, &caller.0, &headers, "openai/images/edits", &identity).await? {
-        Origin::Earlier(id) => return answer(&state, &caller, &id, b64, true).await,
+        Origin::Earlier(id) => return answer(&state, &caller, &id, form, true).await,
         Origin::New(key) => key,
     };
     let stored = match store_uploads(&state, images.into_iter().chain(mask).collect()).await {
@@ -576,14 +644,14 @@ pub async fn edits(
             return Err(e);
         }
     };
-    let id = match create(&state, &caller, request, body.to_string(), key.as_ref()).await {
+    let id = match create(&state, &caller, &headers, request, body.to_string(), key.as_ref()).await {
         Ok(id) => id,
         Err(refused) => {
             discard_uploads(&state, &stored).await;
             return Err(refused);
         }
     };
-    answer(&state, &caller, &id, b64, false).await
+    answer(&state, &caller, &id, form, false).await
 }
 
 fn model_entry(model: &Model) -> ModelEntry {

@@ -1,6 +1,7 @@
 //! The caller's own tasks, dialect-free: `GET /api/v1/tasks` (filtered, newest first, by cursor),
-//! `GET /api/v1/tasks/{id}` and `DELETE /api/v1/tasks/{id}/images`. Whatever API created a task,
-//! it reads the same here; another account's task is "not found".
+//! `GET /api/v1/tasks/{id}`, `POST /api/v1/tasks/{id}/cancel`, `GET /api/v1/tasks/{id}/events`
+//! (live, see [`super::events`]) and `DELETE /api/v1/tasks/{id}/images`. Whatever API created a
+//! task, it reads the same here; another account's task is "not found".
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -17,8 +18,8 @@ use super::house::{Envelope, success};
 use super::openapi::schemas::{ApixoAuthErrors, ApixoError};
 use crate::ids::TaskId;
 use crate::retention;
-use crate::tasks::store::TaskFilter;
-use crate::tasks::{ChannelAttempt, Task, TaskState, stored_files};
+use crate::tasks::store::{Holder, Outcome, TaskFilter};
+use crate::tasks::{ChannelAttempt, LifeState, Task, TaskState, stored_files};
 
 /// A task as its owner sees it, whichever API created it.
 #[derive(Serialize, ToSchema)]
@@ -31,7 +32,7 @@ pub struct TaskView {
     /// The API that created it: `apixo`, `unified` or `openai`.
     #[schema(example = "apixo")]
     pub api: &'static str,
-    pub state: TaskState,
+    pub state: LifeState,
     /// The request as the client sent it.
     #[schema(value_type = Object)]
     pub request: Value,
@@ -51,6 +52,8 @@ pub struct TaskView {
     /// Unix milliseconds.
     pub created_at: i64,
     pub completed_at: Option<i64>,
+    /// Its `Cancel-After` deadline, Unix milliseconds.
+    pub cancel_at: Option<i64>,
     /// Its callback deliveries, on `GET /api/v1/tasks/{id}` only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub callbacks: Option<Vec<DeliveryView>>,
@@ -63,9 +66,24 @@ pub struct Progress {
     pub images_requested: u32,
     /// Images stored so far.
     pub images_done: u32,
+    /// While it waits: 1 when it is the next to start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_position: Option<u32>,
+    /// While it runs: the provider's own progress, 0-100, where it reports one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub percent: Option<u32>,
 }
 
 impl TaskView {
+    /// The view, with the queue position of a pending task.
+    pub async fn read(state: &AppState, task: &Task) -> Result<Self, ApiError> {
+        let mut view = Self::of(state, task);
+        if task.state == TaskState::Pending {
+            view.progress.queue_position = Some(state.tasks.queue_position(task).await?);
+        }
+        Ok(view)
+    }
+
     fn of(state: &AppState, task: &Task) -> Self {
         let images = if task.files_purged_at.is_some() { Vec::new() } else { state.result_urls(task) };
         let charged = task.charged.or_else(|| task.delivered_images.map(|n| task.price.times(n)));
@@ -73,11 +91,13 @@ impl TaskView {
             id: task.id.to_string(),
             model: task.model.clone(),
             api: task.dialect.as_str(),
-            state: task.state,
+            state: LifeState::of(task),
             request: serde_json::from_str(&task.param).unwrap_or(Value::Null),
             progress: Progress {
                 images_requested: task.requested_images,
                 images_done: task.delivered_images.unwrap_or(task.result_keys.len() as u32),
+                queue_position: None,
+                percent: task.progress_percent.filter(|_| task.state == TaskState::Processing),
             },
             channel_attempts: task.channel_log.clone(),
             images,
@@ -88,6 +108,7 @@ impl TaskView {
             fail_msg: task.fail_msg.clone(),
             created_at: task.created_at,
             completed_at: task.completed_at,
+            cancel_at: task.cancel_at,
             callbacks: None,
         }
     }
@@ -119,7 +140,7 @@ pub struct TaskPage {
     operation_id = "listTasks",
     tag = "Tasks",
     params(
-        ("state" = Option<TaskState>, Query, description = "Only tasks in this state"),
+        ("state" = Option<LifeState>, Query, description = "Only tasks in this state"),
         ("model" = Option<String>, Query, description = "A model's id or alias"),
         ("since" = Option<i64>, Query, description = "Created at or after, Unix milliseconds"),
         ("until" = Option<i64>, Query, description = "Created before, Unix milliseconds"),
@@ -139,13 +160,12 @@ pub async fn list(
     caller: Caller,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Envelope<TaskPage>>, ApiError> {
-    let task_state =
-        match query.state.as_deref() {
-            None => None,
-            Some(s) => Some(TaskState::parse(s).ok_or_else(|| {
-                ApiError::BadRequest("state must be one of pending, processing, success, failed".into())
-            })?),
-        };
+    let task_state = match query.state.as_deref() {
+        None => None,
+        Some(s) => Some(LifeState::parse(s).ok_or_else(|| {
+            ApiError::BadRequest("state must be one of pending, processing, success, failed, cancelled".into())
+        })?),
+    };
     // An alias lists the model's tasks; an unknown name lists none rather than failing, since a
     // withdrawn model's tasks are still the caller's.
     let model = query.model.as_deref().filter(|m| !m.is_empty()).map(|m| match state.catalog.get(m) {
@@ -157,10 +177,14 @@ pub async fn list(
     let filter = TaskFilter { state: task_state, model, since: query.since, until: query.until };
     let tasks = state.tasks.list_filtered(&caller.0.account_id, &filter, limit, before.as_ref()).await?;
     let next_before = next_before(&tasks, limit, |t| t.id.to_string());
-    Ok(success(TaskPage { tasks: tasks.iter().map(|t| TaskView::of(&state, t)).collect(), next_before }))
+    let mut views = Vec::with_capacity(tasks.len());
+    for task in &tasks {
+        views.push(TaskView::read(&state, task).await?);
+    }
+    Ok(success(TaskPage { tasks: views, next_before }))
 }
 
-async fn own_task(state: &AppState, caller: &Caller, raw: &str) -> Result<Task, ApiError> {
+pub(super) async fn own_task(state: &AppState, caller: &Caller, raw: &str) -> Result<Task, ApiError> {
     let not_found = || ApiError::NotFound(format!("task {raw} not found"));
     let id = TaskId::parse(raw).ok_or_else(not_found)?;
     state.tasks.read_for_account(&id, &caller.0.account_id).await?.ok_or_else(not_found)
@@ -186,9 +210,63 @@ pub async fn show(
     Path(id): Path<String>,
 ) -> Result<Json<Envelope<TaskView>>, ApiError> {
     let task = own_task(&state, &caller, &id).await?;
-    let mut view = TaskView::of(&state, &task);
+    let mut view = TaskView::read(&state, &task).await?;
     view.callbacks = Some(deliveries_of(&state, &task.id, &caller.0.account_id).await?);
     Ok(success(view))
+}
+
+/// How long a cancel waits for a running task to stop before answering with it as it is.
+const CANCEL_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Cancel one of the caller's tasks.
+///
+/// A pending task ends at once and its hold is released. A running one is stopped by the node
+/// running it: images already stored are kept and charged, the rest of the hold released. The
+/// answer is the task once it has stopped (or after 10 seconds, still stopping); a task that
+/// ended meanwhile is answered as it ended. In the APIXO and unified APIs a cancelled task reads
+/// `failed` with `failCode: CANCELLED`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/tasks/{id}/cancel",
+    operation_id = "cancelTask",
+    tag = "Tasks",
+    params(("id" = String, Path, description = "The task's id", example = "task_12345678")),
+    responses(
+        (status = 200, description = "The task, cancelled (or as it ended, if it ended first)", body = Envelope<TaskView>),
+        (status = 404, description = "No such task of this account", body = ApixoError),
+        (status = 409, description = "The task had already ended", body = ApixoError),
+        ApixoAuthErrors,
+    ),
+)]
+#[tracing::instrument(skip_all)]
+pub async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Envelope<TaskView>>, ApiError> {
+    let task = own_task(&state, &caller, &id).await?;
+    match LifeState::of(&task) {
+        LifeState::Cancelled => return Ok(success(TaskView::read(&state, &task).await?)),
+        LifeState::Success | LifeState::Failed => {
+            return Err(ApiError::Conflict(format!("task {id} has already ended")));
+        }
+        LifeState::Pending => {
+            let outcome = Outcome::Cancelled {
+                result_keys: Vec::new(),
+                images: Vec::new(),
+                message: "cancelled by its owner".into(),
+            };
+            // False: a worker took it meanwhile; stop it there.
+            if !state.tasks.finish(&task, &Holder::Queue, &outcome).await? {
+                state.tasks.request_cancel(&task.id).await?;
+            }
+        }
+        LifeState::Processing => {
+            state.tasks.request_cancel(&task.id).await?;
+        }
+    }
+    let now = state.wait_for_end(&task.id, &caller.0.account_id, CANCEL_WAIT).await?;
+    Ok(success(TaskView::read(&state, &now).await?))
 }
 
 /// Delete a finished task's images.
@@ -220,7 +298,7 @@ pub async fn delete_images(
         return Err(ApiError::Conflict(format!("task {id} has not ended yet")));
     }
     if task.files_purged_at.is_none() {
-        let files = stored_files(&task.result_keys, &task.spec);
+        let files = stored_files(&task.id, &task.result_keys, &task.spec);
         let purged =
             retention::purge(&state.tasks, &state.storage, &task.id, &files).await.map_err(ApiError::internal)?;
         task.files_purged_at = Some(purged);

@@ -112,6 +112,14 @@ pub struct TaskSpec {
     pub quality: Option<Quality>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub transparent_background: bool,
+    /// Preview frames to stream before the first image (OpenAI's `partial_images`, 0-3), where
+    /// the client streams the answer.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub partial_images: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl TaskSpec {
@@ -136,6 +144,7 @@ impl TaskSpec {
             mask: None,
             quality: None,
             transparent_background: false,
+            partial_images: 0,
         }
     }
 }

@@ -367,6 +367,7 @@ mod tests {
             mask: None,
             quality: None,
             transparent_background: false,
+            partial_images: 0,
         }
     }
 

@@ -63,6 +63,14 @@ impl ProviderError {
 /// resumes instead of starting over (an asynchronous upstream's task id).
 pub trait Checkpoint: Send + Sync {
     fn record_upstream_id<'a>(&'a self, upstream_id: &'a str) -> BoxFuture<'a, anyhow::Result<()>>;
+
+    /// The upstream's own progress on the task, 0-100; cheap to call often.
+    fn progress(&self, percent: u32);
+
+    /// A preview of the first image (`index` 0, 1, … up to the task's `partial_images`), for
+    /// clients that stream: stored and announced before this returns. A preview that cannot
+    /// be kept is skipped; the task goes on.
+    fn partial_image<'a>(&'a self, index: u32, image: GeneratedImage) -> BoxFuture<'a, ()>;
 }
 
 /// One attempt at a task on one channel.

@@ -82,6 +82,7 @@ mod tests {
                 mask: None,
                 quality: None,
                 transparent_background: false,
+                partial_images: 0,
             },
             param: "{}".into(),
             routing: Routing::Auto,
@@ -103,6 +104,10 @@ mod tests {
             upstream_task_id: None,
             upstream_channel: None,
             channel_log: Vec::new(),
+            cancel_at: None,
+            cancel_requested_at: None,
+            callback_events: Default::default(),
+            progress_percent: None,
         }
     }
 

@@ -20,12 +20,15 @@ use sqlx::{Any, Row, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
 use super::idempotency::{self, Idempotency};
-use super::store::{Admission, Ending, NewRow, Outcome, StoreError, TaskStore, end_in, insert_pending_in};
+use super::store::{
+    Admission, Ending, Holder, NewRow, Note, Outcome, StoreError, TaskStore, created_in, end_in, ended_in,
+    insert_pending_in, note_in,
+};
 use super::{NewTask, Task, TaskId};
 use crate::accounts::ledger::{self, EntryKind, NewEntry};
 use crate::db::{Db, now_ms};
 use crate::money::Micros;
-use crate::webhooks;
+use crate::signals::Signal;
 
 /// The most writes one transaction takes. A task row binds 14 values, far below SQLite's limit
 /// of 32,766 a statement even at this many rows.
@@ -43,14 +46,23 @@ struct Create {
 /// A task to end, as [`TaskStore::finish`] was asked.
 struct Finish {
     task: Box<Task>,
-    token: String,
+    holder: Holder,
     outcome: Outcome,
+    reply: oneshot::Sender<Result<bool, StoreError>>,
+}
+
+/// A running task's note, as [`TaskStore::note`] was asked.
+struct Noted {
+    task: Box<Task>,
+    token: String,
+    note: Note,
     reply: oneshot::Sender<Result<bool, StoreError>>,
 }
 
 enum Write {
     Create(Box<Create>),
     Finish(Finish),
+    Note(Noted),
 }
 
 /// The queue in front of the writer.
@@ -86,14 +98,20 @@ impl Writer {
         answer.await.map_err(|_| StoreError::Stopped)?
     }
 
-    pub async fn finish(&self, task: &Task, token: &str, outcome: &Outcome) -> Result<bool, StoreError> {
+    pub async fn finish(&self, task: &Task, holder: &Holder, outcome: &Outcome) -> Result<bool, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.send(Write::Finish(Finish {
             task: Box::new(task.clone()),
-            token: token.to_owned(),
+            holder: holder.clone(),
             outcome: outcome.clone(),
             reply,
         }))?;
+        answer.await.map_err(|_| StoreError::Stopped)?
+    }
+
+    pub async fn note(&self, task: &Task, token: &str, note: Note) -> Result<bool, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Write::Note(Noted { task: Box::new(task.clone()), token: token.to_owned(), note, reply }))?;
         answer.await.map_err(|_| StoreError::Stopped)?
     }
 
@@ -114,21 +132,26 @@ async fn write_groups(db: Db, alone: TaskStore, mut waiting: mpsc::UnboundedRece
 }
 
 async fn write_group(db: &Db, alone: &TaskStore, writes: Vec<Write>) {
-    let (mut creates, mut finishes) = (Vec::new(), Vec::new());
+    let (mut creates, mut finishes, mut notes) = (Vec::new(), Vec::new(), Vec::new());
     for write in writes {
         match write {
             Write::Create(c) => creates.push(*c),
             Write::Finish(f) => finishes.push(f),
+            Write::Note(n) => notes.push(n),
         }
     }
-    match commit_group(db, &creates, &finishes).await {
-        Ok((created, finished)) => {
+    match commit_group(db, &creates, &finishes, &notes).await {
+        Ok(Committed { created, finished, noted, signals }) => {
+            alone.bus().committed(&signals);
             // A caller that went away still has its write: as when an answer is lost on the wire.
             for (c, outcome) in creates.into_iter().zip(created) {
                 let _ = c.reply.send(outcome);
             }
             for (f, outcome) in finishes.into_iter().zip(finished) {
                 let _ = f.reply.send(Ok(outcome));
+            }
+            for (n, outcome) in notes.into_iter().zip(noted) {
+                let _ = n.reply.send(Ok(outcome));
             }
         }
         Err(e) => {
@@ -143,25 +166,43 @@ async fn write_group(db: &Db, alone: &TaskStore, writes: Vec<Write>) {
                 let _ = c.reply.send(alone.create(&c.new, &admission).await);
             }
             for f in finishes {
-                let _ = f.reply.send(alone.finish(&f.task, &f.token, &f.outcome).await);
+                let _ = f.reply.send(alone.finish(&f.task, &f.holder, &f.outcome).await);
+            }
+            for n in notes {
+                let _ = n.reply.send(alone.note(&n.task, &n.token, n.note).await);
             }
         }
     }
 }
 
-/// Writes a group in one transaction: the outcome of each creation and whether each finish
-/// ended its task, in order. An error means the transaction was rolled back.
+/// What a group's transaction did, in the order of its writes, and the signals to announce.
+struct Committed {
+    created: Vec<Result<TaskId, StoreError>>,
+    finished: Vec<bool>,
+    noted: Vec<bool>,
+    signals: Vec<Signal>,
+}
+
+/// Writes a group in one transaction. An error means the transaction was rolled back.
 async fn commit_group(
     db: &Db,
     creates: &[Create],
     finishes: &[Finish],
-) -> Result<(Vec<Result<TaskId, StoreError>>, Vec<bool>), StoreError> {
+    notes: &[Noted],
+) -> Result<Committed, StoreError> {
     let now = now_ms();
+    let mut signals = Vec::new();
     let mut tx = db.write.begin().await?;
-    let created = create_all(&mut tx, creates, now).await?;
-    let finished = finish_all(&mut tx, finishes, now).await?;
+    let created = create_all(&mut tx, creates, now, &mut signals).await?;
+    let finished = finish_all(&mut tx, finishes, now, &mut signals).await?;
+    let mut noted = Vec::with_capacity(notes.len());
+    for n in notes {
+        let written = note_in(&mut tx, &n.task, &n.token, &n.note, now).await?;
+        noted.push(written.is_some());
+        signals.extend(written.into_iter().flatten());
+    }
     tx.commit().await?;
-    Ok((created, finished))
+    Ok(Committed { created, finished, noted, signals })
 }
 
 /// A task the group admitted, with its id and credit hold.
@@ -175,6 +216,7 @@ async fn create_all(
     tx: &mut Transaction<'_, Any>,
     creates: &[Create],
     now: i64,
+    signals: &mut Vec<Signal>,
 ) -> Result<Vec<Result<TaskId, StoreError>>, StoreError> {
     let mut outcomes = Vec::with_capacity(creates.len());
     let mut admitted = Vec::with_capacity(creates.len());
@@ -227,6 +269,7 @@ async fn create_all(
             idempotency::complete_in(tx, &a.create.new.account_id, idem, &a.id).await?;
         }
     }
+    signals.extend(created_in(tx, &rows, now).await?);
     Ok(outcomes)
 }
 
@@ -244,22 +287,23 @@ async fn refusal(tx: &mut Transaction<'_, Any>, create: &Create, hold: Micros) -
     })
 }
 
-async fn finish_all(tx: &mut Transaction<'_, Any>, finishes: &[Finish], now: i64) -> Result<Vec<bool>, StoreError> {
+async fn finish_all(
+    tx: &mut Transaction<'_, Any>,
+    finishes: &[Finish],
+    now: i64,
+    signals: &mut Vec<Signal>,
+) -> Result<Vec<bool>, StoreError> {
     let mut ended = Vec::with_capacity(finishes.len());
     let mut closings = Vec::with_capacity(finishes.len());
     for f in finishes {
         let ending = Ending::of(&f.task, &f.outcome)?;
-        let done = end_in(tx, &f.task, &f.token, &ending, now).await?;
-        ended.push(done);
+        let done = end_in(tx, &f.task, &f.holder, &ending, now).await?;
         if done {
             closings.push(f.task.closing(ending.charge));
+            signals.extend(ended_in(tx, &f.task, &f.outcome, &ending, now).await?);
         }
+        ended.push(done);
     }
     ledger::settle_all_in(tx, &closings, now).await?;
-    for f in finishes.iter().zip(&ended).filter_map(|(f, done)| done.then_some(f)) {
-        if let Some(url) = &f.task.callback_url {
-            webhooks::store::enqueue_in(tx, &f.task.id, &f.task.account_id, url).await?;
-        }
-    }
     Ok(ended)
 }

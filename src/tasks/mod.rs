@@ -1,6 +1,7 @@
 //! Generation tasks: their states, failure codes and durable store, and the workers that run them.
 
 pub mod ended;
+pub mod events;
 mod group_commit;
 pub mod idempotency;
 pub mod store;
@@ -58,6 +59,8 @@ pub enum FailCode {
     InvalidImageUrl,
     GenerationFailed,
     Timeout,
+    /// Stopped by its owner or by its `Cancel-After` deadline.
+    Cancelled,
 }
 
 impl FailCode {
@@ -67,6 +70,115 @@ impl FailCode {
             FailCode::InvalidImageUrl => "INVALID_IMAGE_URL",
             FailCode::GenerationFailed => "GENERATION_FAILED",
             FailCode::Timeout => "TIMEOUT",
+            FailCode::Cancelled => "CANCELLED",
+        }
+    }
+}
+
+/// A task's state as the dialect-free API tells it. The seeds' dialects have no `cancelled`:
+/// a cancelled task is stored, and reads there, as `failed` with `failCode: CANCELLED`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[schema(as = TaskLifeState)]
+pub enum LifeState {
+    Pending,
+    Processing,
+    Success,
+    Failed,
+    Cancelled,
+}
+
+impl LifeState {
+    pub fn of(task: &Task) -> Self {
+        match task.state {
+            TaskState::Pending => LifeState::Pending,
+            TaskState::Processing => LifeState::Processing,
+            TaskState::Success => LifeState::Success,
+            TaskState::Failed if task.fail_code.as_deref() == Some(FailCode::Cancelled.as_str()) => {
+                LifeState::Cancelled
+            }
+            TaskState::Failed => LifeState::Failed,
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "cancelled" => LifeState::Cancelled,
+            _ => match TaskState::parse(s)? {
+                TaskState::Pending => LifeState::Pending,
+                TaskState::Processing => LifeState::Processing,
+                TaskState::Success => LifeState::Success,
+                TaskState::Failed => LifeState::Failed,
+            },
+        })
+    }
+
+    /// The stored state, and whether the failure is a cancel (`None`: either).
+    pub fn stored(self) -> (TaskState, Option<bool>) {
+        match self {
+            LifeState::Pending => (TaskState::Pending, None),
+            LifeState::Processing => (TaskState::Processing, None),
+            LifeState::Success => (TaskState::Success, None),
+            LifeState::Failed => (TaskState::Failed, Some(false)),
+            LifeState::Cancelled => (TaskState::Failed, Some(true)),
+        }
+    }
+}
+
+/// Which of a task's events its callback URL is sent: by default only its end (as the seeds
+/// say), else those its create asked for with the `Callback-Events` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallbackEvents {
+    pub started: bool,
+    pub progress: bool,
+    pub completed: bool,
+}
+
+impl Default for CallbackEvents {
+    fn default() -> Self {
+        Self { started: false, progress: false, completed: true }
+    }
+}
+
+impl CallbackEvents {
+    /// `started, progress, completed` in any order and case; an unknown name is an error.
+    pub fn parse(list: &str) -> Result<Self, String> {
+        let mut events = Self { started: false, progress: false, completed: false };
+        for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            match name.to_ascii_lowercase().as_str() {
+                "started" => events.started = true,
+                "progress" => events.progress = true,
+                "completed" => events.completed = true,
+                _ => return Err(format!("unknown callback event {name:?} (use started, progress, completed)")),
+            }
+        }
+        if events == (Self { started: false, progress: false, completed: false }) {
+            return Err("name at least one callback event: started, progress, completed".into());
+        }
+        Ok(events)
+    }
+
+    /// As stored: `None` for the default.
+    pub fn stored(self) -> Option<String> {
+        if self == Self::default() {
+            return None;
+        }
+        let names = [(self.started, "started"), (self.progress, "progress"), (self.completed, "completed")];
+        Some(names.iter().filter(|(on, _)| *on).map(|(_, n)| *n).collect::<Vec<_>>().join(","))
+    }
+
+    pub fn from_stored(stored: Option<&str>) -> Self {
+        stored.and_then(|s| Self::parse(s).ok()).unwrap_or_default()
+    }
+
+    /// Whether a callback goes out for `kind` (the final events all count as `completed`).
+    pub fn wants(self, kind: events::EventKind) -> bool {
+        use events::EventKind::*;
+        match kind {
+            Started => self.started,
+            Progress => self.progress,
+            Succeeded | Failed | Cancelled => self.completed,
+            Created | Image => false,
         }
     }
 }
@@ -149,6 +261,13 @@ pub struct Task {
     pub upstream_channel: Option<String>,
     /// The channels this task was tried on, in order.
     pub channel_log: Vec<ChannelAttempt>,
+    /// Its `Cancel-After` deadline, Unix milliseconds.
+    pub cancel_at: Option<i64>,
+    /// When its owner asked it to stop while it ran.
+    pub cancel_requested_at: Option<i64>,
+    pub callback_events: CallbackEvents,
+    /// The provider's own progress while it runs, 0-100, where it reports one.
+    pub progress_percent: Option<u32>,
 }
 
 /// One try of a task on one channel.
@@ -178,16 +297,43 @@ impl Task {
         }
     }
 
+    /// The URL its callback for `kind` goes to, if it wants one.
+    pub fn callback_for(&self, kind: events::EventKind) -> Option<&str> {
+        self.callback_url.as_deref().filter(|_| self.callback_events.wants(kind))
+    }
+
+    /// The task as it was while it ran: what a `started` or `progress` callback reports, the
+    /// same whenever it is sent.
+    pub fn while_running(&self) -> Task {
+        Task {
+            state: TaskState::Processing,
+            result_keys: Vec::new(),
+            delivered_images: None,
+            fail_code: None,
+            fail_msg: None,
+            completed_at: None,
+            charged: None,
+            ..self.clone()
+        }
+    }
+
     /// How its hold closes once `charge` of it is spent; the rest is released.
     pub fn closing(&self, charge: Micros) -> Closing<'_> {
         Closing { account: &self.account_id, task: &self.id, held: self.held(), charge }
     }
 }
 
-/// The files a task keeps in the store: its results, and the references its client uploaded.
-pub fn stored_files(result_keys: &[String], spec: &TaskSpec) -> Vec<String> {
+/// The files a task keeps in the store: its results, the references its client uploaded, and
+/// the preview frames it streamed.
+pub fn stored_files(task: &TaskId, result_keys: &[String], spec: &TaskSpec) -> Vec<String> {
     let uploads = spec.references.iter().chain(&spec.mask).filter_map(|r| r.strip_prefix(UPLOAD_SCHEME));
-    result_keys.iter().cloned().chain(uploads.map(str::to_owned)).collect()
+    let partials = (0..spec.partial_images).map(|index| partial_key(task, index, spec));
+    result_keys.iter().cloned().chain(uploads.map(str::to_owned)).chain(partials).collect()
+}
+
+/// Where a task keeps its preview frame `index` (0-based), for streaming clients on any node.
+pub fn partial_key(task: &TaskId, index: u32, spec: &TaskSpec) -> String {
+    format!("partials/{task}/{index}.{}", spec.output_format.extension())
 }
 
 /// A task to be accepted: everything the client decided.
@@ -202,4 +348,7 @@ pub struct NewTask {
     /// The hold per requested image: the highest price the request can reach.
     pub price: Micros,
     pub tariff: Tariff,
+    /// From `Cancel-After`: how long it may take before it is cancelled.
+    pub cancel_after_ms: Option<i64>,
+    pub callback_events: CallbackEvents,
 }

@@ -6,17 +6,20 @@ use std::sync::Arc;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
+use serde_json::{Value, json};
+
 use super::ended::EndedTasks;
+use super::events::{self, EventKind};
 use super::group_commit::Writer;
 use super::idempotency::{self, Idempotency};
-use super::{ChannelAttempt, Dialect, FailCode, NewTask, Task, TaskState};
+use super::{CallbackEvents, ChannelAttempt, Dialect, FailCode, LifeState, NewTask, Task, TaskState};
 use crate::accounts::ledger;
 use crate::catalog::price::{ImageFacts, Tariff};
 use crate::catalog::{Routing, TaskSpec};
 use crate::db::{self, Db, now_ms};
 use crate::ids::{AccountId, TaskId};
 use crate::money::Micros;
-use crate::signals::{self, Event};
+use crate::signals::{Bus, Signal};
 use crate::webhooks;
 
 #[derive(Debug, thiserror::Error)]
@@ -39,7 +42,7 @@ pub enum StoreError {
 /// Which of an account's tasks to list; `None` keys take any.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TaskFilter<'a> {
-    pub state: Option<TaskState>,
+    pub state: Option<LifeState>,
     pub model: Option<&'a str>,
     /// Created at or after, in Unix milliseconds.
     pub since: Option<i64>,
@@ -65,6 +68,50 @@ pub enum Outcome {
         code: FailCode,
         message: String,
     },
+    /// Stopped before it ended (its owner, its `Cancel-After` deadline): the images stored by
+    /// then are kept and charged, the rest of the hold released.
+    Cancelled {
+        result_keys: Vec<String>,
+        images: Vec<ImageFacts>,
+        message: String,
+    },
+}
+
+impl Outcome {
+    /// The event that tells of it.
+    pub fn event(&self) -> EventKind {
+        match self {
+            Outcome::Success { .. } => EventKind::Succeeded,
+            Outcome::Failed { .. } => EventKind::Failed,
+            Outcome::Cancelled { .. } => EventKind::Cancelled,
+        }
+    }
+}
+
+/// Who may end a task: the worker holding its lease, or (for a cancel while it waits in the
+/// queue) nobody yet, so only while it is still pending.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Holder {
+    Lease(String),
+    Queue,
+}
+
+/// Something a running task reports on the way, under its worker's lease.
+#[derive(Debug, Clone)]
+pub struct Note {
+    pub kind: EventKind,
+    pub data: Value,
+    /// The channel now serving it (with `started`).
+    pub channel: Option<String>,
+    /// The provider's own progress, 0-100 (with `progress`).
+    pub percent: Option<u32>,
+}
+
+/// What the lease renewal found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lease {
+    Kept { cancel_requested: bool },
+    Lost,
 }
 
 /// What a new task must pass besides its credit hold.
@@ -82,6 +129,7 @@ pub struct TaskStore {
     ended: Arc<EndedTasks>,
     /// On SQLite, creations and finishes go through one writer that commits them in groups.
     writer: Option<Writer>,
+    bus: Bus,
 }
 
 /// The columns a finish writes, from the task and how it ended.
@@ -98,16 +146,26 @@ pub(super) struct Ending<'a> {
 
 impl<'a> Ending<'a> {
     pub fn of(task: &Task, outcome: &'a Outcome) -> Result<Self, StoreError> {
+        let kept = |result_keys: &Vec<String>, images: &[ImageFacts]| -> Result<_, StoreError> {
+            let delivered = result_keys.len().min(task.requested_images as usize);
+            let keys = Some(serde_json::to_string(&result_keys[..delivered]).map_err(corrupt)?);
+            let charge = task.charge_for(&images[..delivered.min(images.len())], delivered as u32);
+            Ok((keys, delivered as u32, charge))
+        };
         Ok(match outcome {
             Outcome::Success { result_keys, images } => {
-                let delivered = result_keys.len().min(task.requested_images as usize);
+                let (result_keys, delivered, charge) = kept(result_keys, images)?;
+                Ending { state: TaskState::Success, result_keys, fail_code: None, fail_msg: None, delivered, charge }
+            }
+            Outcome::Cancelled { result_keys, images, message } => {
+                let (result_keys, delivered, charge) = kept(result_keys, images)?;
                 Ending {
-                    state: TaskState::Success,
-                    result_keys: Some(serde_json::to_string(result_keys).map_err(corrupt)?),
-                    fail_code: None,
-                    fail_msg: None,
-                    delivered: delivered as u32,
-                    charge: task.charge_for(&images[..delivered.min(images.len())], delivered as u32),
+                    state: TaskState::Failed,
+                    result_keys,
+                    fail_code: Some(FailCode::Cancelled.as_str()),
+                    fail_msg: Some(message),
+                    delivered,
+                    charge,
                 }
             }
             Outcome::Failed { code, message } => Ending {
@@ -124,7 +182,8 @@ impl<'a> Ending<'a> {
 
 const COLUMNS: &str = "id, account_id, model, dialect, state, spec, param, routing, callback_url, requested_images, \
      delivered_images, price_micros, result_keys, fail_code, fail_msg, attempts, interruptions, created_at, completed_at, deadline_at, \
-     upstream_task_id, upstream_channel, channel_log, tariff, charged_micros, files_purged_at";
+     upstream_task_id, upstream_channel, channel_log, tariff, charged_micros, files_purged_at, cancel_at, \
+     cancel_requested_at, callback_events, progress_percent";
 
 fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(e.to_string())
@@ -174,6 +233,10 @@ fn task_from_row(row: &AnyRow) -> Result<Task, StoreError> {
             .transpose()
             .map_err(corrupt)?
             .unwrap_or_default(),
+        cancel_at: row.try_get("cancel_at")?,
+        cancel_requested_at: row.try_get("cancel_requested_at")?,
+        callback_events: CallbackEvents::from_stored(row.try_get::<Option<String>, _>("callback_events")?.as_deref()),
+        progress_percent: row.try_get::<Option<i64>, _>("progress_percent")?.map(|p| p.clamp(0, 100) as u32),
     })
 }
 
@@ -187,9 +250,10 @@ fn node_of(token: &str) -> Option<&str> {
 }
 
 impl TaskStore {
-    /// A store on `db`; on SQLite this starts the group-commit writer, so call it in a runtime.
-    pub fn new(db: Db) -> Self {
-        let alone = Self { db: db.clone(), ended: Arc::default(), writer: None };
+    /// A store on `db` that announces its changes on `bus`; on SQLite this starts the
+    /// group-commit writer, so call it in a runtime.
+    pub fn new(db: Db, bus: Bus) -> Self {
+        let alone = Self { db: db.clone(), ended: Arc::default(), writer: None, bus };
         let writer = match db.dialect {
             db::Dialect::Sqlite => Some(Writer::start(db, alone.clone())),
             db::Dialect::Postgres => None,
@@ -241,13 +305,20 @@ impl TaskStore {
                 return Err(StoreError::ConcurrencyLimit { limit });
             }
         }
-        insert_pending_in(&mut tx, &[NewRow { id: &id, new, timeout_ms: admission.timeout_ms }], now).await?;
+        let rows = [NewRow { id: &id, new, timeout_ms: admission.timeout_ms }];
+        insert_pending_in(&mut tx, &rows, now).await?;
         if let Some(idem) = admission.idempotency {
             idempotency::complete_in(&mut tx, &new.account_id, idem, &id).await?;
         }
-        signals::notify(&mut *tx, self.db.dialect, &Event::TaskQueued).await?;
+        let signals = created_in(&mut tx, &rows, now).await?;
+        self.bus.within(&mut *tx, &signals).await?;
         tx.commit().await?;
+        self.bus.committed(&signals);
         Ok(id)
+    }
+
+    pub fn bus(&self) -> &Bus {
+        &self.bus
     }
 
     /// An account's tasks that pass `filter`, newest first, before the task id `before` if
@@ -259,19 +330,24 @@ impl TaskStore {
         limit: i64,
         before: Option<&TaskId>,
     ) -> Result<Vec<Task>, StoreError> {
+        // A cancelled task is stored as failed with the CANCELLED code: $8 tells the two apart.
         let sql = format!(
             "SELECT {COLUMNS} FROM tasks WHERE account_id = $1 AND ($2 IS NULL OR id < $2) \
              AND ($3 IS NULL OR state = $3) AND ($4 IS NULL OR model = $4) \
-             AND created_at >= $5 AND created_at < $6 ORDER BY id DESC LIMIT $7"
+             AND created_at >= $5 AND created_at < $6 \
+             AND ($8 IS NULL OR (CASE WHEN fail_code = 'CANCELLED' THEN 1 ELSE 0 END) = $8) \
+             ORDER BY id DESC LIMIT $7"
         );
+        let (state, cancelled) = filter.state.map(LifeState::stored).unzip();
         let rows = sqlx::query(&sql)
             .bind(account.as_str())
             .bind(before.map(TaskId::as_str))
-            .bind(filter.state.map(TaskState::as_str))
+            .bind(state.map(TaskState::as_str))
             .bind(filter.model)
             .bind(filter.since.unwrap_or(i64::MIN))
             .bind(filter.until.unwrap_or(i64::MAX))
             .bind(limit)
+            .bind(cancelled.flatten().map(i64::from))
             .fetch_all(&self.db.read)
             .await?;
         rows.iter().map(task_from_row).collect()
@@ -333,17 +409,83 @@ impl TaskStore {
         row.as_ref().map(task_from_row).transpose()
     }
 
-    /// Extends a lease; false means the lease was lost and the worker must stop.
-    pub async fn renew_lease(&self, id: &TaskId, token: &str, lease_ms: i64) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE tasks SET lease_until = $1 WHERE id = $2 AND lease_token = $3 AND state = 'processing'",
+    /// Extends a lease, and says whether a cancel was asked for meanwhile (should its
+    /// notification have been lost); `Lost` means the worker must stop.
+    pub async fn renew_lease(&self, id: &TaskId, token: &str, lease_ms: i64) -> Result<Lease, StoreError> {
+        let renewed: Option<Option<i64>> = sqlx::query_scalar(
+            "UPDATE tasks SET lease_until = $1 WHERE id = $2 AND lease_token = $3 AND state = 'processing' \
+             RETURNING cancel_requested_at",
         )
         .bind(now_ms() + lease_ms)
         .bind(id.as_str())
         .bind(token)
-        .execute(&self.db.write)
+        .fetch_optional(&self.db.write)
         .await?;
-        Ok(done.rows_affected() == 1)
+        Ok(match renewed {
+            Some(requested) => Lease::Kept { cancel_requested: requested.is_some() },
+            None => Lease::Lost,
+        })
+    }
+
+    /// Records what a running task reports (its start on a channel, its progress) as its next
+    /// event, with a callback if its owner asked for one; false when the lease was lost.
+    pub async fn note(&self, task: &Task, token: &str, note: Note) -> Result<bool, StoreError> {
+        match &self.writer {
+            Some(writer) => writer.note(task, token, note).await,
+            None => {
+                let mut tx = self.db.write.begin().await?;
+                let Some(signals) = note_in(&mut tx, task, token, &note, now_ms()).await? else {
+                    return Ok(false);
+                };
+                self.bus.within(&mut *tx, &signals).await?;
+                tx.commit().await?;
+                self.bus.committed(&signals);
+                Ok(true)
+            }
+        }
+    }
+
+    /// Asks the node running a task to stop it; false when it is not running (any more).
+    pub async fn request_cancel(&self, id: &TaskId) -> Result<bool, StoreError> {
+        let mut tx = self.db.write.begin().await?;
+        let asked = sqlx::query(
+            "UPDATE tasks SET cancel_requested_at = COALESCE(cancel_requested_at, $1) \
+             WHERE id = $2 AND state = 'processing'",
+        )
+        .bind(now_ms())
+        .bind(id.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        let signals = if asked { vec![Signal::cancel_requested(id)] } else { vec![] };
+        self.bus.within(&mut *tx, &signals).await?;
+        tx.commit().await?;
+        self.bus.committed(&signals);
+        Ok(asked)
+    }
+
+    /// Pending tasks whose `Cancel-After` deadline has passed.
+    pub async fn overdue_pending(&self, now: i64, limit: i64) -> Result<Vec<Task>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM tasks WHERE cancel_at IS NOT NULL AND cancel_at <= $1 AND state = 'pending' LIMIT $2"
+        );
+        let rows = sqlx::query(&sql).bind(now).bind(limit).fetch_all(&self.db.read).await?;
+        rows.iter().map(task_from_row).collect()
+    }
+
+    /// A pending task's place in the queue: 1 when it is the next to be claimed.
+    pub async fn queue_position(&self, task: &Task) -> Result<u32, StoreError> {
+        let ahead: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tasks WHERE state = 'pending' AND created_at < $1")
+            .bind(task.created_at)
+            .fetch_one(&self.db.read)
+            .await?;
+        Ok(u32::try_from(ahead).unwrap_or(u32::MAX).saturating_add(1))
+    }
+
+    /// A task's events after `seq`.
+    pub async fn events_after(&self, id: &TaskId, seq: i64) -> Result<Vec<events::TaskEvent>, StoreError> {
+        Ok(events::after(&self.db, id, seq).await?)
     }
 
     /// Records, while `token` owns the task, the id an asynchronous upstream gave it.
@@ -410,7 +552,7 @@ impl TaskStore {
         .bind(token)
         .execute(&self.db.write)
         .await?;
-        signals::notify(&self.db.write, self.db.dialect, &Event::TaskQueued).await?;
+        self.bus.publish(&self.db.write, &[Signal::TaskQueued]).await?;
         Ok(())
     }
 
@@ -423,32 +565,36 @@ impl TaskStore {
         Ok(done.rows_affected())
     }
 
-    /// Ends a task and settles its hold, both in one transaction, if `token` still owns it.
-    /// Returns false (changing nothing) when the lease was lost to another worker.
+    /// Ends a task and settles its hold, both in one transaction, if `holder` may still end it.
+    /// Returns false (changing nothing) when it may not: the lease was lost to another worker,
+    /// or a task cancelled in the queue was claimed (or ended) meanwhile.
     #[tracing::instrument(skip(self, task, outcome), fields(task = %task.id))]
-    pub async fn finish(&self, task: &Task, token: &str, outcome: &Outcome) -> Result<bool, StoreError> {
+    pub async fn finish(&self, task: &Task, holder: &Holder, outcome: &Outcome) -> Result<bool, StoreError> {
         let finished = match &self.writer {
-            Some(writer) => writer.finish(task, token, outcome).await,
-            None => self.finish_in_own_transaction(task, token, outcome).await,
+            Some(writer) => writer.finish(task, holder, outcome).await,
+            None => self.finish_in_own_transaction(task, holder, outcome).await,
         };
         self.note_write(&finished);
         finished
     }
 
-    async fn finish_in_own_transaction(&self, task: &Task, token: &str, outcome: &Outcome) -> Result<bool, StoreError> {
+    async fn finish_in_own_transaction(
+        &self,
+        task: &Task,
+        holder: &Holder,
+        outcome: &Outcome,
+    ) -> Result<bool, StoreError> {
         let now = now_ms();
         let mut tx = self.db.write.begin().await?;
         let ending = Ending::of(task, outcome)?;
-        if !end_in(&mut tx, task, token, &ending, now).await? {
+        if !end_in(&mut tx, task, holder, &ending, now).await? {
             return Ok(false);
         }
         ledger::settle_all_in(&mut tx, &[task.closing(ending.charge)], now).await?;
-        if let Some(url) = &task.callback_url {
-            webhooks::store::enqueue_in(&mut tx, &task.id, &task.account_id, url).await?;
-            signals::notify(&mut *tx, self.db.dialect, &Event::CallbackQueued).await?;
-        }
-        signals::notify(&mut *tx, self.db.dialect, &Event::TaskFinished(task.id.clone())).await?;
+        let signals = ended_in(&mut tx, task, outcome, &ending, now).await?;
+        self.bus.within(&mut *tx, &signals).await?;
         tx.commit().await?;
+        self.bus.committed(&signals);
         Ok(true)
     }
 
@@ -469,7 +615,9 @@ impl TaskStore {
                 let keys: Vec<String> =
                     keys.map(|k| serde_json::from_str(&k)).transpose().map_err(corrupt)?.unwrap_or_default();
                 let spec: TaskSpec = serde_json::from_str(&r.try_get::<String, _>("spec")?).map_err(corrupt)?;
-                Ok((TaskId::from_db(r.try_get("id")?), super::stored_files(&keys, &spec)))
+                let id = TaskId::from_db(r.try_get("id")?);
+                let files = super::stored_files(&id, &keys, &spec);
+                Ok((id, files))
             })
             .collect()
     }
@@ -484,6 +632,85 @@ impl TaskStore {
             .await?;
         Ok(now)
     }
+}
+
+/// The `created` event of each task inserted, and the signals that announce them.
+pub(super) async fn created_in(
+    tx: &mut Transaction<'_, Any>,
+    rows: &[NewRow<'_>],
+    now: i64,
+) -> Result<Vec<Signal>, StoreError> {
+    let data: Vec<(&TaskId, Value)> =
+        rows.iter().map(|r| (r.id, json!({"model": r.new.spec.model, "imagesRequested": r.new.spec.images}))).collect();
+    events::created_in(tx, &data, now).await?;
+    let mut signals = vec![Signal::TaskQueued];
+    signals.extend(rows.iter().map(|r| Signal::event(r.id, 1, false)));
+    Ok(signals)
+}
+
+/// After [`end_in`] ended a task: its events (each image stored, then the end), its callback
+/// if its owner wants one, and the signals that announce them.
+pub(super) async fn ended_in(
+    tx: &mut Transaction<'_, Any>,
+    task: &Task,
+    outcome: &Outcome,
+    ending: &Ending<'_>,
+    now: i64,
+) -> Result<Vec<Signal>, StoreError> {
+    let kind = outcome.event();
+    let mut list: Vec<(EventKind, Value)> =
+        (0..ending.delivered).map(|index| (EventKind::Image, json!({ "index": index }))).collect();
+    let state = match kind {
+        EventKind::Cancelled => "cancelled",
+        _ => ending.state.as_str(),
+    };
+    list.push((
+        kind,
+        json!({
+            "state": state,
+            "imagesDelivered": ending.delivered,
+            "chargedUsd": ending.charge.to_usd(),
+            "failCode": ending.fail_code,
+            "failMsg": ending.fail_msg,
+        }),
+    ));
+    let seq = events::append_in(tx, &task.id, &list, now).await?;
+    let mut signals = vec![Signal::event(&task.id, seq, true)];
+    if let Some(url) = task.callback_for(kind) {
+        webhooks::store::enqueue_in(tx, &task.id, &task.account_id, url, None).await?;
+        signals.push(Signal::CallbackQueued);
+    }
+    Ok(signals)
+}
+
+/// Writes a running task's note under its lease: `None` (nothing written) when it was lost.
+pub(super) async fn note_in(
+    tx: &mut Transaction<'_, Any>,
+    task: &Task,
+    token: &str,
+    note: &Note,
+    now: i64,
+) -> Result<Option<Vec<Signal>>, StoreError> {
+    let updated = sqlx::query(
+        "UPDATE tasks SET served_by = COALESCE($1, served_by), progress_percent = COALESCE($2, progress_percent) \
+         WHERE id = $3 AND lease_token = $4 AND state = 'processing'",
+    )
+    .bind(note.channel.as_deref())
+    .bind(note.percent.map(i64::from))
+    .bind(task.id.as_str())
+    .bind(token)
+    .execute(&mut **tx)
+    .await?;
+    if updated.rows_affected() == 0 {
+        return Ok(None);
+    }
+    let seq = events::append_in(tx, &task.id, &[(note.kind, note.data.clone())], now).await?;
+    let mut signals = vec![Signal::event(&task.id, seq, false)];
+    if let Some(url) = task.callback_for(note.kind) {
+        webhooks::store::enqueue_in(tx, &task.id, &task.account_id, url, Some(note.kind)).await?;
+        signals.push(Signal::CallbackQueued);
+    }
+    Ok(Some(signals))
 }
 
 /// A task row to insert.
@@ -501,8 +728,8 @@ pub(super) async fn insert_pending_in(
 ) -> Result<(), StoreError> {
     let sql = format!(
         "INSERT INTO tasks (id, account_id, model, dialect, state, spec, param, routing, callback_url, \
-         requested_images, price_micros, tariff, created_at, deadline_at) VALUES {}",
-        db::placeholders(rows.len(), 14)
+         requested_images, price_micros, tariff, created_at, deadline_at, cancel_at, callback_events) VALUES {}",
+        db::placeholders(rows.len(), 16)
     );
     let mut query = sqlx::query(&sql);
     for row in rows {
@@ -521,37 +748,43 @@ pub(super) async fn insert_pending_in(
             .bind(new.price.0)
             .bind(serde_json::to_string(&new.tariff).map_err(corrupt)?)
             .bind(now)
-            .bind(now + row.timeout_ms);
+            .bind(now + row.timeout_ms)
+            .bind(new.cancel_after_ms.map(|ms| now + ms))
+            .bind(new.callback_events.stored());
     }
     query.execute(&mut **tx).await?;
     Ok(())
 }
 
-/// Writes how the task ended, if `token` still leases it; false (changing nothing) when the
-/// lease was lost.
+/// Writes how the task ended, if `holder` may still end it; false (changing nothing) when not.
 pub(super) async fn end_in(
     tx: &mut Transaction<'_, Any>,
     task: &Task,
-    token: &str,
+    holder: &Holder,
     ending: &Ending<'_>,
     now: i64,
 ) -> Result<bool, StoreError> {
-    let updated = sqlx::query(
+    let (token, whose) = match holder {
+        Holder::Lease(token) => (Some(token.as_str()), "lease_token = $8 AND state = 'processing'"),
+        Holder::Queue => (None, "$8 IS NULL AND state = 'pending'"),
+    };
+    let sql = format!(
         "UPDATE tasks SET state = $1, result_keys = $2, fail_code = $3, fail_msg = $4, delivered_images = $5, \
          completed_at = $6, lease_token = NULL, lease_until = NULL, finished_by = $9, charged_micros = $10 \
-         WHERE id = $7 AND lease_token = $8 AND state = 'processing'",
-    )
-    .bind(ending.state.as_str())
-    .bind(ending.result_keys.as_deref())
-    .bind(ending.fail_code)
-    .bind(ending.fail_msg)
-    .bind(i64::from(ending.delivered))
-    .bind(now)
-    .bind(task.id.as_str())
-    .bind(token)
-    .bind(node_of(token))
-    .bind(ending.charge.0)
-    .execute(&mut **tx)
-    .await?;
+         WHERE id = $7 AND {whose}"
+    );
+    let updated = sqlx::query(&sql)
+        .bind(ending.state.as_str())
+        .bind(ending.result_keys.as_deref())
+        .bind(ending.fail_code)
+        .bind(ending.fail_msg)
+        .bind(i64::from(ending.delivered))
+        .bind(now)
+        .bind(task.id.as_str())
+        .bind(token)
+        .bind(token.and_then(node_of))
+        .bind(ending.charge.0)
+        .execute(&mut **tx)
+        .await?;
     Ok(updated.rows_affected() == 1)
 }

@@ -2,16 +2,19 @@
 //! the images, then finish and settle in one transaction. A crash at any point leaves the task
 //! leased; once the lease runs out, another worker (or the restarted process) takes it again.
 
+use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use tokio::sync::Notify;
+use serde_json::json;
+use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::store::{Outcome, StoreError, TaskStore, lease_token};
+use super::events::EventKind;
+use super::store::{Holder, Lease, Note, Outcome, StoreError, TaskStore, lease_token};
 use super::{ChannelAttempt, FailCode, Task};
 use crate::catalog::price::ImageFacts;
 use crate::catalog::{Catalog, Model, Quality};
@@ -23,6 +26,7 @@ use crate::media::{self, Media};
 use crate::providers::{Checkpoint, GeneratedImage, Job, ProviderError, Reference};
 use crate::routing::MAX_CHANNELS_PER_TASK;
 use crate::routing::Router;
+use crate::signals::{Bus, Change, TaskNews};
 use crate::storage::Storage;
 use crate::storage::UPLOAD_SCHEME;
 
@@ -41,18 +45,49 @@ pub struct WorkerPool {
     pub lease: Duration,
     /// On shutdown, how long a task in hand may run on before its lease is handed back.
     pub grace: Duration,
-    /// Poked whenever a task is submitted, so idle workers need not poll hard.
-    pub wake: Arc<Notify>,
-    /// Poked when a task with a callback ends.
-    pub callbacks: Arc<Notify>,
-    /// Told the id of every task that ends, for requests waiting on it.
-    pub finished: tokio::sync::broadcast::Sender<TaskId>,
+    /// Wakes idle workers when a task is queued, and tells of cancels asked for.
+    pub bus: Bus,
+    /// The tasks this node is running, each with what stops it.
+    pub running: Mutex<HashMap<TaskId, Stop>>,
     /// This node's id, carried in its lease tokens.
     pub node: String,
 }
 
 /// How often idle workers look for work without being woken (other processes may add tasks).
 const IDLE_POLL: Duration = Duration::from_millis(500);
+/// How often pending tasks are checked against their `Cancel-After` deadline.
+const DEADLINE_SWEEP: Duration = Duration::from_secs(1);
+/// The most progress events a task writes a second: providers may report far more often.
+const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+
+const CANCELLED_BY_OWNER: &str = "cancelled by its owner";
+const CANCELLED_AT_DEADLINE: &str = "cancelled: its Cancel-After deadline passed";
+
+/// Stops a running task, once, saying why.
+#[derive(Clone, Default)]
+pub struct Stop {
+    token: CancellationToken,
+    why: Arc<OnceLock<&'static str>>,
+}
+
+impl Stop {
+    pub fn stop(&self, why: &'static str) {
+        let _ = self.why.set(why);
+        self.token.cancel();
+    }
+
+    async fn stopped(&self) -> &'static str {
+        self.token.cancelled().await;
+        self.why.get().copied().unwrap_or(CANCELLED_BY_OWNER)
+    }
+}
+
+/// The images a run has stored so far: what a cancelled task keeps, and is charged for.
+#[derive(Default)]
+struct Stored {
+    result_keys: Vec<String>,
+    images: Vec<ImageFacts>,
+}
 
 impl WorkerPool {
     /// Claims and runs tasks until `shutdown`, then waits for the tasks in hand: each finishes
@@ -70,22 +105,65 @@ impl WorkerPool {
             async move { pool.process(task, token, shutdown).await }
         };
         let idle = || async { IDLE_POLL };
-        claim_loop::run("a task", self.workers, shutdown.clone(), self.wake.clone(), claim, work, idle).await;
+        let cancels = tokio::spawn(self.clone().follow_cancels(shutdown.clone()));
+        let wake = self.bus.tasks_queued();
+        claim_loop::run("a task", self.workers, shutdown.clone(), wake, claim, work, idle).await;
+        let _ = cancels.await;
+    }
+
+    /// Stops the tasks this node runs when a cancel is asked for, on whatever node it was asked.
+    async fn follow_cancels(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut news = self.bus.subscribe();
+        loop {
+            let heard = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                heard = news.recv() => heard,
+            };
+            match heard {
+                Ok(TaskNews { task, change: Change::CancelRequested }) => {
+                    if let Some(stop) = self.running.lock().expect("not poisoned").get(&task) {
+                        stop.stop(CANCELLED_BY_OWNER);
+                    }
+                }
+                Ok(_) => {}
+                // Missed news is found by the lease renewal, which reads the cancel flag.
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
     }
 
     #[tracing::instrument(skip_all, fields(task = %task.id, model = %task.model, attempt = task.attempts))]
     async fn process(&self, task: Task, token: String, shutdown: CancellationToken) {
+        let stop = Stop::default();
+        self.running.lock().expect("not poisoned").insert(task.id.clone(), stop.clone());
+        if task.cancel_requested_at.is_some() {
+            stop.stop(CANCELLED_BY_OWNER);
+        }
+        self.run_to_end(&task, &token, &stop, shutdown).await;
+        self.running.lock().expect("not poisoned").remove(&task.id);
+    }
+
+    async fn run_to_end(&self, task: &Task, token: &str, stop: &Stop, shutdown: CancellationToken) {
         let remaining = task.deadline_at - now_ms();
+        let stored = Mutex::new(Stored::default());
+        let (progress, reports) = watch::channel(None);
         let run = async {
             if remaining <= 0 {
-                return Outcome::Failed { code: FailCode::Timeout, message: timeout_message(&task) };
+                return Outcome::Failed { code: FailCode::Timeout, message: timeout_message(task) };
             }
             if self.max_interruptions > 0 && task.interruptions >= self.max_interruptions {
                 // Whatever killed the runs before may kill this one too: a poison task.
                 tracing::error!(interruptions = task.interruptions, "processing was lost too often; failing the task");
-                return Outcome::Failed { code: FailCode::GenerationFailed, message: interrupted_message(&task) };
+                return Outcome::Failed { code: FailCode::GenerationFailed, message: interrupted_message(task) };
             }
-            let work = AssertUnwindSafe(self.execute(&task, &token)).catch_unwind();
+            let work = AssertUnwindSafe(self.execute(task, token, &stored, &progress)).catch_unwind();
+            let work = async {
+                tokio::select! {
+                    done = work => done,
+                    never = self.write_progress(task, token, reports) => match never {},
+                }
+            };
             match tokio::time::timeout(Duration::from_millis(remaining as u64), work).await {
                 Ok(Ok(outcome)) => outcome,
                 Ok(Err(_panic)) => {
@@ -95,28 +173,32 @@ impl WorkerPool {
                         message: "internal error while generating".into(),
                     }
                 }
-                Err(_elapsed) => Outcome::Failed { code: FailCode::Timeout, message: timeout_message(&task) },
+                Err(_elapsed) => Outcome::Failed { code: FailCode::Timeout, message: timeout_message(task) },
             }
         };
-        let lost_lease = self.keep_lease(&task, &token);
+        let lost_lease = self.keep_lease(task, token, stop);
+        let deadline = async {
+            match task.cancel_at {
+                Some(at) => tokio::time::sleep(Duration::from_millis((at - now_ms()).max(0) as u64)).await,
+                None => std::future::pending().await,
+            }
+        };
+        let holder = Holder::Lease(token.to_owned());
         tokio::select! {
-            outcome = run => {
-                match self.store.finish(&task, &token, &outcome).await {
-                    Ok(true) => {
-                        tracing::info!(state = ?outcome_state(&outcome), "task finished");
-                        // Nobody may be waiting; that is fine.
-                        let _ = self.finished.send(task.id.clone());
-                        if task.callback_url.is_some() {
-                            self.callbacks.notify_one();
-                        }
-                    }
-                    Ok(false) => tracing::warn!("lease lost before finishing; another worker owns the task"),
-                    Err(e) => tracing::error!(error = %e, "could not record the task's end; it will run again"),
-                }
+            // A stop that lands with the end loses to it: what was done is done.
+            biased;
+            outcome = run => self.end(task, &holder, outcome).await,
+            why = stop.stopped() => {
+                let kept = std::mem::take(&mut *stored.lock().expect("not poisoned"));
+                self.end(task, &holder, cancelled(kept, why)).await
+            }
+            () = deadline => {
+                let kept = std::mem::take(&mut *stored.lock().expect("not poisoned"));
+                self.end(task, &holder, cancelled(kept, CANCELLED_AT_DEADLINE)).await
             }
             _ = lost_lease => tracing::warn!("lease lost; abandoning the task"),
             _ = crate::shutdown::grace_over(&shutdown, self.grace) => {
-                match self.store.release_lease(&task.id, &token).await {
+                match self.store.release_lease(&task.id, token).await {
                     Ok(()) => tracing::info!("shutting down; handed the task back for another worker"),
                     Err(e) => tracing::warn!(error = %e, "could not hand the lease back; it will expire"),
                 }
@@ -124,20 +206,64 @@ impl WorkerPool {
         }
     }
 
-    /// Renews the lease until it is lost (then returns) or the caller stops polling.
-    async fn keep_lease(&self, task: &Task, token: &str) {
+    async fn end(&self, task: &Task, holder: &Holder, outcome: Outcome) {
+        match self.store.finish(task, holder, &outcome).await {
+            Ok(true) => tracing::info!(state = ?outcome_state(&outcome), "task finished"),
+            Ok(false) => tracing::warn!("lease lost before finishing; another worker owns the task"),
+            Err(e) => tracing::error!(error = %e, "could not record the task's end; it will run again"),
+        }
+    }
+
+    /// Renews the lease until it is lost (then returns) or the caller stops polling; a cancel
+    /// found on the task (its notification lost) stops it.
+    async fn keep_lease(&self, task: &Task, token: &str, stop: &Stop) {
         let lease_ms = self.lease.as_millis() as i64;
         loop {
             tokio::time::sleep(self.lease / 3).await;
             match self.store.renew_lease(&task.id, token, lease_ms).await {
-                Ok(true) => {}
-                Ok(false) => return,
+                Ok(Lease::Kept { cancel_requested }) => {
+                    if cancel_requested {
+                        stop.stop(CANCELLED_BY_OWNER);
+                    }
+                }
+                Ok(Lease::Lost) => return,
                 Err(e) => tracing::warn!(error = %e, "renewing the lease failed; trying again"),
             }
         }
     }
 
-    async fn execute(&self, task: &Task, token: &str) -> Outcome {
+    /// Writes the provider's progress reports as events, at most one per [`PROGRESS_EVERY`].
+    async fn write_progress(
+        &self,
+        task: &Task,
+        token: &str,
+        mut reports: watch::Receiver<Option<u32>>,
+    ) -> std::convert::Infallible {
+        loop {
+            if reports.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+            let Some(percent) = *reports.borrow_and_update() else { continue };
+            let note = Note {
+                kind: EventKind::Progress,
+                data: json!({"percent": percent, "imagesDone": 0, "imagesRequested": task.requested_images}),
+                channel: None,
+                percent: Some(percent),
+            };
+            if let Err(e) = self.store.note(task, token, note).await {
+                tracing::warn!(error = %e, "could not record the task's progress");
+            }
+            tokio::time::sleep(PROGRESS_EVERY).await;
+        }
+    }
+
+    async fn execute(
+        &self,
+        task: &Task,
+        token: &str,
+        stored: &Mutex<Stored>,
+        progress: &watch::Sender<Option<u32>>,
+    ) -> Outcome {
         let Some(model) = self.catalog.get(&task.model) else {
             let message = format!("the model {} is no longer offered", task.model);
             return Outcome::Failed { code: FailCode::GenerationFailed, message };
@@ -153,7 +279,7 @@ impl WorkerPool {
             },
             None => None,
         };
-        let images = match self.generate(task, model, token, &references, mask.as_ref()).await {
+        let images = match self.generate(task, model, token, &references, mask.as_ref(), progress).await {
             Ok(images) => images,
             Err(outcome) => return outcome,
         };
@@ -181,6 +307,9 @@ impl WorkerPool {
                     message: "could not store the result".into(),
                 };
             }
+            let mut kept = stored.lock().expect("not poisoned");
+            kept.result_keys.push(key.clone());
+            kept.images.push(image_facts.clone());
             result_keys.push(key);
             facts.push(image_facts);
         }
@@ -201,6 +330,7 @@ impl WorkerPool {
         token: &str,
         references: &[Reference],
         mask: Option<&Reference>,
+        progress: &watch::Sender<Option<u32>>,
     ) -> Result<Vec<GeneratedImage>, Outcome> {
         let mut log = task.channel_log.clone();
         let mut last_error = None;
@@ -212,7 +342,16 @@ impl WorkerPool {
             let Some(slot) = channel.try_acquire() else { continue };
             tried += 1;
             let resume = task.upstream_channel.as_deref() == Some(channel.id.as_str());
-            let checkpoint = TaskCheckpoint { store: &self.store, task: &task.id, token, channel: &channel.id };
+            let started = Note {
+                kind: EventKind::Started,
+                data: json!({"channel": channel.id, "attempt": task.attempts}),
+                channel: Some(channel.id.clone()),
+                percent: None,
+            };
+            if let Err(e) = self.store.note(task, token, started).await {
+                tracing::warn!(error = %e, "could not record the task's start");
+            }
+            let checkpoint = TaskCheckpoint { pool: self, task, token, channel: &channel.id, progress };
             let job = Job {
                 task_id: task.id.as_str(),
                 spec: &task.spec,
@@ -290,6 +429,31 @@ impl WorkerPool {
     }
 }
 
+/// Cancels pending tasks whose `Cancel-After` deadline passed before a worker took them
+/// (running ones watch their own deadline). Every node runs it, whatever its role: only one can
+/// end each task.
+pub async fn cancel_overdue(store: TaskStore, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(DEADLINE_SWEEP) => {}
+        }
+        let overdue = match store.overdue_pending(now_ms(), 100).await {
+            Ok(overdue) => overdue,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not look for tasks past their Cancel-After deadline");
+                continue;
+            }
+        };
+        for task in overdue {
+            let cancelled = cancelled(Stored::default(), CANCELLED_AT_DEADLINE);
+            if let Err(e) = store.finish(&task, &Holder::Queue, &cancelled).await {
+                tracing::warn!(task = %task.id, error = %e, "could not cancel a task past its deadline");
+            }
+        }
+    }
+}
+
 /// Why a reference image failed, naming it as the task's own API does (`image_urls[1] …`).
 fn reference_failure(task: &Task, index: usize, reason: impl std::fmt::Display) -> String {
     format!("{}[{index}] {reason}", task.dialect.references_field())
@@ -324,7 +488,12 @@ fn outcome_state(outcome: &Outcome) -> &'static str {
     match outcome {
         Outcome::Success { .. } => "success",
         Outcome::Failed { code, .. } => code.as_str(),
+        Outcome::Cancelled { .. } => FailCode::Cancelled.as_str(),
     }
+}
+
+fn cancelled(kept: Stored, why: &str) -> Outcome {
+    Outcome::Cancelled { result_keys: kept.result_keys, images: kept.images, message: why.to_owned() }
 }
 
 /// What an image was, for its price: what the upstream said of it, else what the task asked.
@@ -333,16 +502,52 @@ fn image_facts(task: &Task, image: &GeneratedImage) -> ImageFacts {
     ImageFacts { size: image.size.unwrap_or(task.spec.size), quality: image.quality.or(asked) }
 }
 
-/// Records an asynchronous upstream's task id on the task, under the worker's lease.
+/// What a provider records on the task while it works, under the worker's lease: an
+/// asynchronous upstream's task id, its progress, its preview frames.
 struct TaskCheckpoint<'a> {
-    store: &'a TaskStore,
-    task: &'a TaskId,
+    pool: &'a WorkerPool,
+    task: &'a Task,
     token: &'a str,
     channel: &'a str,
+    progress: &'a watch::Sender<Option<u32>>,
+}
+
+impl TaskCheckpoint<'_> {
+    async fn store_partial(&self, index: u32, image: GeneratedImage) -> anyhow::Result<()> {
+        let spec = &self.task.spec;
+        let bytes = self.pool.media.convert(image.bytes, image.format, spec.output_format).await?;
+        self.pool.storage.put(&super::partial_key(&self.task.id, index, spec), bytes).await?;
+        let note = Note {
+            kind: EventKind::Progress,
+            data: json!({"partialImageIndex": index, "imagesDone": 0, "imagesRequested": self.task.requested_images}),
+            channel: None,
+            percent: None,
+        };
+        self.pool.store.note(self.task, self.token, note).await?;
+        Ok(())
+    }
 }
 
 impl Checkpoint for TaskCheckpoint<'_> {
     fn record_upstream_id<'a>(&'a self, upstream_id: &'a str) -> BoxFuture<'a, anyhow::Result<()>> {
-        async move { Ok(self.store.record_upstream(self.task, self.token, self.channel, upstream_id).await?) }.boxed()
+        async move { Ok(self.pool.store.record_upstream(&self.task.id, self.token, self.channel, upstream_id).await?) }
+            .boxed()
+    }
+
+    fn progress(&self, percent: u32) {
+        // The latest report wins; the writer samples them at its own pace.
+        self.progress.send_replace(Some(percent.min(100)));
+    }
+
+    fn partial_image<'a>(&'a self, index: u32, image: GeneratedImage) -> BoxFuture<'a, ()> {
+        async move {
+            if index >= self.task.spec.partial_images {
+                return;
+            }
+            if let Err(e) = self.store_partial(index, image).await {
+                tracing::warn!(index, error = format!("{e:#}"), "could not keep a preview frame; skipping it");
+            }
+        }
+        .boxed()
     }
 }

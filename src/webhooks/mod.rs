@@ -188,15 +188,22 @@ impl Dispatcher {
         let account = AccountId::parse(&delivery.account_id).ok_or("corrupt account id")?;
         let task = self.tasks.get_for_account(&task_id, &account).await.map_err(|e| e.to_string())?;
         let task = task.ok_or("the task no longer exists")?;
-        // A delivery is queued in the transaction that ends its task, so this holds; should the
-        // row read otherwise, the attempt fails and is retried rather than sending a non-final state.
-        if !task.state.is_terminal() {
-            return Err(format!("the task is still {}; callbacks carry only final states", task.state.as_str()));
-        }
+        let body = match &delivery.event {
+            // An event on the way: the task as it was then, running and without results.
+            Some(_) => payload(&self.links, &self.catalog, &task.while_running()),
+            // A final delivery is queued in the transaction that ends its task, so this holds;
+            // should the row read otherwise, the attempt fails and is retried rather than
+            // sending a non-final state.
+            None if !task.state.is_terminal() => {
+                return Err(format!("the task is still {}; its final callback waits for its end", task.state.as_str()));
+            }
+            None => payload(&self.links, &self.catalog, &task),
+        };
         let secret = self.accounts.get(&account).await.map_err(|e| e.to_string())?.webhook_secret;
-        let body = payload(&self.links, &self.catalog, &task);
         let mut headers = signing::headers(&secret, &delivery.id, started_at / 1000, &body);
         headers.push(("content-type".into(), "application/json".into()));
+        // Which event this is: `started`, `progress`, or the final `completed`.
+        headers.push(("easel-event".into(), delivery.event.clone().unwrap_or_else(|| "completed".into())));
         Ok(Prepared { body, headers })
     }
 

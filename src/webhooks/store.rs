@@ -6,6 +6,8 @@ use sqlx::{Any, Row, Transaction};
 
 use crate::db::{Db, now_ms};
 use crate::ids::{AccountId, TaskId};
+use crate::signals::{Bus, Signal};
+use crate::tasks::events::EventKind;
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -20,6 +22,9 @@ pub struct Delivery {
     pub next_attempt_at: Option<i64>,
     pub first_attempt_at: Option<i64>,
     pub completed_at: Option<i64>,
+    /// The event it reports: `started` or `progress`; absent for the task's final state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -42,7 +47,8 @@ pub enum Next {
     RetryAt(i64),
 }
 
-const COLUMNS: &str = "id, task_id, account_id, url, state, attempts, next_attempt_at, first_attempt_at, completed_at";
+const COLUMNS: &str =
+    "id, task_id, account_id, url, state, attempts, next_attempt_at, first_attempt_at, completed_at, event";
 
 fn delivery_from_row(r: &AnyRow) -> Result<Delivery, sqlx::Error> {
     let state: String = r.try_get("state")?;
@@ -55,27 +61,31 @@ fn delivery_from_row(r: &AnyRow) -> Result<Delivery, sqlx::Error> {
         next_attempt_at: if state == "pending" { Some(r.try_get("next_attempt_at")?) } else { None },
         first_attempt_at: r.try_get("first_attempt_at")?,
         completed_at: r.try_get("completed_at")?,
+        event: r.try_get("event")?,
         state,
     })
 }
 
-/// Queues the callback of a task that is ending, inside the transaction that ends it.
+/// Queues a task's callback inside the transaction that makes the change it reports: its end
+/// (`event` `None`), or a `started` or `progress` event its owner asked to hear of.
 pub async fn enqueue_in(
     tx: &mut Transaction<'_, Any>,
     task: &TaskId,
     account: &AccountId,
     url: &str,
+    event: Option<EventKind>,
 ) -> Result<(), sqlx::Error> {
     let now = now_ms();
     sqlx::query(
-        "INSERT INTO webhook_deliveries (id, task_id, account_id, url, state, next_attempt_at, created_at) \
-         VALUES ($1, $2, $3, $4, 'pending', $5, $5)",
+        "INSERT INTO webhook_deliveries (id, task_id, account_id, url, state, next_attempt_at, created_at, event) \
+         VALUES ($1, $2, $3, $4, 'pending', $5, $5, $6)",
     )
     .bind(format!("msg_{}", uuid::Uuid::now_v7().simple()))
     .bind(task.as_str())
     .bind(account.as_str())
     .bind(url)
     .bind(now)
+    .bind(event.map(EventKind::as_str))
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -234,7 +244,7 @@ pub async fn state_of(db: &Db, id: &str, account: &AccountId) -> Result<Option<S
 /// Sends a delivery that has given up (`failed`) again now, with a fresh retry window. Only a
 /// failed delivery qualifies, checked in the same statement that re-queues it: of concurrent
 /// retries one wins, and none can overlap an attempt in flight.
-pub async fn retry(db: &Db, id: &str, account: &AccountId) -> Result<RetryOutcome, sqlx::Error> {
+pub async fn retry(db: &Db, bus: &Bus, id: &str, account: &AccountId) -> Result<RetryOutcome, sqlx::Error> {
     let queued = sqlx::query(
         "UPDATE webhook_deliveries SET state = 'pending', next_attempt_at = $1, first_attempt_at = NULL, \
          completed_at = NULL, lease_until = NULL WHERE id = $2 AND account_id = $3 AND state = 'failed'",
@@ -246,7 +256,7 @@ pub async fn retry(db: &Db, id: &str, account: &AccountId) -> Result<RetryOutcom
     .await?
     .rows_affected();
     if queued == 1 {
-        crate::signals::notify(&db.write, db.dialect, &crate::signals::Event::CallbackQueued).await?;
+        bus.publish(&db.write, &[Signal::CallbackQueued]).await?;
         return Ok(RetryOutcome::Queued);
     }
     Ok(match state_of(db, id, account).await?.as_deref() {

@@ -6,6 +6,7 @@ pub mod apixo_fake;
 pub mod fakes;
 pub mod media;
 pub mod process;
+pub mod sse;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -328,4 +329,44 @@ impl TestApp {
 
 pub fn gpt_t2i(num_images: u32) -> Value {
     json!({"input": {"mode": "gpt-image-1", "prompt": "a paper boat", "num_images": num_images}})
+}
+
+/// Another node on `first`'s PostgreSQL database (with its own data dir), for multi-node
+/// tests; `None` when the suite runs on SQLite, where one server owns the data.
+pub async fn spawn_node(first: &TestApp, adjust: impl FnOnce(&mut Config)) -> Option<TestApp> {
+    let database_url = first.database_url.clone()?;
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(&data_dir);
+    config.database_url = Some(database_url.clone());
+    adjust(&mut config);
+    let app = Application::build(config).await.expect("another node builds");
+    Some(start(app, data_dir, Some(database_url), first.key.clone(), first.account_id.clone()))
+}
+
+impl TestApp {
+    /// POSTs `body` to `path` with the default key and `headers`.
+    pub async fn post_json(&self, path: &str, headers: &[(&str, &str)], body: &Value) -> (u16, Value) {
+        let mut request = self.client.post(self.url(path)).bearer_auth(&self.key).json(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let res = request.send().await.unwrap();
+        (res.status().as_u16(), res.json().await.unwrap())
+    }
+
+    /// The dialect-free view of a task (`GET /api/v1/tasks/{id}`'s `data`).
+    pub async fn task_view(&self, id: &str) -> Value {
+        let (status, body) = self.get_json(&format!("/api/v1/tasks/{id}")).await;
+        assert_eq!(status, 200, "{body}");
+        body["data"].clone()
+    }
+
+    /// Waits until the dialect-free view of a task is in `state`.
+    pub async fn wait_for_state(&self, id: &str, state: &str) -> Value {
+        wait_until(Duration::from_secs(60), || async {
+            let view = self.task_view(id).await;
+            (view["state"] == state).then_some(view)
+        })
+        .await
+    }
 }

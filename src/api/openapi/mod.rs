@@ -9,7 +9,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ComponentsBuilder, OpenApi as Document};
 use utoipa::{Modify, OpenApi};
 
-use super::{account, admin, apixo, callbacks, files, health, models, openai, tasks, unified};
+use super::{account, admin, apixo, callbacks, events, files, health, models, openai, tasks, unified};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -27,6 +27,8 @@ use super::{account, admin, apixo, callbacks, files, health, models, openai, tas
         models::list,
         tasks::list,
         tasks::show,
+        tasks::cancel,
+        events::follow,
         tasks::delete_images,
         account::show,
         account::ledger,

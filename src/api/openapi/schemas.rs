@@ -73,6 +73,16 @@ pub struct CreateHeaders {
     /// `wait=N`: answer when the task ends or after N seconds (at most 60), with its status.
     #[param(rename = "Prefer", example = "wait=30")]
     prefer: Option<String>,
+    /// A duration (`90s`, `5m`, `1h30m`, or seconds) from 1 second to 7 days: a task not
+    /// finished by then is cancelled, keeping and charging only the images already stored.
+    #[param(rename = "Cancel-After", example = "5m")]
+    cancel_after: Option<String>,
+    /// Which events the callback URL hears, comma-separated: `started`, `progress`,
+    /// `completed` (the final state, the only one by default). Each is a signed delivery of
+    /// its own, retried like the final one, with an `easel-event` header naming the event; a
+    /// `started` or `progress` body is the task's status while it runs.
+    #[param(rename = "Callback-Events", example = "started, completed")]
+    callback_events: Option<String>,
 }
 
 /// The headers of the OpenAI-compatible create routes.
@@ -88,6 +98,10 @@ pub struct OpenAiCreateHeaders {
     /// a value that is not a count is ignored rather than refused.
     #[param(rename = "X-Stainless-Retry-Count", example = "1")]
     retry_count: Option<String>,
+    /// A duration (`90s`, `5m`, `1h30m`, or seconds) from 1 second to 7 days: a task not
+    /// finished by then is cancelled and answered as failed.
+    #[param(rename = "Cancel-After", example = "5m")]
+    cancel_after: Option<String>,
 }
 
 /// A task's id or, when the create request was held with `Prefer: wait`, its status (which

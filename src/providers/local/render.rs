@@ -29,6 +29,16 @@ impl Rng {
     }
 }
 
+/// Preview `index` of `of` of a finished picture: the picture seen through ever finer grids,
+/// from a blur of 1/64 of its size to 1/4 (each preview four times sharper than the one before).
+pub fn preview(picture: &RgbImage, index: u32, of: u32) -> RgbImage {
+    use image::imageops::{FilterType, resize};
+    let coarseness = 4u32.pow(of.saturating_sub(index).min(3));
+    let (w, h) = (picture.width(), picture.height());
+    let small = resize(picture, (w / coarseness).max(1), (h / coarseness).max(1), FilterType::Triangle);
+    resize(&small, w, h, FilterType::Triangle)
+}
+
 fn prompt_seed(prompt: &str) -> u64 {
     let digest = Sha256::digest(prompt.as_bytes());
     u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"))
@@ -299,6 +309,23 @@ mod tests {
         let b = render("a minimalist industrial poster", size, 0, false, &[]);
         let differing = a.pixels().zip(b.pixels()).filter(|(p, q)| p != q).count();
         assert!(differing > 256 * 256 / 2, "only {differing} pixels differ");
+    }
+
+    #[test]
+    fn previews_sharpen_towards_the_picture() {
+        let picture = render("a harbour at noon", Size::new(256, 256), 0, false, &[]);
+        let distance = |a: &RgbImage| -> u64 {
+            a.pixels()
+                .zip(picture.pixels())
+                .flat_map(|(p, q)| p.0.into_iter().zip(q.0))
+                .map(|(x, y)| x.abs_diff(y) as u64)
+                .sum()
+        };
+        let previews: Vec<RgbImage> = (0..3).map(|i| preview(&picture, i, 3)).collect();
+        let distances: Vec<u64> = previews.iter().map(distance).collect();
+        assert!(previews.iter().all(|p| p.dimensions() == picture.dimensions()));
+        assert!(distances.windows(2).all(|w| w[0] > w[1]), "each preview is closer: {distances:?}");
+        assert!(distances[2] > 0, "the last preview is still not the picture");
     }
 
     #[test]
