@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -10,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::accounts::{Account, Accounts, limits};
 use crate::app::{Application, open_db};
 use crate::catalog::Catalog;
+use crate::client::{Client, Request, failure, images};
 use crate::config::{Config, Overrides, Role};
 use crate::db::{Db, display_url, sqlite_file};
 use crate::logging::LogFormat;
@@ -52,31 +54,36 @@ enum Command {
     #[command(subcommand)]
     Credits(CreditsCommand),
     /// Generate images through a running Easel (EASEL_URL, EASEL_API_KEY).
-    Generate {
-        #[arg(long)]
-        model: String,
-        #[arg(long)]
-        prompt: String,
-        /// `2K`, `3K`, `4K`, `WxH` or `auto`, as the model accepts.
-        #[arg(long)]
-        size: Option<String>,
-        /// Images to make.
-        #[arg(long, default_value_t = 1)]
-        n: u32,
-        /// A reference image URL (repeatable).
-        #[arg(long = "ref")]
-        references: Vec<String>,
-        /// Wait for the images, with a progress bar, and save them.
-        #[arg(long)]
-        wait: bool,
-        /// Where to save the images (with --wait).
-        #[arg(long, default_value = ".")]
-        out: PathBuf,
-        #[arg(long, env = "EASEL_URL", default_value = "http://127.0.0.1:8080")]
-        url: String,
-        #[arg(long, env = "EASEL_API_KEY", hide_env_values = true)]
-        api_key: String,
-    },
+    Generate(GenerateArgs),
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    #[arg(long)]
+    model: String,
+    #[arg(long)]
+    prompt: String,
+    /// `2K`, `3K`, `4K`, `WxH` or `auto`, as the model accepts.
+    #[arg(long)]
+    size: Option<String>,
+    /// Images to make.
+    #[arg(long, default_value_t = 1)]
+    n: u32,
+    /// A reference image URL (repeatable).
+    #[arg(long = "ref")]
+    references: Vec<String>,
+    /// Wait for the images, with a progress bar, and save them.
+    #[arg(long)]
+    wait: bool,
+    /// Where to save the images (with --wait).
+    #[arg(long, default_value = ".")]
+    out: PathBuf,
+    #[arg(long, env = "EASEL_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    #[arg(long, env = "EASEL_API_KEY", hide_env_values = true)]
+    api_key: String,
+    #[command(flatten)]
+    print: JsonFlag,
 }
 
 #[derive(Args)]
@@ -166,20 +173,8 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Command::Generate { model, prompt, size, n, references, wait, out, url, api_key } = cli.command {
-        let client = crate::client::Client::new(&url, &api_key)?;
-        let request = crate::client::Request { model: model.clone(), prompt, size, n, references };
-        let route = client.route(&model).await?;
-        let task = client.submit(&request, &route).await?;
-        if !wait {
-            println!("{task}");
-            return Ok(());
-        }
-        let urls = client.wait(&model, &route, &task).await?;
-        for path in client.save(&task, &urls, &out).await? {
-            println!("{}", path.display());
-        }
-        return Ok(());
+    if let Command::Generate(args) = cli.command {
+        return generate(args).await;
     }
     let (listen, role) = match &cli.command {
         Command::Serve { listen, role } => (*listen, *role),
@@ -191,7 +186,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Accounts(cmd) => accounts_command(&config, cmd).await,
         Command::Keys(cmd) => keys_command(&config, cmd).await,
         Command::Credits(cmd) => credits_command(&config, cmd).await,
-        Command::Generate { .. } => unreachable!("handled before loading the server configuration"),
+        Command::Generate(_) => unreachable!("handled before loading the server configuration"),
     }
 }
 
@@ -199,14 +194,56 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let app = Application::build(config).await?;
     if let Some(created) = &app.bootstrap {
         println!(
-            "Created account {} ({}) with {} of credits.\nAPI key (shown once, keep it): {}",
-            created.account.name, created.account.id, created.account.balance, created.key.key
+            "Created account {} ({}) with {} of credits.\nAPI key (shown once, keep it): {}\n\
+             Webhook signing secret (shown once, keep it): {}",
+            created.account.name,
+            created.account.id,
+            created.account.balance,
+            created.key.key,
+            created.account.webhook_secret
         );
     }
     println!("Easel listening on http://{}", app.local_addr());
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
     app.run(shutdown).await
+}
+
+/// `easel generate`: submits through the model's own API; with `--wait`, follows the task to
+/// its end and saves its images. `--json` prints the dialect-free task view (`GET
+/// /api/v1/tasks/{id}`), plus `files` once saved; a task that did not succeed is still printed
+/// there, and the command fails with its code and message.
+async fn generate(args: GenerateArgs) -> anyhow::Result<()> {
+    let client = Client::new(&args.url, &args.api_key)?;
+    let request =
+        Request { model: args.model, prompt: args.prompt, size: args.size, n: args.n, references: args.references };
+    let route = client.route(&request).await?;
+    let task = client.submit(&route).await?;
+    if !args.wait {
+        if args.print.json {
+            println!("{}", json!({"id": task, "model": route.model(), "api": route.api(), "state": "pending"}));
+        } else {
+            println!("{task}");
+        }
+        return Ok(());
+    }
+    let mut view = client.wait(&task, request.n).await?;
+    if let Some(failed) = failure(&view) {
+        if args.print.json {
+            println!("{view}");
+        }
+        anyhow::bail!("task {task} {}: {failed}", view["state"].as_str().unwrap_or("ended"));
+    }
+    let files = client.save(&task, &images(&view), &args.out).await.with_context(|| format!("saving task {task}"))?;
+    if args.print.json {
+        view["files"] = json!(files);
+        println!("{view}");
+    } else {
+        for path in &files {
+            println!("{}", path.display());
+        }
+    }
+    Ok(())
 }
 
 async fn stop_on_signal(shutdown: CancellationToken) {
