@@ -12,6 +12,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::catalog::Size;
+use crate::sse_reader::{Frame, SseReader};
 
 /// What to generate.
 pub struct Request {
@@ -202,12 +203,19 @@ pub struct Client {
     base: String,
     key: String,
     http: reqwest::Client,
+    /// For event streams, which last as long as the task: no overall timeout, but a quiet
+    /// stream (no heartbeat for this long) counts as broken.
+    stream_http: reqwest::Client,
 }
 
 impl Client {
     pub fn new(base: &str, key: &str) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
-        Ok(Self { base: base.trim_end_matches('/').to_owned(), key: key.to_owned(), http })
+        let stream_http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(60))
+            .build()?;
+        Ok(Self { base: base.trim_end_matches('/').to_owned(), key: key.to_owned(), http, stream_http })
     }
 
     /// One call to the server: `data` of a house-envelope answer, or why not.
@@ -278,13 +286,18 @@ impl Client {
         data["taskId"].as_str().map(str::to_owned).context("the server's answer has no taskId")
     }
 
-    /// Follows the task (of `asked` images) on `GET /api/v1/tasks/{id}` with a progress bar
-    /// until it ends, and returns its last view (whether it succeeded or not). Failed polls are
-    /// retried.
+    /// Follows the task (of `asked` images) with a progress bar until it ends, and returns its
+    /// last view (`GET /api/v1/tasks/{id}`, whether it succeeded or not). The bar moves with the
+    /// task's live events; when the stream breaks, the view is polled (failed polls are retried)
+    /// and the stream resumed after the last event seen.
     pub async fn wait(&self, task: &str, asked: u32) -> anyhow::Result<Value> {
         let url = format!("{}/api/v1/tasks/{task}", self.base);
         let progress = Progress::new(task, asked);
+        let mut last_event = None;
         loop {
+            if let Err(e) = self.follow(task, &mut last_event, &progress).await {
+                tracing::debug!(error = %e, "the event stream broke; polling");
+            }
             let poll = with_retries(|| self.attempt(self.http.get(&url)), |e, delay| progress.retrying(e, delay)).await;
             let view = match poll {
                 Ok(view) => view,
@@ -300,6 +313,29 @@ impl Client {
             }
             tokio::time::sleep(POLL_INTERVAL).await;
         }
+    }
+
+    /// Reads the task's event stream until it ends (after the task's final event) or breaks,
+    /// moving the bar; `last_event` keeps the id to resume after.
+    async fn follow(&self, task: &str, last_event: &mut Option<String>, progress: &Progress) -> anyhow::Result<()> {
+        let url = format!("{}/api/v1/tasks/{task}/events", self.base);
+        let mut request = self.stream_http.get(&url).bearer_auth(&self.key);
+        if let Some(id) = last_event.as_deref() {
+            request = request.header("last-event-id", id);
+        }
+        let mut response = request.send().await?.error_for_status()?;
+        let mut reader = SseReader::default();
+        while let Some(chunk) = response.chunk().await? {
+            for frame in reader.push(&chunk) {
+                if let Frame::Event { id, event, data } = frame {
+                    if id.is_some() {
+                        *last_event = id;
+                    }
+                    progress.event(&event, &serde_json::from_str(&data).unwrap_or(Value::Null));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Saves each image as `<task>-<i>.<ext>` in `dir` and returns the paths.
@@ -400,6 +436,25 @@ impl Progress {
         }
         self.bar.set_position(progress["imagesDone"].as_u64().unwrap_or(0));
         self.bar.set_message(format!("{}: {}", self.task, describe(view)));
+    }
+
+    /// One live event of the task (see the `TaskEvent` schema).
+    fn event(&self, kind: &str, data: &Value) {
+        let words = match kind {
+            "created" => "queued".to_owned(),
+            "started" => format!("generating on {}", data["channel"].as_str().unwrap_or("a channel")),
+            "progress" => match (data["queuePosition"].as_u64(), data["percent"].as_u64()) {
+                (Some(position), _) => format!("queued, position {position}"),
+                (None, Some(percent)) => format!("generating, {percent}%"),
+                (None, None) => return,
+            },
+            "image" => {
+                self.bar.inc(1);
+                return;
+            }
+            _ => return,
+        };
+        self.bar.set_message(format!("{}: {words}", self.task));
     }
 
     fn retrying(&self, error: &anyhow::Error, delay: Duration) {

@@ -24,6 +24,7 @@ pub mod retention;
 pub mod routing;
 pub mod shutdown;
 pub mod signals;
+pub mod sse_reader;
 pub mod storage;
 pub mod tasks;
 pub mod transport;

@@ -14,7 +14,7 @@ const ADMIN_TOKEN: &str = "test-admin-token";
 
 /// Every route `api::router` registers for clients, as the document names them. The docs routes
 /// themselves (`/openapi.json`, `/docs`, `/docs/assets/{name}`) are left out of the document.
-const PUBLIC_ROUTES: [(&str, &str); 21] = [
+const PUBLIC_ROUTES: [(&str, &str); 23] = [
     ("post", "/api/v1/generateTask/{model}"),
     ("get", "/api/v1/statusTask/{model}"),
     ("get", "/api/v1/account"),
@@ -34,6 +34,8 @@ const PUBLIC_ROUTES: [(&str, &str); 21] = [
     ("get", "/api/v1/tasks"),
     ("get", "/api/v1/tasks/{id}"),
     ("delete", "/api/v1/tasks/{id}/images"),
+    ("post", "/api/v1/tasks/{id}/cancel"),
+    ("get", "/api/v1/tasks/{id}/events"),
     ("get", "/healthz"),
     ("get", "/readyz"),
 ];
@@ -108,6 +110,38 @@ async fn the_document_is_openapi_3_1_and_lists_every_route() {
         }
     }
     assert_eq!(doc["security"], serde_json::json!([{"apiKey": []}]));
+}
+
+#[tokio::test]
+async fn the_lifecycle_routes_event_streams_and_create_headers_are_described() {
+    let app = spawn_app().await;
+    let doc = document(&app).await;
+    let events = &doc["paths"]["/api/v1/tasks/{id}/events"]["get"];
+    let stream = &events["responses"]["200"]["content"]["text/event-stream"]["schema"]["$ref"];
+    assert_eq!(stream, "#/components/schemas/TaskEventMessage", "{events}");
+    assert!(
+        doc["components"]["schemas"]["TaskEvent"]["allOf"].is_array()
+            || doc["components"]["schemas"]["TaskEvent"].is_object()
+    );
+    assert!(doc["components"]["schemas"]["ImageStreamEvent"].is_object());
+    let kinds = &doc["components"]["schemas"]["TaskEventType"]["enum"];
+    assert_eq!(
+        *kinds,
+        serde_json::json!(["created", "started", "progress", "image", "succeeded", "failed", "cancelled"])
+    );
+    let images = &doc["paths"]["/v1/images/generations"]["post"]["responses"]["200"]["content"];
+    assert!(images.get("application/json").is_some() && images.get("text/event-stream").is_some(), "{images}");
+    for path in ["/api/v1/generateTask/{model}", "/api/v1/images/generations"] {
+        let names: Vec<&str> = doc["paths"][path]["post"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        assert!(names.contains(&"Cancel-After") && names.contains(&"Callback-Events"), "{path}: {names:?}");
+    }
+    let cancel = &doc["paths"]["/api/v1/tasks/{id}/cancel"]["post"]["responses"];
+    assert!(cancel.get("409").is_some(), "{cancel}");
 }
 
 #[tokio::test]

@@ -283,3 +283,72 @@ async fn a_result_is_stored_as_it_came_or_converted_once() {
     let asked: Vec<Value> = fake.seen_ok().iter().map(|s| s.json.as_ref().unwrap()["output_format"].clone()).collect();
     assert_eq!(asked, ["jpeg", "webp", "png", "webp", "jpeg"], "GPT image models are asked for the task's format");
 }
+
+#[tokio::test]
+async fn a_streaming_client_gets_the_upstreams_previews_as_they_stream() {
+    let preview = |shade: u8| encoded(1024, 1024, [shade, shade, 200], ImageFormat::Png);
+    let fake = Fake::start(Wire::OpenAi, move |seen, _, _| {
+        let body = seen.json.as_ref().unwrap();
+        assert_eq!((body["stream"].as_bool(), body["partial_images"].as_u64()), (Some(true), Some(2)));
+        let settings = json!({"size": "1024x1024", "quality": "high", "background": "opaque", "output_format": "png"});
+        let event = |kind: &str, bytes: &[u8], extra: Value| {
+            let mut data = settings.clone();
+            data["type"] = json!(kind);
+            data["b64_json"] = json!(b64(bytes));
+            data.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            (kind.to_owned(), data)
+        };
+        let events = [
+            event("image_generation.partial_image", &preview(10), json!({"partial_image_index": 0})),
+            event("image_generation.partial_image", &preview(90), json!({"partial_image_index": 1})),
+            event("image_generation.completed", &preview(250), json!({"usage": {"total_tokens": 1}})),
+        ];
+        let pairs: Vec<(&str, Value)> = events.iter().map(|(k, d)| (k.as_str(), d.clone())).collect();
+        Reply::events(&pairs)
+    })
+    .await;
+    let base = fake.base_url.clone();
+    let app = spawn_app_with(|c| {
+        c.server.allow_private_network = true;
+        c.channels = vec![channel("openai", ProviderKind::Openai, &base, &[(MODEL, UPSTREAM)])];
+    })
+    .await;
+    let before = balance_and_held(&app).await;
+    let res = app
+        .client
+        .post(app.url("/v1/images/generations"))
+        .bearer_auth(&app.key)
+        .json(&json!({"model": MODEL, "prompt": "a boat", "quality": "high", "stream": true, "partial_images": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    let text = res.text().await.unwrap();
+    let mut reader = easel::sse_reader::SseReader::default();
+    let events: Vec<(String, Value)> = reader
+        .push(text.as_bytes())
+        .into_iter()
+        .filter_map(|f| match f {
+            easel::sse_reader::Frame::Event { event, data, .. } => Some((event, serde_json::from_str(&data).unwrap())),
+            _ => None,
+        })
+        .collect();
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["image_generation.partial_image", "image_generation.partial_image", "image_generation.completed"]
+    );
+    let bytes =
+        |data: &Value| base64::engine::general_purpose::STANDARD.decode(data["b64_json"].as_str().unwrap()).unwrap();
+    assert_eq!(bytes(&events[0].1), preview(10), "the upstream's first preview, as it came");
+    assert_eq!(bytes(&events[1].1), preview(90));
+    assert_eq!(bytes(&events[2].1), preview(250));
+    assert_eq!(events[1].1["partial_image_index"], 1);
+    // One image, charged at its quality (gpt-image-1 high, square).
+    let (after, held) = balance_and_held(&app).await;
+    assert_eq!(held, 0);
+    assert!(after < before.0, "the image is billed");
+    assert_eq!(fake.seen_ok().len(), 1);
+    assert_ledger_invariant(&app.state, "default").await;
+}

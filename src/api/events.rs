@@ -20,7 +20,7 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::error::ApiError;
 use super::extract::Caller;
-use super::openapi::schemas::{ApixoAuthErrors, ApixoError};
+use super::openapi::schemas::{ApixoAuthErrors, ApixoError, TaskEventMessage};
 use super::tasks::own_task;
 use crate::ids::TaskId;
 use crate::signals::{Change, TaskNews};
@@ -35,6 +35,7 @@ pub const RUNNING_POLL: Duration = Duration::from_secs(5);
 /// One event of a task's stream (the SSE `data`); the SSE `event` field is its `type`.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = TaskEvent)]
 pub struct TaskEventView {
     #[schema(example = "task_12345678")]
     pub task_id: String,
@@ -67,11 +68,12 @@ pub struct TaskEventView {
     tag = "Tasks",
     params(
         ("id" = String, Path, description = "The task's id", example = "task_12345678"),
-        ("Last-Event-ID" = Option<i64>, Header, description = "The `id` of the last event received: resume after it"),
+        ("Last-Event-ID" = Option<String>, Header, nullable = false, description = "The `id` of the last event received: resume after it",
+            pattern = "^[0-9]{0,18}$"),
     ),
     responses(
         (status = 200, description = "The task's events as Server-Sent Events",
-            content_type = "text/event-stream", body = TaskEventView),
+            content_type = "text/event-stream", body = TaskEventMessage),
         (status = 400, description = "Last-Event-ID is not an event id", body = ApixoError),
         (status = 404, description = "No such task of this account", body = ApixoError),
         ApixoAuthErrors,
@@ -100,11 +102,12 @@ pub async fn follow(
 fn last_event_id(headers: &HeaderMap) -> Result<i64, ApiError> {
     let Some(raw) = headers.get("last-event-id") else { return Ok(0) };
     let invalid = || ApiError::BadRequest("Last-Event-ID must be the id of an event of this task".into());
-    let raw = raw.to_str().map_err(|_| invalid())?.trim();
-    if raw.is_empty() {
-        return Ok(0);
+    // Exactly what the document declares: up to 18 digits (always an i64), or nothing.
+    let raw = raw.to_str().map_err(|_| invalid())?;
+    if raw.len() > 18 || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid());
     }
-    raw.parse::<i64>().ok().filter(|seq| *seq >= 0).ok_or_else(invalid)
+    Ok(raw.parse().unwrap_or(0))
 }
 
 /// Follows one task's stored events: each [`Follower::read`] answers those after the last one
@@ -234,7 +237,8 @@ mod tests {
         };
         assert_eq!(last_event_id(&HeaderMap::new()).unwrap(), 0);
         assert_eq!(last_event_id(&with("7")).unwrap(), 7);
-        assert_eq!(last_event_id(&with(" ")).unwrap(), 0);
+        assert_eq!(last_event_id(&with("")).unwrap(), 0);
+        assert!(last_event_id(&with(" 7")).is_err());
         assert!(last_event_id(&with("-1")).is_err());
         assert!(last_event_id(&with("abc")).is_err());
     }

@@ -21,7 +21,7 @@ use super::error::{ApiError, render_error};
 use super::extract::{Caller, JsonBody};
 use super::openai_stream::{self, Operation};
 use super::openapi::examples;
-use super::openapi::schemas::{ImageEditForm, ImageGenerationRequest, OpenAiCreateHeaders};
+use super::openapi::schemas::{ImageEditForm, ImageGenerationRequest, ImageStreamMessage, OpenAiCreateHeaders};
 use super::sdk_retry::{self, Origin};
 use crate::catalog::fields::{Checked, Fields, invalid, prompt};
 use crate::catalog::{Api, Capability, Model, OutputFormat, Quality, Routing, TaskSpec, ValidationError};
@@ -428,7 +428,8 @@ async fn images(state: &AppState, caller: &Caller, id: &TaskId, b64: bool) -> Re
         ("seedream-5-0, as a link" = (value = json!(examples::openai_generation_seedream()))),
     )),
     responses(
-        (status = 200, description = "The images", body = ImagesResponse, headers(
+        (status = 200, description = "The images; with `stream`, OpenAI's image events",
+            content((ImagesResponse = "application/json"), (ImageStreamMessage = "text/event-stream")), headers(
             ("x-easel-task-id" = String, description = "The task that made them"),
             ("idempotent-replayed" = String, description = "`true` when an earlier request made the task: \
                 a replay of its Idempotency-Key, or a retry of the same SDK call"),
@@ -590,7 +591,8 @@ async fn discard_uploads(state: &AppState, keys: &[String]) {
     params(OpenAiCreateHeaders),
     request_body(content = ImageEditForm, content_type = "multipart/form-data"),
     responses(
-        (status = 200, description = "The images", body = ImagesResponse, headers(
+        (status = 200, description = "The images; with `stream`, OpenAI's image events",
+            content((ImagesResponse = "application/json"), (ImageStreamMessage = "text/event-stream")), headers(
             ("x-easel-task-id" = String, description = "The task that made them"),
             ("idempotent-replayed" = String, description = "`true` when an earlier request made the task"),
         )),

@@ -16,6 +16,7 @@ use super::upstream::{Upstream, status_error, transport_error};
 use super::{GeneratedImage, Job, Provider, ProviderError, Reference};
 use crate::catalog::{Family, OutputFormat, Quality, Size};
 use crate::media::{self, Fit, Media, MediaError};
+use crate::sse_reader::{Frame, SseReader};
 
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
 
@@ -157,8 +158,10 @@ impl OpenAiProvider {
         let format = spec.output_format.extension();
         let quality = spec.quality.unwrap_or(Quality::Auto).as_str();
         let background = if spec.transparent_background { "transparent" } else { "auto" };
+        // Previews are asked for only when the client streams; the upstream then streams too.
+        let partials = spec.partial_images.min(3);
         let request = if job.references.is_empty() {
-            let body = json!({
+            let mut body = json!({
                 "model": job.upstream_model,
                 "prompt": spec.prompt,
                 "n": n,
@@ -167,6 +170,10 @@ impl OpenAiProvider {
                 "background": background,
                 "output_format": format,
             });
+            if partials > 0 {
+                body["stream"] = json!(true);
+                body["partial_images"] = json!(partials);
+            }
             self.upstream.http.post(self.upstream.url("images/generations")).json(&body)
         } else {
             let mut form = Form::new()
@@ -177,6 +184,9 @@ impl OpenAiProvider {
                 .text("quality", quality)
                 .text("background", background)
                 .text("output_format", format);
+            if partials > 0 {
+                form = form.text("stream", "true").text("partial_images", partials.to_string());
+            }
             let mut first_size = None;
             for (i, r) in job.references.iter().enumerate() {
                 let (part, size) = image_part(job.media, i, r).await?;
@@ -188,29 +198,71 @@ impl OpenAiProvider {
             }
             self.upstream.http.post(self.upstream.url("images/edits")).multipart(form)
         };
-        let response = request.bearer_auth(self.upstream.api_key.expose()).send().await.map_err(transport_error)?;
+        let mut response = request.bearer_auth(self.upstream.api_key.expose()).send().await.map_err(transport_error)?;
         let status = response.status();
         let headers = response.headers().clone();
+        if status.is_success() && partials > 0 {
+            return streamed(&mut response, job).await;
+        }
         let text = response.text().await.map_err(transport_error)?;
         if !status.is_success() {
             return Err(map_error(status, &headers, &text));
         }
         let parsed: ImagesResponse = serde_json::from_str(&text)
             .map_err(|_| ProviderError::retryable("OpenAI answered with a body that is not the expected JSON"))?;
-        let rendered_size = parsed.size.as_deref().and_then(|s| s.parse::<Size>().ok());
-        let rendered_quality = parsed.quality.as_deref().and_then(Quality::parse).filter(|q| *q != Quality::Auto);
         let mut images = Vec::with_capacity(parsed.data.len());
         for item in parsed.data {
             let Some(b64) = item.b64_json else { continue };
-            let bytes = BASE64
-                .decode(b64.trim())
-                .map_err(|_| ProviderError::Permanent("OpenAI returned invalid base64".into()))?;
-            let image = GeneratedImage::sniffed(bytes)
-                .ok_or_else(|| ProviderError::Permanent("OpenAI returned a result that is not an image".into()))?;
-            images.push(GeneratedImage { size: rendered_size, quality: rendered_quality, ..image });
+            images.push(rendered(&b64, parsed.size.as_deref(), parsed.quality.as_deref())?);
         }
         Ok(images)
     }
+}
+
+/// An image OpenAI returned (base64), with the size and quality it says it rendered at.
+fn rendered(b64: &str, size: Option<&str>, quality: Option<&str>) -> Result<GeneratedImage, ProviderError> {
+    let bytes =
+        BASE64.decode(b64.trim()).map_err(|_| ProviderError::Permanent("OpenAI returned invalid base64".into()))?;
+    let image = GeneratedImage::sniffed(bytes)
+        .ok_or_else(|| ProviderError::Permanent("OpenAI returned a result that is not an image".into()))?;
+    Ok(GeneratedImage {
+        size: size.and_then(|s| s.parse::<Size>().ok()),
+        quality: quality.and_then(Quality::parse).filter(|q| *q != Quality::Auto),
+        ..image
+    })
+}
+
+/// Reads OpenAI's image event stream: each preview goes to the task's checkpoint as it comes,
+/// each `….completed` event is an image, and an `error` event fails the call as an error
+/// answer would.
+async fn streamed(response: &mut reqwest::Response, job: &Job<'_>) -> Result<Vec<GeneratedImage>, ProviderError> {
+    let mut reader = SseReader::default();
+    let mut images = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
+        for frame in reader.push(&chunk) {
+            let Frame::Event { data, .. } = frame else { continue };
+            let event: serde_json::Value = serde_json::from_str(&data)
+                .map_err(|_| ProviderError::retryable("OpenAI streamed an event that is not JSON"))?;
+            let kind = event["type"].as_str().unwrap_or_default();
+            let b64 = event["b64_json"].as_str();
+            if kind == "error" || event.get("error").is_some() {
+                let status = reqwest::StatusCode::BAD_REQUEST;
+                return Err(map_error(status, &reqwest::header::HeaderMap::new(), &event.to_string()));
+            } else if kind.ends_with(".partial_image")
+                && let (Some(b64), Some(index)) = (b64, event["partial_image_index"].as_u64())
+            {
+                // A preview that is not an image is the upstream's loss, not the task's.
+                if let Ok(image) = rendered(b64, None, None) {
+                    job.checkpoint.partial_image(index as u32, image).await;
+                }
+            } else if kind.ends_with(".completed")
+                && let Some(b64) = b64
+            {
+                images.push(rendered(b64, event["size"].as_str(), event["quality"].as_str())?);
+            }
+        }
+    }
+    Ok(images)
 }
 
 impl Provider for OpenAiProvider {

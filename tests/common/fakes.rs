@@ -71,15 +71,23 @@ pub struct Reply {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Value,
+    /// A body that is not JSON (an event stream), sent instead of `body`.
+    pub text: Option<String>,
 }
 
 impl Reply {
     pub fn ok(body: Value) -> Self {
-        Self { status: 200, headers: Vec::new(), body }
+        Self { status: 200, headers: Vec::new(), body, text: None }
     }
 
     pub fn status(status: u16, body: Value) -> Self {
-        Self { status, headers: Vec::new(), body }
+        Self { status, headers: Vec::new(), body, text: None }
+    }
+
+    /// A `text/event-stream` of `(event, data)` pairs, as OpenAI streams images.
+    pub fn events(events: &[(&str, Value)]) -> Self {
+        let text = events.iter().map(|(name, data)| format!("event: {name}\ndata: {data}\n\n")).collect();
+        Self { text: Some(text), ..Self::ok(Value::Null) }.header("content-type", "text/event-stream")
     }
 
     pub fn header(mut self, name: &str, value: &str) -> Self {
@@ -213,7 +221,11 @@ async fn handle(
         return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
     }
     let reply = (inner.respond)(&seen, index, &Host(&inner));
-    let mut response = (StatusCode::from_u16(reply.status).unwrap(), axum::Json(reply.body)).into_response();
+    let status = StatusCode::from_u16(reply.status).unwrap();
+    let mut response = match reply.text {
+        Some(text) => (status, text).into_response(),
+        None => (status, axum::Json(reply.body)).into_response(),
+    };
     for (name, value) in reply.headers {
         response.headers_mut().insert(
             header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
@@ -374,6 +386,17 @@ fn check_openai(seen: &mut Seen) {
             }
             if !body.get("n").and_then(Value::as_u64).is_some_and(|n| (1..=10).contains(&n)) {
                 p.push(format!("n must be an integer 1..10, got {:?}", body.get("n")));
+            }
+            if let Some(partials) = body.get("partial_images") {
+                if partials.as_u64().is_none_or(|n| n > 3) {
+                    p.push(format!("partial_images must be an integer 0..3, got {partials}"));
+                }
+                if body.get("stream") != Some(&Value::Bool(true)) {
+                    p.push("partial_images needs stream: true".into());
+                }
+            }
+            if body.get("stream").is_some_and(|s| !s.is_boolean()) {
+                p.push("stream must be a boolean".into());
             }
             check_openai_common(
                 p,

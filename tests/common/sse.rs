@@ -1,11 +1,12 @@
-//! A small Server-Sent Events reader for the tests: events (and comments) as they arrive.
+//! Easel's event streams as the tests read them: events (and comments) as they arrive.
 
 use std::time::Duration;
 
+use easel::sse_reader::{Frame as Raw, SseReader};
 use futures::StreamExt;
 use serde_json::Value;
 
-/// One event as the wire carried it.
+/// One event as the wire carried it, its data parsed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SseEvent {
     pub id: Option<String>,
@@ -22,7 +23,8 @@ pub enum Frame {
 
 pub struct SseStream {
     body: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
-    buffer: String,
+    reader: SseReader,
+    ready: std::collections::VecDeque<Raw>,
     pub content_type: String,
 }
 
@@ -36,24 +38,26 @@ impl SseStream {
         let res = request.send().await.unwrap();
         assert_eq!(res.status(), 200, "opening the event stream {url}");
         let content_type = res.headers()["content-type"].to_str().unwrap().to_owned();
-        Self { body: res.bytes_stream().boxed(), buffer: String::new(), content_type }
+        Self { body: res.bytes_stream().boxed(), reader: SseReader::default(), ready: Default::default(), content_type }
     }
 
     /// The next frame; `None` once the server has ended the stream. Fails the test after 60 s.
     pub async fn next(&mut self) -> Option<Frame> {
         loop {
-            if let Some(end) = self.buffer.find("\n\n") {
-                let block: String = self.buffer.drain(..end + 2).collect();
-                if let Some(frame) = parse(&block) {
-                    return Some(frame);
-                }
-                continue;
+            if let Some(raw) = self.ready.pop_front() {
+                return Some(match raw {
+                    Raw::Comment(text) => Frame::Comment(text),
+                    Raw::Event { id, event, data } => {
+                        let data = serde_json::from_str(&data).expect("event data is JSON");
+                        Frame::Event(SseEvent { id, event, data })
+                    }
+                });
             }
             let chunk = tokio::time::timeout(Duration::from_secs(60), self.body.next())
                 .await
                 .expect("the event stream went quiet for 60 s");
             match chunk {
-                Some(bytes) => self.buffer.push_str(&String::from_utf8_lossy(&bytes.unwrap())),
+                Some(bytes) => self.ready.extend(self.reader.push(&bytes.unwrap())),
                 None => return None,
             }
         }
@@ -77,26 +81,4 @@ impl SseStream {
         }
         events
     }
-}
-
-fn parse(block: &str) -> Option<Frame> {
-    let (mut id, mut event, mut data, mut comment) = (None, String::from("message"), Vec::new(), None);
-    for line in block.lines() {
-        if let Some(text) = line.strip_prefix(':') {
-            comment = Some(text.trim().to_owned());
-        } else if let Some((field, value)) = line.split_once(':') {
-            let value = value.strip_prefix(' ').unwrap_or(value);
-            match field {
-                "id" => id = Some(value.to_owned()),
-                "event" => event = value.to_owned(),
-                "data" => data.push(value.to_owned()),
-                _ => {}
-            }
-        }
-    }
-    if data.is_empty() {
-        return comment.map(Frame::Comment);
-    }
-    let data = serde_json::from_str(&data.join("\n")).expect("event data is JSON");
-    Some(Frame::Event(SseEvent { id, event, data }))
 }

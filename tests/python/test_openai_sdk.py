@@ -61,3 +61,47 @@ def test_bad_key_raises_authentication_error(easel):
 def test_models_are_listed(easel):
     ids = {m.id for m in client(easel).models.list()}
     assert {"gpt-image-1", "seedream-5-0"} <= ids
+
+
+@pytest.fixture(scope="module")
+def slow_easel():
+    # Rendering takes long enough (about half a second for 1024x1024) for previews on the way.
+    proc, base, key = start_easel("[local]\nlatency_ms = 2000\n")
+    yield base, key
+    stop_easel(proc)
+
+
+def test_generate_streams_partial_images_then_the_image(slow_easel):
+    stream = client(slow_easel).images.generate(
+        model="gpt-image-1", prompt="a lighthouse in fog", stream=True, partial_images=2
+    )
+    events = list(stream)
+    assert [e.type for e in events] == [
+        "image_generation.partial_image",
+        "image_generation.partial_image",
+        "image_generation.completed",
+    ]
+    assert [e.partial_image_index for e in events[:2]] == [0, 1]
+    frames = [base64.b64decode(e.b64_json) for e in events]
+    assert all(png_size(f) == (1024, 1024) for f in frames)
+    assert len(set(frames)) == 3, "each preview differs, and from the image"
+    done = events[-1]
+    assert (done.size, done.output_format, done.background) == ("1024x1024", "png", "opaque")
+    assert done.usage.total_tokens == 0
+
+
+def test_a_stream_without_previews_is_the_completed_event_alone(slow_easel):
+    events = list(client(slow_easel).images.generate(model="gpt-image-1", prompt="a kite", stream=True))
+    assert [e.type for e in events] == ["image_generation.completed"]
+
+
+def test_edit_streams_its_own_event_types(slow_easel, tmp_path):
+    path = tmp_path / "ref.png"
+    path.write_bytes(tiny_png())
+    with open(path, "rb") as f:
+        stream = client(slow_easel).images.edit(
+            model="gpt-image-1", image=f, prompt="add a sunset", stream=True, partial_images=1
+        )
+        events = list(stream)
+    assert [e.type for e in events] == ["image_edit.partial_image", "image_edit.completed"]
+    assert png_size(base64.b64decode(events[-1].b64_json)) == (1024, 1024)

@@ -51,6 +51,9 @@ use super::{account, admin, apixo, callbacks, events, files, health, models, ope
         apixo::TaskStatus,
         unified::Created,
         unified::Status,
+        // What the event streams' `data` carry.
+        super::events::TaskEventView,
+        schemas::ImageStreamEvent,
     )),
     modifiers(&API_KEY),
     security(("apiKey" = [])),

@@ -262,6 +262,13 @@ pub struct ImageGenerationRequest {
     output_format: Option<OpenAiOutputFormat>,
     /// Default `b64_json` for gpt-image-1 (its only form at OpenAI), `url` for the Seedream models.
     response_format: Option<ResponseFormat>,
+    /// `true`: answer with `text/event-stream`, OpenAI's image events (`ImageStreamEvent`):
+    /// the previews, then one `image_generation.completed` event per image.
+    stream: Option<bool>,
+    /// With `stream`: how many previews to send before the image (0-3), where the model's
+    /// provider makes them; others send the completed event alone.
+    #[schema(minimum = 0, maximum = 3)]
+    partial_images: Option<u32>,
 }
 
 /// OpenAI's image edit request, as multipart form data: the fields of a generation request as
@@ -291,6 +298,11 @@ pub struct ImageEditForm {
     output_format: OpenAiOutputFormat,
     #[schema(required = false)]
     response_format: ResponseFormat,
+    /// `true`: answer with `text/event-stream` (`image_edit.partial_image`, `image_edit.completed`).
+    #[schema(required = false)]
+    stream: bool,
+    #[schema(minimum = 0, maximum = 3, required = false)]
+    partial_images: u32,
 }
 
 fn image_files() -> ArrayBuilder {
@@ -395,3 +407,52 @@ impl PartialSchema for Binary {
 }
 
 impl ToSchema for Binary {}
+
+/// One event of a streamed image answer (the SSE `event` is its `type`), as OpenAI's SDKs
+/// read it; an `error` event (`{"type": "error", "error": {…}}`) ends a stream that failed.
+#[derive(ToSchema)]
+pub struct ImageStreamEvent {
+    /// `image_generation.partial_image`, `image_generation.completed`, or `image_edit.…` for edits.
+    #[schema(example = "image_generation.partial_image")]
+    r#type: String,
+    /// The preview's or the image's bytes, base64.
+    b64_json: String,
+    /// Unix seconds.
+    created_at: i64,
+    /// Which preview (partial images only), from 0.
+    partial_image_index: Option<u32>,
+    #[schema(example = "1024x1024")]
+    size: String,
+    #[schema(example = "auto")]
+    quality: String,
+    #[schema(example = "opaque")]
+    background: String,
+    #[schema(example = "png")]
+    output_format: String,
+    /// On completed events: all counts 0 (Easel bills per image).
+    #[schema(value_type = Option<Object>)]
+    usage: Option<serde_json::Value>,
+}
+
+/// One Server-Sent Event of `GET /api/v1/tasks/{id}/events`: its `event` name is the event's
+/// type, its `id` (stored events only) the number to resume after with `Last-Event-ID`, and its
+/// `data` a `TaskEvent` as JSON.
+#[derive(ToSchema)]
+pub struct TaskEventMessage {
+    event: crate::tasks::events::EventKind,
+    #[schema(pattern = "^[0-9]+$", example = "3")]
+    id: Option<String>,
+    /// A `TaskEvent`, as JSON.
+    #[schema(example = r#"{"taskId":"task_12345678","seq":3,"type":"progress","at":1796157349233,"percent":40}"#)]
+    data: String,
+}
+
+/// One Server-Sent Event of a streamed OpenAI image answer: `event` is the `type` of its
+/// `data`, an `ImageStreamEvent` (or an error) as JSON.
+#[derive(ToSchema)]
+pub struct ImageStreamMessage {
+    #[schema(example = "image_generation.partial_image")]
+    event: String,
+    /// An `ImageStreamEvent`, as JSON.
+    data: String,
+}
