@@ -1,6 +1,8 @@
 //! Three `easel serve` processes sharing PostgreSQL, Redis and S3: 300 tasks across them, one
 //! node killed with SIGKILL while it holds leases. Every task ends exactly once, every link
 //! works from every node, the ledger balances, and the per-minute limit is one for the cluster.
+//! A client following a task's events on the killed node resumes on another with
+//! `Last-Event-ID` and misses nothing.
 //!
 //! Needs `EASEL_TEST_POSTGRES_URL`, `EASEL_TEST_REDIS_URL` and `EASEL_TEST_S3_ENDPOINT`; skipped
 //! (saying so) without them. `.ci/run` runs it with `--nocapture` to show its report.
@@ -10,6 +12,7 @@ mod common;
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
+use common::sse::SseStream;
 use common::{create_postgres_database, postgres_server, redis_server, s3_server, wait_until};
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -156,6 +159,23 @@ async fn three_nodes_survive_a_sigkill_and_share_one_limit() {
     let tasks = submits.await;
     assert_eq!(tasks.iter().collect::<HashSet<_>>().len(), TASKS);
 
+    // A client follows one more task on node2, behind the 300 in the queue.
+    let (status, followed) = submit(
+        &client,
+        &key,
+        &nodes[1],
+        "seedream-5-0",
+        &json!({"input": {
+        "mode": "text-to-image", "prompt": "followed", "max_images": 1}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{followed}");
+    let followed = followed["data"]["taskId"].as_str().unwrap().to_owned();
+    let events_on = |node: &Node| format!("{}/api/v1/tasks/{followed}/events", node.base);
+    let mut stream = SseStream::open(&client, &events_on(&nodes[1]), &key, None).await;
+    let created = stream.next_event().await.unwrap();
+    assert_eq!((created.event.as_str(), created.id.as_deref()), ("created", Some("1")));
+
     // Kill node2 once it holds leases.
     wait_until(Duration::from_secs(60), || async { (!leased_by(&db, "node2").await.is_empty()).then_some(()) }).await;
     let mut victim = nodes.remove(1);
@@ -164,6 +184,14 @@ async fn three_nodes_survive_a_sigkill_and_share_one_limit() {
     let killed_at = Instant::now();
     let orphans = leased_by(&db, &victim.name).await;
     assert!(!orphans.is_empty(), "node2 died holding leases");
+    // The stream on node2 broke with it; the client resumes on node1 after the last event it had.
+    while stream.next().await.is_some() {}
+    let mut resumed = SseStream::open(&client, &events_on(&nodes[0]), &key, Some("1")).await;
+    let rest: Vec<_> = resumed.rest().await.into_iter().filter(|e| e.id.is_some()).collect();
+    let seqs: Vec<i64> = rest.iter().map(|e| e.id.as_ref().unwrap().parse().unwrap()).collect();
+    assert_eq!(seqs, (2..2 + seqs.len() as i64).collect::<Vec<_>>(), "nothing missed or repeated: {seqs:?}");
+    assert_eq!(rest.first().map(|e| e.event.as_str()), Some("started"));
+    assert_eq!(rest.last().map(|e| e.event.as_str()), Some("succeeded"));
 
     wait_until(Duration::from_secs(60), || async { (unfinished(&db, &orphans).await == 0).then_some(()) }).await;
     let recovery = killed_at.elapsed();

@@ -124,6 +124,8 @@ async fn the_lifecycle_routes_event_streams_and_create_headers_are_described() {
             || doc["components"]["schemas"]["TaskEvent"].is_object()
     );
     assert!(doc["components"]["schemas"]["ImageStreamEvent"].is_object());
+    let callbacks = &doc["components"]["schemas"]["CallbackEvent"]["enum"];
+    assert_eq!(*callbacks, serde_json::json!(["started", "progress", "completed"]));
     let kinds = &doc["components"]["schemas"]["TaskEventType"]["enum"];
     assert_eq!(
         *kinds,

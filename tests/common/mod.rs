@@ -311,13 +311,29 @@ pub async fn spawn_reference_server() -> SocketAddr {
 }
 
 /// The ledger invariant: balance = credits added − settled − held, and every hold is settled,
-/// released or still held, to the micro-dollar.
+/// released or still held, to the micro-dollar. Read in one statement, so that a task finishing
+/// meanwhile cannot fall between the account's row and its ledger.
 pub async fn assert_ledger_invariant(state: &AppState, account: &str) {
-    let account = state.accounts.find(account).await.unwrap();
-    let t = easel::accounts::ledger::totals(&state.db, &account.id).await.unwrap();
-    assert_eq!(account.balance.0, t.credit.0 - t.settle.0 - account.held.0, "balance vs ledger: {t:?} {account:?}");
-    assert_eq!(account.held.0, t.hold.0 - t.settle.0 - t.release.0, "held vs ledger: {t:?} {account:?}");
-    assert!(account.balance.0 >= 0 && account.held.0 >= 0);
+    let sum = |kind: &str| {
+        format!(
+            "CAST((SELECT COALESCE(SUM(amount_micros), 0) FROM ledger WHERE account_id = a.id AND kind = '{kind}') AS BIGINT)"
+        )
+    };
+    let sql = format!(
+        "SELECT a.balance_micros, a.held_micros, {}, {}, {}, {} FROM accounts a WHERE a.id = $1 OR a.name = $1",
+        sum("credit"),
+        sum("hold"),
+        sum("settle"),
+        sum("release")
+    );
+    let (balance, held, credit, hold, settle, release): (i64, i64, i64, i64, i64, i64) =
+        sqlx::query_as(&sql).bind(account).fetch_one(&state.db.read).await.unwrap();
+    let seen = format!(
+        "balance {balance}, held {held}; ledger: credit {credit}, hold {hold}, settle {settle}, release {release}"
+    );
+    assert_eq!(balance, credit - settle - held, "balance vs ledger: {seen}");
+    assert_eq!(held, hold - settle - release, "held vs ledger: {seen}");
+    assert!(balance >= 0 && held >= 0, "{seen}");
 }
 
 impl TestApp {

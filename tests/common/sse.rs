@@ -41,7 +41,8 @@ impl SseStream {
         Self { body: res.bytes_stream().boxed(), reader: SseReader::default(), ready: Default::default(), content_type }
     }
 
-    /// The next frame; `None` once the server has ended the stream. Fails the test after 60 s.
+    /// The next frame; `None` once the stream has ended or broken. Fails the test after 60 s of
+    /// silence.
     pub async fn next(&mut self) -> Option<Frame> {
         loop {
             if let Some(raw) = self.ready.pop_front() {
@@ -57,8 +58,9 @@ impl SseStream {
                 .await
                 .expect("the event stream went quiet for 60 s");
             match chunk {
-                Some(bytes) => self.ready.extend(self.reader.push(&bytes.unwrap())),
-                None => return None,
+                Some(Ok(bytes)) => self.ready.extend(self.reader.push(&bytes)),
+                // Ended, or broken (its server went away): either way nothing more comes.
+                Some(Err(_)) | None => return None,
             }
         }
     }

@@ -54,6 +54,7 @@ use super::{account, admin, apixo, callbacks, events, files, health, models, ope
         // What the event streams' `data` carry.
         super::events::TaskEventView,
         schemas::ImageStreamEvent,
+        schemas::CallbackEvent,
     )),
     modifiers(&API_KEY),
     security(("apiKey" = [])),

@@ -456,3 +456,15 @@ pub struct ImageStreamMessage {
     /// An `ImageStreamEvent`, as JSON.
     data: String,
 }
+
+/// An event a create may ask callbacks for (`Callback-Events`), named again in each delivery's
+/// `easel-event` header: `started` (a channel began), `progress` (the provider reported
+/// progress, at most twice a second), `completed` (the final state; the default and the seeds'
+/// only callback). Every delivery is signed (Standard Webhooks) and retried on the same schedule.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum CallbackEvent {
+    Started,
+    Progress,
+    Completed,
+}
