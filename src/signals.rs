@@ -119,6 +119,11 @@ impl Bus {
         self.news.subscribe()
     }
 
+    /// News of one task from now on, for whoever waits on it.
+    pub fn watch(&self, task: &TaskId) -> TaskWatch {
+        TaskWatch { task: task.clone(), news: self.subscribe() }
+    }
+
     /// Announces `signals` with the transaction `executor` belongs to (PostgreSQL); call
     /// [`Bus::committed`] with the same signals once it commits (SQLite).
     pub async fn within<'e, E>(&self, executor: E, signals: &[Signal]) -> Result<(), sqlx::Error>
@@ -201,6 +206,32 @@ impl Bus {
             match Signal::parse(notification.payload()) {
                 Some(signal) => self.deliver(signal),
                 None => tracing::debug!(payload = notification.payload(), "ignoring an unknown notification"),
+            }
+        }
+    }
+}
+
+/// One task's news (see [`Bus::watch`]).
+pub struct TaskWatch {
+    task: TaskId,
+    news: broadcast::Receiver<TaskNews>,
+}
+
+impl TaskWatch {
+    /// Returns when news of the task that `wanted` picks arrives (or some news was missed and
+    /// the caller must read the store), or at the latest after `poll`.
+    pub async fn next(&mut self, poll: Duration, wanted: impl Fn(Change) -> bool) {
+        let pause = tokio::time::sleep(poll);
+        tokio::pin!(pause);
+        loop {
+            tokio::select! {
+                _ = &mut pause => return,
+                heard = self.news.recv() => match heard {
+                    Ok(news) if news.task == self.task && wanted(news.change) => return,
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => return,
+                    Err(broadcast::error::RecvError::Closed) => return (&mut pause).await,
+                },
             }
         }
     }

@@ -60,7 +60,7 @@ impl AppState {
             self.check_callback_url(url)?;
         }
         let cancel_after_ms = cancel_after(headers)?;
-        let callback_events = match header(headers, "callback-events")? {
+        let callback_events = match header(headers, "Callback-Events")? {
             Some(list) => {
                 CallbackEvents::parse(list).map_err(|e| ApiError::BadRequest(format!("Callback-Events: {e}")))?
             }
@@ -111,7 +111,7 @@ impl AppState {
 /// told from a cancel at once, and one past a week outlives every task timeout.
 const CANCEL_AFTER_MS: std::ops::RangeInclusive<i64> = 1_000..=7 * 24 * 3600 * 1000;
 
-/// A header's value as text, if present.
+/// A header's value as text, if present; `name` as its messages spell it (lookups ignore case).
 fn header<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, ApiError> {
     headers
         .get(name)
@@ -121,7 +121,7 @@ fn header<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, Api
 
 /// `Cancel-After: <duration>` (`90s`, `5m`, `1h30m`, `1500ms`, or bare seconds), in milliseconds.
 fn cancel_after(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
-    let Some(raw) = header(headers, "cancel-after")? else { return Ok(None) };
+    let Some(raw) = header(headers, "Cancel-After")? else { return Ok(None) };
     let invalid = || {
         ApiError::BadRequest(format!(
             "Cancel-After must be a duration between 1s and 7d, such as 90s, 5m or 1h30m (got {raw:?})"
@@ -140,10 +140,7 @@ fn cancel_after(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
 
 /// Reads an `Idempotency-Key` header, fingerprinting the request it guards.
 pub fn idempotency_key(headers: &HeaderMap, route: &str, body: &Value) -> Result<Option<Idempotency>, ApiError> {
-    let Some(raw) = headers.get("idempotency-key") else {
-        return Ok(None);
-    };
-    let key = raw.to_str().map_err(|_| ApiError::BadRequest("Idempotency-Key must be visible ASCII".into()))?;
+    let Some(key) = header(headers, "Idempotency-Key")? else { return Ok(None) };
     Idempotency::new(key, route, body).map(Some).map_err(ApiError::BadRequest)
 }
 

@@ -14,7 +14,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
 use serde::Serialize;
 use serde_json::{Value, json};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use utoipa::ToSchema;
 
 use super::AppState;
@@ -23,7 +23,7 @@ use super::extract::Caller;
 use super::openapi::schemas::{ApixoAuthErrors, ApixoError, TaskEventMessage};
 use super::tasks::own_task;
 use crate::ids::TaskId;
-use crate::signals::{Change, TaskNews};
+use crate::signals::{Change, TaskWatch};
 use crate::tasks::Task;
 use crate::tasks::events::{EventKind, TaskEvent};
 
@@ -88,15 +88,32 @@ pub async fn follow(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let after = last_event_id(&headers)?;
     let task = own_task(&state, &caller, &id).await?;
-    let heartbeat = Duration::from_secs(state.config.server.event_heartbeat_secs.max(1));
-    let (events, mut out) = mpsc::channel(16);
-    tokio::spawn(async move {
-        if let Err(e) = stream(&state, task, after, &events).await {
+    let owned = state.clone();
+    Ok(live(&state, "heartbeat", move |events| async move {
+        if let Err(e) = stream(&owned, task, after, &events).await {
             tracing::warn!(error = %e, "a task's event stream stopped");
         }
-    });
+    }))
+}
+
+/// Answers with the events `produce` sends, as they come, with a `heartbeat` comment every
+/// `[server] event_heartbeat_secs` between them; the answer ends when `produce` returns, and
+/// `produce` hears that the client went away when its sends fail.
+pub fn live<P, F>(
+    state: &AppState,
+    heartbeat: &'static str,
+    produce: P,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>> + use<P, F>>
+where
+    P: FnOnce(mpsc::Sender<Event>) -> F,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let interval = Duration::from_secs(state.config.server.event_heartbeat_secs.max(1));
+    // A few events ahead at most: an image event carries a whole image.
+    let (events, mut out) = mpsc::channel(4);
+    tokio::spawn(produce(events));
     let stream = futures::stream::poll_fn(move |cx| out.poll_recv(cx).map(|e| e.map(Ok)));
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(heartbeat).text("heartbeat")))
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(interval).text(heartbeat))
 }
 
 fn last_event_id(headers: &HeaderMap) -> Result<i64, ApiError> {
@@ -117,14 +134,14 @@ pub struct Follower<'s> {
     state: &'s AppState,
     task: TaskId,
     after: i64,
-    news: broadcast::Receiver<TaskNews>,
+    watch: TaskWatch,
 }
 
 impl<'s> Follower<'s> {
     /// From the event after `after` (0: from the first).
     pub fn new(state: &'s AppState, task: &TaskId, after: i64) -> Self {
-        // Subscribed before the first read, so that no event falls between a read and a wait.
-        Self { state, task: task.clone(), after, news: state.bus.subscribe() }
+        // Watching before the first read, so that no event falls between a read and a wait.
+        Self { state, task: task.clone(), after, watch: state.bus.watch(task) }
     }
 
     pub async fn read(&mut self) -> Result<Vec<TaskEvent>, ApiError> {
@@ -136,21 +153,8 @@ impl<'s> Follower<'s> {
     }
 
     pub async fn wait(&mut self, poll: Duration) {
-        let pause = tokio::time::sleep(poll);
-        tokio::pin!(pause);
-        loop {
-            tokio::select! {
-                _ = &mut pause => return,
-                heard = self.news.recv() => match heard {
-                    Ok(TaskNews { task, change: Change::Event { seq, .. } }) if task == self.task && seq > self.after => {
-                        return;
-                    }
-                    Ok(_) => {}
-                    Err(broadcast::error::RecvError::Lagged(_)) => return,
-                    Err(broadcast::error::RecvError::Closed) => return (&mut pause).await,
-                },
-            }
-        }
+        let after = self.after;
+        self.watch.next(poll, |change| matches!(change, Change::Event { seq, .. } if seq > after)).await;
     }
 }
 

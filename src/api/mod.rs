@@ -30,7 +30,6 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::{get, post};
-use tokio::sync::broadcast;
 use tower_http::trace::TraceLayer;
 
 use crate::accounts::limits;
@@ -42,7 +41,7 @@ use crate::db::Db;
 use crate::egress::Egress;
 use crate::ids::{AccountId, TaskId};
 use crate::routing::Router as Channels;
-use crate::signals::{Bus, Change, TaskNews};
+use crate::signals::{Bus, Change};
 use crate::storage::{ResultLinks, Storage};
 use crate::tasks::idempotency::{self, Claim, Idempotency};
 use crate::tasks::store::Admission;
@@ -192,7 +191,7 @@ impl AppState {
     /// The task's final event wakes the wait at once, whichever node ends it; polling every
     /// second covers a lost notification.
     pub async fn wait_for_end(&self, id: &TaskId, account: &AccountId, limit: Duration) -> Result<Task, ApiError> {
-        let mut news = self.bus.subscribe();
+        let mut watch = self.bus.watch(id);
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let task = self.tasks.get_for_account(id, account).await?;
@@ -201,21 +200,8 @@ impl AppState {
             if task.state.is_terminal() || now >= deadline {
                 return Ok(task);
             }
-            let pause = tokio::time::sleep((deadline - now).min(Duration::from_secs(1)));
-            tokio::pin!(pause);
-            loop {
-                tokio::select! {
-                    heard = news.recv() => match heard {
-                        Ok(TaskNews { task, change: Change::Event { last: true, .. } }) if &task == id => {}
-                        Ok(_) => continue,
-                        Err(broadcast::error::RecvError::Closed) => (&mut pause).await,
-                        // Missed some news: read the task again.
-                        Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    },
-                    _ = &mut pause => {}
-                }
-                break;
-            }
+            let poll = (deadline - now).min(Duration::from_secs(1));
+            watch.next(poll, |change| matches!(change, Change::Event { last: true, .. })).await;
         }
     }
 

@@ -4,10 +4,9 @@
 //! `….completed` event per image, as OpenAI's SDKs read them. The previews and the images come
 //! from the task's events and the object store, so the answer follows a task on any node.
 
-use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -17,7 +16,7 @@ use tokio::time::Instant;
 
 use super::AppState;
 use super::error::ApiError;
-use super::events::{Follower, RUNNING_POLL};
+use super::events::{Follower, RUNNING_POLL, live};
 use super::openai::{failure_detail, image_settings};
 use crate::db::now_ms;
 use crate::ids::{AccountId, TaskId};
@@ -45,17 +44,15 @@ impl Operation {
 pub async fn respond(state: &AppState, account: &AccountId, id: &TaskId, op: Operation) -> Result<Response, ApiError> {
     let task = state.tasks.get_for_account(id, account).await?;
     let task = task.ok_or_else(|| ApiError::NotFound(format!("task {id} not found")))?;
-    let heartbeat = Duration::from_secs(state.config.server.event_heartbeat_secs.max(1));
-    let (events, mut out) = mpsc::channel(4);
-    let state = state.clone();
-    tokio::spawn(async move {
-        if let Err(e) = pump(&state, &task, op, &events).await {
+    let owned = state.clone();
+    // An empty comment as the heartbeat, as OpenAI's own streams send.
+    let answer = live(state, "", move |events| async move {
+        if let Err(e) = pump(&owned, &task, op, &events).await {
             tracing::warn!(task = %task.id, error = %e, "a streamed image answer stopped");
             let _ = events.send(error_event("server_error", None, &e.to_string())).await;
         }
     });
-    let stream = futures::stream::poll_fn(move |cx| out.poll_recv(cx).map(|e| e.map(Ok::<_, Infallible>)));
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(heartbeat)).into_response())
+    Ok(answer.into_response())
 }
 
 /// Sends the previews as their events arrive, then the images or the failure.

@@ -18,7 +18,7 @@ use super::house::{Envelope, success};
 use super::openapi::schemas::{ApixoAuthErrors, ApixoError};
 use crate::ids::TaskId;
 use crate::retention;
-use crate::tasks::store::{Holder, Outcome, TaskFilter};
+use crate::tasks::store::{CANCELLED_BY_OWNER, Holder, Outcome, TaskFilter};
 use crate::tasks::{ChannelAttempt, LifeState, Task, TaskState, stored_files};
 
 /// A task as its owner sees it, whichever API created it.
@@ -251,11 +251,7 @@ pub async fn cancel(
             return Err(ApiError::Conflict(format!("task {id} has already ended")));
         }
         LifeState::Pending => {
-            let outcome = Outcome::Cancelled {
-                result_keys: Vec::new(),
-                images: Vec::new(),
-                message: "cancelled by its owner".into(),
-            };
+            let outcome = Outcome::cancelled_waiting(CANCELLED_BY_OWNER);
             // False: a worker took it meanwhile; stop it there.
             if !state.tasks.finish(&task, &Holder::Queue, &outcome).await? {
                 state.tasks.request_cancel(&task.id).await?;

@@ -77,7 +77,16 @@ pub enum Outcome {
     },
 }
 
+/// Why a cancelled task stopped, as its `failMsg` says.
+pub const CANCELLED_BY_OWNER: &str = "cancelled by its owner";
+pub const CANCELLED_AT_DEADLINE: &str = "cancelled: its Cancel-After deadline passed";
+
 impl Outcome {
+    /// A cancel of a task that has not started: nothing made, nothing charged.
+    pub fn cancelled_waiting(why: &str) -> Self {
+        Outcome::Cancelled { result_keys: Vec::new(), images: Vec::new(), message: why.to_owned() }
+    }
+
     /// The event that tells of it.
     pub fn event(&self) -> EventKind {
         match self {

@@ -60,8 +60,7 @@ const DEADLINE_SWEEP: Duration = Duration::from_secs(1);
 /// The most progress events a task writes a second: providers may report far more often.
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 
-const CANCELLED_BY_OWNER: &str = "cancelled by its owner";
-const CANCELLED_AT_DEADLINE: &str = "cancelled: its Cancel-After deadline passed";
+use super::store::{CANCELLED_AT_DEADLINE, CANCELLED_BY_OWNER};
 
 /// Stops a running task, once, saying why.
 #[derive(Clone, Default)]
@@ -177,10 +176,17 @@ impl WorkerPool {
             }
         };
         let lost_lease = self.keep_lease(task, token, stop);
-        let deadline = async {
-            match task.cancel_at {
-                Some(at) => tokio::time::sleep(Duration::from_millis((at - now_ms()).max(0) as u64)).await,
-                None => std::future::pending().await,
+        // Asked to stop, or past its `Cancel-After` deadline: either way, why.
+        let stopped = async {
+            let deadline = async {
+                match task.cancel_at {
+                    Some(at) => tokio::time::sleep(Duration::from_millis((at - now_ms()).max(0) as u64)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                why = stop.stopped() => why,
+                () = deadline => CANCELLED_AT_DEADLINE,
             }
         };
         let holder = Holder::Lease(token.to_owned());
@@ -188,13 +194,9 @@ impl WorkerPool {
             // A stop that lands with the end loses to it: what was done is done.
             biased;
             outcome = run => self.end(task, &holder, outcome).await,
-            why = stop.stopped() => {
+            why = stopped => {
                 let kept = std::mem::take(&mut *stored.lock().expect("not poisoned"));
                 self.end(task, &holder, cancelled(kept, why)).await
-            }
-            () = deadline => {
-                let kept = std::mem::take(&mut *stored.lock().expect("not poisoned"));
-                self.end(task, &holder, cancelled(kept, CANCELLED_AT_DEADLINE)).await
             }
             _ = lost_lease => tracing::warn!("lease lost; abandoning the task"),
             _ = crate::shutdown::grace_over(&shutdown, self.grace) => {
@@ -446,8 +448,9 @@ pub async fn cancel_overdue(store: TaskStore, shutdown: CancellationToken) {
             }
         };
         for task in overdue {
-            let cancelled = cancelled(Stored::default(), CANCELLED_AT_DEADLINE);
-            if let Err(e) = store.finish(&task, &Holder::Queue, &cancelled).await {
+            if let Err(e) =
+                store.finish(&task, &Holder::Queue, &Outcome::cancelled_waiting(CANCELLED_AT_DEADLINE)).await
+            {
                 tracing::warn!(task = %task.id, error = %e, "could not cancel a task past its deadline");
             }
         }
