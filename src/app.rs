@@ -159,6 +159,9 @@ impl Application {
         // Every role listens: API nodes too follow tasks that run elsewhere (`Prefer: wait`, events).
         let notifications = tokio::spawn(self.bus.clone().listen(self.state.config.database_url(), shutdown.clone()));
         let deadlines = tokio::spawn(crate::tasks::worker::cancel_overdue(self.state.tasks.clone(), shutdown.clone()));
+        let node = self.state.config.server.node_id.clone().unwrap_or_default();
+        let heartbeat =
+            tokio::spawn(crate::nodes::heartbeat(self.db.clone(), node, self.state.config.role, shutdown.clone()));
         let app = api::router(self.state.clone());
         tokio::select! {
             () = listener::serve(self.listener, app, self.limits, shutdown.clone()) => {}
@@ -168,7 +171,7 @@ impl Application {
         }
         shutdown.cancel();
         futures::future::join_all(background).await;
-        let _ = tokio::join!(notifications, deadlines);
+        let _ = tokio::join!(notifications, deadlines, heartbeat);
         self.db.close().await;
         Ok(())
     }

@@ -361,7 +361,7 @@ async fn keys_command(config: &Config, cmd: KeysCommand) -> anyhow::Result<()> {
             }
         }
         KeysCommand::Revoke { key_id } => {
-            anyhow::ensure!(accounts.revoke_key(&key_id).await?, "no active key {key_id}");
+            anyhow::ensure!(accounts.revoke_key(&key_id, None).await?, "no active key {key_id}");
             println!("revoked {key_id}");
         }
     }

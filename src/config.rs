@@ -32,6 +32,8 @@ pub struct Config {
     pub webhooks: WebhookConfig,
     /// `[media]`: limits on decoding images Easel did not make.
     pub media: MediaConfig,
+    /// `[console]`: the web console's sessions and sign-in.
+    pub console: ConsoleConfig,
     pub channels: Vec<ChannelConfig>,
     /// Options of the built-in local channel used when no `[[channels]]` are configured.
     pub local: LocalOptions,
@@ -94,6 +96,25 @@ impl Default for ServerConfig {
             max_task_interruptions: 3,
             event_heartbeat_secs: 15,
         }
+    }
+}
+
+/// `[console]`: the web console at `/console`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ConsoleConfig {
+    /// How long a console session lasts from sign-in.
+    pub session_hours: u64,
+    /// Sign-in attempts per minute from one address.
+    pub sign_in_per_minute: u32,
+    /// Take the caller's address from the last `X-Forwarded-For` entry (set this behind a
+    /// reverse proxy that appends it), so sign-in limits are per client and not per proxy.
+    pub trust_forwarded_for: bool,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self { session_hours: 12, sign_in_per_minute: 10, trust_forwarded_for: false }
     }
 }
 
@@ -348,6 +369,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             webhooks: WebhookConfig::default(),
             media: MediaConfig::default(),
+            console: ConsoleConfig::default(),
             channels: Vec::new(),
             local: LocalOptions::default(),
             models: BTreeMap::new(),

@@ -135,6 +135,11 @@ impl Storage {
         URL_SAFE_NO_PAD.encode(self.mac(key, exp_secs).finalize().into_bytes())
     }
 
+    /// The base of every link to a file (`EASEL_PUBLIC_URL`, or the listener's address).
+    pub fn public_url(&self) -> &str {
+        &self.public_url
+    }
+
     /// The public link to `key`, valid until `expires_ms`.
     pub fn signed_url(&self, key: &str, expires_ms: i64) -> String {
         let exp = expires_ms.div_euclid(1000);

@@ -207,17 +207,30 @@ pub async fn list(db: &Db, account: &AccountId, limit: i64, before: Option<&str>
     .bind(limit)
     .fetch_all(&db.read)
     .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(Entry {
-                id: r.try_get("id")?,
-                task_id: r.try_get("task_id")?,
-                kind: r.try_get("kind")?,
-                amount: Micros(r.try_get("amount_micros")?),
-                created_at: r.try_get("created_at")?,
-            })
-        })
-        .collect()
+    rows.iter().map(entry_from_row).collect()
+}
+
+/// An account's entries for one task, oldest first.
+pub async fn for_task(db: &Db, account: &AccountId, task: &TaskId) -> Result<Vec<Entry>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT id, task_id, kind, amount_micros, created_at FROM ledger WHERE task_id = $1 AND account_id = $2 \
+         ORDER BY id",
+    )
+    .bind(task.as_str())
+    .bind(account.as_str())
+    .fetch_all(&db.read)
+    .await?;
+    rows.iter().map(entry_from_row).collect()
+}
+
+fn entry_from_row(r: &sqlx::any::AnyRow) -> Result<Entry, sqlx::Error> {
+    Ok(Entry {
+        id: r.try_get("id")?,
+        task_id: r.try_get("task_id")?,
+        kind: r.try_get("kind")?,
+        amount: Micros(r.try_get("amount_micros")?),
+        created_at: r.try_get("created_at")?,
+    })
 }
 
 /// Sums of an account's ledger by kind, for checking the balance against its history.

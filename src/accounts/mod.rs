@@ -5,6 +5,7 @@ pub mod keys;
 pub mod ledger;
 pub mod limits;
 pub mod rate;
+pub mod usage;
 
 use std::sync::Arc;
 
@@ -42,6 +43,16 @@ pub struct Account {
     #[serde(skip)]
     pub webhook_secret: String,
     pub created_at: i64,
+}
+
+/// An API key as its account's pages list it: never the key itself.
+#[derive(Debug, Clone)]
+pub struct KeyInfo {
+    pub key_id: String,
+    /// `sk-…` and the key's last four characters.
+    pub hint: String,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
 }
 
 /// What `accounts create` hands back: the only time the key is shown.
@@ -189,15 +200,50 @@ impl Accounts {
         Ok(secret)
     }
 
-    /// Revokes a key; returns false if no such key was active.
-    pub async fn revoke_key(&self, key_id: &str) -> Result<bool, AccountError> {
-        let done = sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-            .bind(now_ms())
-            .bind(key_id)
-            .execute(&self.db.write)
-            .await?;
+    /// Revokes a key (of `owner` only, when given); returns false if no such key was active.
+    pub async fn revoke_key(&self, key_id: &str, owner: Option<&AccountId>) -> Result<bool, AccountError> {
+        let done = sqlx::query(
+            "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL \
+             AND ($3 IS NULL OR account_id = $3)",
+        )
+        .bind(now_ms())
+        .bind(key_id)
+        .bind(owner.map(AccountId::as_str))
+        .execute(&self.db.write)
+        .await?;
         self.keys.forget(key_id);
         Ok(done.rows_affected() == 1)
+    }
+
+    /// An account's keys, newest first, revoked ones too.
+    pub async fn keys_of(&self, id: &AccountId) -> Result<Vec<KeyInfo>, AccountError> {
+        let rows = sqlx::query(
+            "SELECT id, key_hint, created_at, revoked_at FROM api_keys WHERE account_id = $1 ORDER BY created_at DESC, id DESC",
+        )
+        .bind(id.as_str())
+        .fetch_all(&self.db.read)
+        .await?;
+        let key = |r: &sqlx::any::AnyRow| -> Result<KeyInfo, sqlx::Error> {
+            Ok(KeyInfo {
+                key_id: r.try_get("id")?,
+                hint: r.try_get("key_hint")?,
+                created_at: r.try_get("created_at")?,
+                revoked_at: r.try_get("revoked_at")?,
+            })
+        };
+        Ok(rows.iter().map(key).collect::<Result<_, _>>()?)
+    }
+
+    /// Accounts whose name or id contains `needle` (all when empty), by name, at most `limit`.
+    pub async fn search(&self, needle: &str, limit: i64) -> Result<Vec<Account>, AccountError> {
+        let pattern =
+            format!("%{}%", needle.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+        let sql = format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE LOWER(name) LIKE $1 ESCAPE '\\' OR id LIKE $1 ESCAPE '\\' \
+             ORDER BY name LIMIT $2"
+        );
+        let rows = sqlx::query(&sql).bind(pattern).bind(limit).fetch_all(&self.db.read).await?;
+        Ok(rows.iter().map(account_from_row).collect::<Result<_, _>>()?)
     }
 
     /// The account behind an active key. A revocation takes effect at once in this process and

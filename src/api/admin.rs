@@ -243,7 +243,7 @@ pub(super) async fn revoke_key(
     _: Admin,
     Path(key_id): Path<String>,
 ) -> Result<Json<Envelope<RevokedKey>>, ApiError> {
-    if !state.accounts.revoke_key(&key_id).await? {
+    if !state.accounts.revoke_key(&key_id, None).await? {
         return Err(ApiError::NotFound(format!("no active key {key_id}")));
     }
     Ok(success(RevokedKey { key_id, revoked: true }))

@@ -10,6 +10,7 @@ use super::error::ApiError;
 use super::extract::Caller;
 use super::{AppState, Submitted, prefer};
 use crate::catalog::{Model, Routing, TaskSpec};
+use crate::ids::AccountId;
 use crate::tasks::idempotency::Idempotency;
 use crate::tasks::{CallbackEvents, Dialect, NewTask, Task};
 
@@ -51,7 +52,7 @@ impl AppState {
     /// `Cancel-After` and `Callback-Events` are read from `headers`, whatever the dialect.
     pub fn new_task(
         &self,
-        caller: &Caller,
+        account: &AccountId,
         headers: &HeaderMap,
         creation: Creation<'_>,
         param: String,
@@ -69,7 +70,7 @@ impl AppState {
         let (tariff, price) =
             creation.model.tariff_for(&creation.spec).map_err(|e| ApiError::BadRequest(e.to_string()))?;
         Ok(NewTask {
-            account_id: caller.0.account_id.clone(),
+            account_id: account.clone(),
             dialect: creation.dialect,
             spec: creation.spec,
             param,
@@ -93,7 +94,7 @@ impl AppState {
         creation: Creation<'_>,
     ) -> Result<Accepted, ApiError> {
         let model = creation.model;
-        let new = self.new_task(caller, headers, creation, body.to_string())?;
+        let new = self.new_task(&caller.0.account_id, headers, creation, body.to_string())?;
         let idem = idempotency_key(headers, route, body)?;
         let submitted = self.submit(&new, model, idem.as_ref()).await?;
         let waited = match prefer::wait(headers) {

@@ -6,12 +6,12 @@ use std::sync::{Arc, LazyLock};
 
 use axum::Router;
 use axum::extract::Path;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use sha2::{Digest, Sha256};
 
 use super::AppState;
+use super::assets::{Asset, Assets};
 use super::error::ApiError;
 
 const PAGE: &str = include_str!("../../assets/docs/index.html");
@@ -20,14 +20,8 @@ const PAGE_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'sel
     img-src 'self' data:; font-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; \
     frame-ancestors 'none'";
 
-struct Asset {
-    name: &'static str,
-    content_type: &'static str,
-    bytes: &'static [u8],
-}
-
 /// Swagger UI is npm's `swagger-ui-dist`, vendored as `assets/swagger-ui/README.md` says.
-const ASSETS: [Asset; 3] = [
+static ASSETS: [Asset; 3] = [
     Asset {
         name: "swagger-ui-bundle.js",
         content_type: "text/javascript; charset=utf-8",
@@ -45,9 +39,7 @@ const ASSETS: [Asset; 3] = [
     },
 ];
 
-/// Strong ETags of the assets, in [`ASSETS`]' order: their content hashes.
-static ETAGS: LazyLock<Vec<String>> =
-    LazyLock::new(|| ASSETS.iter().map(|a| format!("\"{}\"", hex::encode(&Sha256::digest(a.bytes)[..12]))).collect());
+static SERVED: LazyLock<Assets> = LazyLock::new(|| Assets::new(&ASSETS));
 
 /// `/openapi.json`, `/docs` and `/docs/assets/{name}`, for a document built once per server.
 pub fn router(document: &utoipa::openapi::OpenApi) -> Router<AppState> {
@@ -74,17 +66,5 @@ async fn page() -> Response {
 }
 
 async fn asset(Path(name): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let index = ASSETS.iter().position(|a| a.name == name).ok_or_else(|| ApiError::NotFound("no such asset".into()))?;
-    let (asset, etag) = (&ASSETS[index], ETAGS[index].as_str());
-    let cached = headers.get(header::IF_NONE_MATCH).is_some_and(|v| v.as_bytes() == etag.as_bytes());
-    let mut response = if cached {
-        StatusCode::NOT_MODIFIED.into_response()
-    } else {
-        ([(header::CONTENT_TYPE, asset.content_type)], asset.bytes).into_response()
-    };
-    let h = response.headers_mut();
-    h.insert(header::ETAG, HeaderValue::from_str(etag).expect("hex is ASCII"));
-    // Not `immutable`: the names stay across upgrades, and the ETag revalidates them after a day.
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=86400"));
-    Ok(response)
+    SERVED.serve(&name, &headers).ok_or_else(|| ApiError::NotFound("no such asset".into()))
 }

@@ -88,12 +88,21 @@ pub async fn follow(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let after = last_event_id(&headers)?;
     let task = own_task(&state, &caller, &id).await?;
+    Ok(events_of(&state, task, after))
+}
+
+/// A task's events after `after`, live until its final one (the API's stream and the console's).
+pub fn events_of(
+    state: &AppState,
+    task: Task,
+    after: i64,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>> + use<>> {
     let owned = state.clone();
-    Ok(live(&state, "heartbeat", move |events| async move {
+    live(state, "heartbeat", move |events| async move {
         if let Err(e) = stream(&owned, task, after, &events).await {
             tracing::warn!(error = %e, "a task's event stream stopped");
         }
-    }))
+    })
 }
 
 /// Answers with the events `produce` sends, as they come, with a `heartbeat` comment every
@@ -116,7 +125,7 @@ where
     Sse::new(stream).keep_alive(KeepAlive::new().interval(interval).text(heartbeat))
 }
 
-fn last_event_id(headers: &HeaderMap) -> Result<i64, ApiError> {
+pub fn last_event_id(headers: &HeaderMap) -> Result<i64, ApiError> {
     let Some(raw) = headers.get("last-event-id") else { return Ok(0) };
     let invalid = || ApiError::BadRequest("Last-Event-ID must be the id of an event of this task".into());
     // Exactly what the document declares: up to 18 digits (always an i64), or nothing.

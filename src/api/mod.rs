@@ -3,6 +3,7 @@
 pub mod account;
 pub mod admin;
 pub mod apixo;
+pub mod assets;
 pub mod callbacks;
 pub mod create;
 pub mod docs;
@@ -20,6 +21,7 @@ pub mod prefer;
 pub mod sdk_retry;
 pub mod tasks;
 pub mod unified;
+pub mod uploads;
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -28,7 +30,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tower_http::trace::TraceLayer;
 
@@ -211,8 +213,11 @@ impl AppState {
     }
 }
 
-async fn not_found() -> ApiError {
-    ApiError::NotFound("no such route".into())
+async fn not_found(request: Request) -> Response {
+    if request.uri().path().starts_with("/console/") {
+        return crate::console::not_found(request.headers());
+    }
+    ApiError::NotFound("no such route".into()).into_response()
 }
 
 async fn method_not_allowed() -> ApiError {
@@ -246,7 +251,10 @@ pub fn router(state: AppState) -> Router {
     // Without an admin token the admin routes do not exist (404), nor does the document list them.
     let admin_routes = state.config.admin_token.as_deref().is_some_and(|t| !t.is_empty());
     if state.config.role.serves_api() {
-        app = app.merge(client_routes()).merge(docs::router(&openapi::document(admin_routes, &state.catalog)));
+        app = app
+            .merge(client_routes())
+            .merge(docs::router(&openapi::document(admin_routes, &state.catalog)))
+            .merge(crate::console::router());
     }
     if admin_routes {
         app = app.nest("/admin/v1", admin::router()).route("/metrics", get(admin::metrics));

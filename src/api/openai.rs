@@ -12,7 +12,6 @@ use axum::response::Response;
 use base64::Engine;
 use serde::Serialize;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use utoipa::{IntoResponses, ToSchema};
 
 use super::AppState;
@@ -23,12 +22,12 @@ use super::openai_stream::{self, Operation};
 use super::openapi::examples;
 use super::openapi::schemas::{ImageEditForm, ImageGenerationRequest, ImageStreamMessage, OpenAiCreateHeaders};
 use super::sdk_retry::{self, Origin};
+use super::uploads::{self, MAX_UPLOAD_BYTES, Upload};
 use crate::catalog::fields::{Checked, Fields, invalid, prompt};
 use crate::catalog::{Api, Capability, Model, OutputFormat, Quality, Routing, TaskSpec, ValidationError};
 use crate::db::now_ms;
 use crate::ids::{TaskId, random_hex};
 use crate::listener::body::timed_out;
-use crate::storage::UPLOAD_SCHEME;
 use crate::tasks::idempotency::Idempotency;
 use crate::tasks::{Dialect, FailCode, Task, TaskState};
 
@@ -37,8 +36,6 @@ use crate::tasks::{Dialect, FailCode, Task, TaskState};
 pub const MAX_EDIT_BYTES: usize = 64 * 1024 * 1024;
 /// Most images of one edit.
 const MAX_IMAGES: usize = 16;
-/// Largest image (or mask) of an edit.
-const MAX_UPLOAD_BYTES: usize = 10 * 1024 * 1024;
 /// How long the rest of a refused edit's body is read and thrown away before the 413.
 const DRAIN_FOR: Duration = Duration::from_secs(2);
 /// Largest text field of an edit form, as large as a whole JSON body elsewhere.
@@ -341,7 +338,7 @@ async fn create(
     let model = request.model;
     let creation =
         Creation { dialect: Dialect::OpenAi, model, spec: request.spec, routing: Routing::Auto, callback_url: None };
-    let new = state.new_task(caller, headers, creation, param)?;
+    let new = state.new_task(&caller.0.account_id, headers, creation, param)?;
     state.create_claimed(&new, model, key).await
 }
 
@@ -455,29 +452,6 @@ pub async fn generations(
     answer(&state, &caller, &id, form, false).await
 }
 
-/// An image uploaded to `/v1/images/edits`, checked and named, not stored yet.
-struct Upload {
-    key: String,
-    bytes: Vec<u8>,
-    /// SHA-256 of the bytes: what identifies the upload in a retry of the same request.
-    digest: String,
-}
-
-impl Upload {
-    /// Checks that the bytes are an image; `name` names it in errors and its key.
-    fn check(batch: &str, name: &str, bytes: Vec<u8>) -> Result<Self, ApiError> {
-        let format = crate::media::sniff(&bytes)
-            .ok_or_else(|| ApiError::BadRequest(format!("{name} is not a PNG, JPEG, WebP or GIF image")))?;
-        let digest = hex::encode(Sha256::digest(&bytes));
-        Ok(Upload { key: format!("uploads/{batch}/{name}.{}", format.extensions_str()[0]), bytes, digest })
-    }
-
-    /// How a task names it among its references.
-    fn reference(&self) -> String {
-        format!("{UPLOAD_SCHEME}{}", self.key)
-    }
-}
-
 /// An edit's parts, each read only up to its limit.
 struct EditForm {
     images: Vec<Upload>,
@@ -557,28 +531,6 @@ fn megabytes(bytes: usize) -> String {
     format!("{} MiB", bytes >> 20)
 }
 
-/// Stores the uploads; on failure, removes those already stored.
-async fn store_uploads(state: &AppState, uploads: Vec<Upload>) -> Result<Vec<String>, ApiError> {
-    let mut stored = Vec::with_capacity(uploads.len());
-    for upload in uploads {
-        if let Err(e) = state.storage.put(&upload.key, upload.bytes).await {
-            discard_uploads(state, &stored).await;
-            return Err(ApiError::internal(e));
-        }
-        stored.push(upload.key);
-    }
-    Ok(stored)
-}
-
-/// Removes uploads no task refers to; one left behind goes with the store's lifecycle rule.
-async fn discard_uploads(state: &AppState, keys: &[String]) {
-    for key in keys {
-        if let Err(e) = state.storage.delete(key).await {
-            tracing::warn!(key, error = format!("{e:#}"), "could not remove an upload of a refused edit");
-        }
-    }
-}
-
 /// Edit images (OpenAI's `images.edit`).
 ///
 /// Multipart: `image` (or `image[]`) files, an optional `mask`, and the generation fields as
@@ -637,7 +589,7 @@ pub async fn edits(
         Origin::Earlier(id) => return answer(&state, &caller, &id, form, true).await,
         Origin::New(key) => key,
     };
-    let stored = match store_uploads(&state, images.into_iter().chain(mask).collect()).await {
+    let stored = match uploads::store(&state, images.into_iter().chain(mask).collect()).await {
         Ok(stored) => stored,
         Err(e) => {
             if let Some(key) = &key {
@@ -649,7 +601,7 @@ pub async fn edits(
     let id = match create(&state, &caller, &headers, request, body.to_string(), key.as_ref()).await {
         Ok(id) => id,
         Err(refused) => {
-            discard_uploads(&state, &stored).await;
+            uploads::discard(&state, &stored).await;
             return Err(refused);
         }
     };

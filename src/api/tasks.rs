@@ -16,7 +16,7 @@ use super::error::ApiError;
 use super::extract::{Caller, Query};
 use super::house::{Envelope, success};
 use super::openapi::schemas::{ApixoAuthErrors, ApixoError};
-use crate::ids::TaskId;
+use crate::ids::{AccountId, TaskId};
 use crate::retention;
 use crate::tasks::store::{CANCELLED_BY_OWNER, Holder, Outcome, TaskFilter};
 use crate::tasks::{ChannelAttempt, LifeState, Task, TaskState, stored_files};
@@ -185,9 +185,14 @@ pub async fn list(
 }
 
 pub(super) async fn own_task(state: &AppState, caller: &Caller, raw: &str) -> Result<Task, ApiError> {
+    task_of(state, &caller.0.account_id, raw).await
+}
+
+/// The task `raw` names, if it is `account`'s; another account's task is as good as absent.
+pub async fn task_of(state: &AppState, account: &AccountId, raw: &str) -> Result<Task, ApiError> {
     let not_found = || ApiError::NotFound(format!("task {raw} not found"));
     let id = TaskId::parse(raw).ok_or_else(not_found)?;
-    state.tasks.read_for_account(&id, &caller.0.account_id).await?.ok_or_else(not_found)
+    state.tasks.read_for_account(&id, account).await?.ok_or_else(not_found)
 }
 
 /// One of the caller's tasks, with its callback deliveries.
@@ -245,10 +250,17 @@ pub async fn cancel(
     Path(id): Path<String>,
 ) -> Result<Json<Envelope<TaskView>>, ApiError> {
     let task = own_task(&state, &caller, &id).await?;
+    let now = stop(&state, task, &caller.0.account_id).await?;
+    Ok(success(TaskView::read(&state, &now).await?))
+}
+
+/// Cancels a task of `account` and answers it once it has stopped (or after 10 seconds, still
+/// stopping); one that ended meanwhile as it ended. A task that had ended before is a 409.
+pub async fn stop(state: &AppState, task: Task, account: &AccountId) -> Result<Task, ApiError> {
     match LifeState::of(&task) {
-        LifeState::Cancelled => return Ok(success(TaskView::read(&state, &task).await?)),
+        LifeState::Cancelled => return Ok(task),
         LifeState::Success | LifeState::Failed => {
-            return Err(ApiError::Conflict(format!("task {id} has already ended")));
+            return Err(ApiError::Conflict(format!("task {} has already ended", task.id)));
         }
         LifeState::Pending => {
             let outcome = Outcome::cancelled_waiting(CANCELLED_BY_OWNER);
@@ -261,8 +273,7 @@ pub async fn cancel(
             state.tasks.request_cancel(&task.id).await?;
         }
     }
-    let now = state.wait_for_end(&task.id, &caller.0.account_id, CANCEL_WAIT).await?;
-    Ok(success(TaskView::read(&state, &now).await?))
+    state.wait_for_end(&task.id, account, CANCEL_WAIT).await
 }
 
 /// Delete a finished task's images.

@@ -8,6 +8,7 @@
 //! marks the start of idleness.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -34,6 +35,7 @@ use super::body::DeadlineBody;
 /// `_slot` is its place under the connection cap, given back when this returns.
 pub(super) async fn serve(
     stream: TcpStream,
+    peer: SocketAddr,
     app: Router,
     limits: Arc<Limits>,
     shutdown: CancellationToken,
@@ -44,7 +46,7 @@ pub(super) async fn serve(
     let service = {
         let watch = watch.clone();
         let body_read = limits.body_read;
-        hyper::service::service_fn(move |request| handle(app.clone(), request, watch.clone(), body_read))
+        hyper::service::service_fn(move |request| handle(app.clone(), request, peer, watch.clone(), body_read))
     };
     let mut http = hyper::server::conn::http1::Builder::new();
     // The watchdog below keeps time; hyper's timer would conflate heads with idleness.
@@ -93,12 +95,15 @@ async fn sleep_until(deadline: Option<Instant>) {
 /// until the response body has been sent (or dropped).
 async fn handle(
     app: Router,
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
+    peer: SocketAddr,
     watch: Arc<Watch>,
     body_read: Option<Duration>,
 ) -> Result<Response<Tracked>, Infallible> {
     watch.set(Phase::Busy);
     let busy = BusyGuard(watch);
+    // Who is calling, for limits keyed by address (the console's sign-in).
+    request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
     let expired = Arc::new(AtomicBool::new(false));
     let request = match body_read {
         Some(limit) => {

@@ -80,9 +80,9 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits, shutdown:
                 }
             }
         };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     accept_failed(e).await;
                     continue;
@@ -92,7 +92,7 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits, shutdown:
         };
         // Responses go out in one write; waiting for an ACK (Nagle) would only add latency.
         let _ = stream.set_nodelay(true);
-        tokio::spawn(connection::serve(stream, app.clone(), limits.clone(), shutdown.clone(), slot));
+        tokio::spawn(connection::serve(stream, peer, app.clone(), limits.clone(), shutdown.clone(), slot));
     }
     drop(listener);
     // Every open connection holds a slot: when all are back, all connections are closed.

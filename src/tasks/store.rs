@@ -13,7 +13,7 @@ use super::events::{self, EventKind};
 use super::group_commit::Writer;
 use super::idempotency::{self, Idempotency};
 use super::{CallbackEvents, ChannelAttempt, Dialect, FailCode, LifeState, NewTask, Task, TaskState};
-use crate::accounts::ledger;
+use crate::accounts::{ledger, usage};
 use crate::catalog::price::{ImageFacts, Tariff};
 use crate::catalog::{Routing, TaskSpec};
 use crate::db::{self, Db, now_ms};
@@ -550,6 +550,27 @@ impl TaskStore {
             .collect()
     }
 
+    /// Waiting and running tasks by model: `(model, state, count)`.
+    pub async fn queue_depth(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT model, state, COUNT(*) AS n FROM tasks WHERE state IN ('pending', 'processing') \
+             GROUP BY model, state ORDER BY 1, 2",
+        )
+        .fetch_all(&self.db.read)
+        .await?;
+        rows.iter().map(|r| Ok((r.try_get("model")?, r.try_get("state")?, r.try_get("n")?))).collect()
+    }
+
+    /// The latest failed tasks of every account, newest first.
+    pub async fn recent_failures(&self, limit: i64) -> Result<Vec<Task>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM tasks WHERE state = 'failed' AND completed_at IS NOT NULL \
+             ORDER BY completed_at DESC LIMIT $1"
+        );
+        let rows = sqlx::query(&sql).bind(limit).fetch_all(&self.db.read).await?;
+        rows.iter().map(task_from_row).collect()
+    }
+
     /// Gives a lease back so the task is taken again at once (used on shutdown). Dropping the
     /// token marks the run as handed back, not lost.
     pub async fn release_lease(&self, id: &TaskId, token: &str) -> Result<(), StoreError> {
@@ -684,6 +705,12 @@ pub(super) async fn ended_in(
         }),
     ));
     let seq = events::append_in(tx, &task.id, &list, now).await?;
+    let ended = match kind {
+        EventKind::Cancelled => usage::Ended::Cancelled,
+        EventKind::Succeeded => usage::Ended::Succeeded,
+        _ => usage::Ended::Failed,
+    };
+    usage::record_in(tx, &task.account_id, &task.model, ended, ending.delivered, ending.charge, now).await?;
     let mut signals = vec![Signal::event(&task.id, seq, true)];
     if let Some(url) = task.callback_for(kind) {
         webhooks::store::enqueue_in(tx, &task.id, &task.account_id, url, None).await?;

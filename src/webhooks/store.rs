@@ -223,6 +223,13 @@ pub async fn list_for_task(
     Ok(out)
 }
 
+/// An account's latest deliveries, newest first.
+pub async fn recent_for_account(db: &Db, account: &AccountId, limit: i64) -> Result<Vec<Delivery>, sqlx::Error> {
+    let sql = format!("SELECT {COLUMNS} FROM webhook_deliveries WHERE account_id = $1 ORDER BY id DESC LIMIT $2");
+    let rows = sqlx::query(&sql).bind(account.as_str()).bind(limit).fetch_all(&db.read).await?;
+    rows.iter().map(delivery_from_row).collect()
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum RetryOutcome {
     Queued,
