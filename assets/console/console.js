@@ -13,12 +13,12 @@
     e.detail.headers["X-CSRF-Token"] = csrfToken();
   });
 
-  function line(type, data) {
+  function line(type, data, labels) {
     var li = document.createElement("li");
     if (data.seq) li.dataset.seq = data.seq;
     var kind = document.createElement("span");
     kind.className = "event " + type;
-    kind.textContent = type;
+    kind.textContent = labels[type] || type;
     li.appendChild(kind);
     var at = new Date(data.at || Date.now()).toISOString().replace("T", " ").slice(0, 19) + " UTC";
     li.appendChild(document.createTextNode(" " + at + " "));
@@ -41,6 +41,7 @@
   function follow(timeline) {
     var url = timeline.dataset.events;
     if (!url || !window.EventSource) return;
+    var labels = JSON.parse(timeline.dataset.labels || "{}");
     var source = new EventSource(url);
     var types = ["created", "started", "progress", "image", "succeeded", "failed", "cancelled"];
     types.forEach(function (type) {
@@ -49,7 +50,7 @@
         // Queue positions are not stored: each replaces the last.
         var last = timeline.lastElementChild;
         if (type === "progress" && last && last.dataset.transient) timeline.removeChild(last);
-        var li = line(type, data);
+        var li = line(type, data, labels);
         if (!data.seq) li.dataset.transient = "1";
         timeline.appendChild(li);
         if (type === "succeeded" || type === "failed" || type === "cancelled") {

@@ -114,7 +114,7 @@ pub async fn by_model(db: &Db, account: &AccountId) -> Result<Vec<ModelTally>, s
     .fetch_all(&db.read)
     .await?;
     let mut tallies: Vec<ModelTally> = Vec::new();
-    fn slot<'t>(tallies: &'t mut Vec<ModelTally>, model: String) -> &'t mut ModelTally {
+    fn slot(tallies: &mut Vec<ModelTally>, model: String) -> &mut ModelTally {
         match tallies.iter().position(|t| t.model == model) {
             Some(i) => &mut tallies[i],
             None => {

@@ -289,7 +289,7 @@ pub struct SignInForm {
 /// `X-Forwarded-For` entry.
 fn caller_address(state: &AppState, headers: &HeaderMap, peer: Option<std::net::SocketAddr>) -> String {
     let forwarded = || {
-        let list = headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).last()?;
+        let list = headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).next_back()?;
         list.rsplit(',').next().map(|a| a.trim().to_owned()).filter(|a| !a.is_empty())
     };
     match state.config.console.trust_forwarded_for.then(forwarded).flatten() {

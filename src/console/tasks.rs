@@ -189,6 +189,35 @@ pub async fn list(
     Ok(layout::page(&c, image_origin(&state).as_deref(), t.nav_tasks, body))
 }
 
+/// An event type's name in the reader's language.
+fn event_label(t: &Texts, kind: EventKind) -> &'static str {
+    match kind {
+        EventKind::Created => t.ev_created,
+        EventKind::Started => t.ev_started,
+        EventKind::Progress => t.ev_progress,
+        EventKind::Image => t.ev_image,
+        EventKind::Succeeded => t.ev_succeeded,
+        EventKind::Failed => t.ev_failed,
+        EventKind::Cancelled => t.ev_cancelled,
+    }
+}
+
+/// The names of every event type, for the script's live lines.
+fn event_labels(t: &Texts) -> String {
+    let kinds = [
+        EventKind::Created,
+        EventKind::Started,
+        EventKind::Progress,
+        EventKind::Image,
+        EventKind::Succeeded,
+        EventKind::Failed,
+        EventKind::Cancelled,
+    ];
+    let map: serde_json::Map<String, serde_json::Value> =
+        kinds.iter().map(|k| (k.as_str().to_owned(), serde_json::Value::from(event_label(t, *k)))).collect();
+    serde_json::Value::Object(map).to_string()
+}
+
 /// A stored event as a line of the timeline (the script adds live ones the same way).
 fn event_line(t: &Texts, event: &TaskEvent) -> Markup {
     let d = &event.data;
@@ -211,7 +240,7 @@ fn event_line(t: &Texts, event: &TaskEvent) -> Markup {
     };
     html! {
         li data-seq=(event.seq) {
-            span class={ "event " (event.kind.as_str()) } { (event.kind.as_str()) }
+            span class={ "event " (event.kind.as_str()) } { (event_label(t, event.kind)) }
             " " (when(event.at)) " "
             span { (detail) }
         }
@@ -266,7 +295,7 @@ pub async fn show(State(state): State<AppState>, c: Console, Path(id): Path<Stri
         section aria-labelledby="timeline-h" {
             h2 id="timeline-h" { (t.timeline) }
             @let live = (!task.state.is_terminal()).then(|| format!("/console/tasks/{}/events?after={last_seq}", task.id));
-            ol id="timeline" class="timeline" aria-live="polite" data-events=[live] {
+            ol id="timeline" class="timeline" aria-live="polite" data-events=[live] data-labels=(event_labels(t)) {
                 @for e in &events { (event_line(t, e)) }
             }
             @if !task.state.is_terminal() {

@@ -340,10 +340,12 @@ impl TaskStore {
         before: Option<&TaskId>,
     ) -> Result<Vec<Task>, StoreError> {
         // A cancelled task is stored as failed with the CANCELLED code: $8 tells the two apart.
+        // No condition can use an index range, so the page is read newest first from
+        // `tasks_by_account_id` and stops at `limit` (a range on created_at would sort all).
         let sql = format!(
             "SELECT {COLUMNS} FROM tasks WHERE account_id = $1 AND ($2 IS NULL OR id < $2) \
              AND ($3 IS NULL OR state = $3) AND ($4 IS NULL OR model = $4) \
-             AND created_at >= $5 AND created_at < $6 \
+             AND ($5 IS NULL OR created_at >= $5) AND ($6 IS NULL OR created_at < $6) \
              AND ($8 IS NULL OR (CASE WHEN fail_code = 'CANCELLED' THEN 1 ELSE 0 END) = $8) \
              ORDER BY id DESC LIMIT $7"
         );
@@ -353,8 +355,8 @@ impl TaskStore {
             .bind(before.map(TaskId::as_str))
             .bind(state.map(TaskState::as_str))
             .bind(filter.model)
-            .bind(filter.since.unwrap_or(i64::MIN))
-            .bind(filter.until.unwrap_or(i64::MAX))
+            .bind(filter.since)
+            .bind(filter.until)
             .bind(limit)
             .bind(cancelled.flatten().map(i64::from))
             .fetch_all(&self.db.read)
@@ -485,10 +487,15 @@ impl TaskStore {
 
     /// A pending task's place in the queue: 1 when it is the next to be claimed.
     pub async fn queue_position(&self, task: &Task) -> Result<u32, StoreError> {
-        let ahead: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tasks WHERE state = 'pending' AND created_at < $1")
-            .bind(task.created_at)
-            .fetch_one(&self.db.read)
-            .await?;
+        // Tasks created in the same millisecond are told apart by id (time-ordered too).
+        let ahead: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM tasks WHERE state = 'pending' \
+             AND (created_at < $1 OR (created_at = $1 AND id < $2))",
+        )
+        .bind(task.created_at)
+        .bind(task.id.as_str())
+        .fetch_one(&self.db.read)
+        .await?;
         Ok(u32::try_from(ahead).unwrap_or(u32::MAX).saturating_add(1))
     }
 
