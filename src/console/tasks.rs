@@ -27,7 +27,7 @@ pub const PAGE_SIZE: i64 = 50;
 
 /// Signed links to a task's thumbnails (its images where it has none), or none once deleted.
 pub fn thumbnails(state: &AppState, task: &Task) -> Vec<String> {
-    if task.files_purged_at.is_some() { Vec::new() } else { state.links.of(task) } // MERGE: thumbnails
+    if task.files_purged_at.is_some() { Vec::new() } else { state.links.thumbnails(task) }
 }
 
 /// Signed links to a task's images, or none once deleted.
