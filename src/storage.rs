@@ -166,8 +166,22 @@ impl ResultLinks {
     }
 
     pub fn of(&self, task: &crate::tasks::Task) -> Vec<String> {
-        let expires = task.completed_at.unwrap_or(task.created_at) + self.retention_ms;
+        let expires = self.expiry(task);
         task.result_keys.iter().map(|key| self.storage.signed_url(key, expires)).collect()
+    }
+
+    /// Links to the images' thumbnails (WebP, at most 256 px a side), in the images' order and
+    /// expiring with them. A task with no thumbnail for an image (from before thumbnails, or
+    /// one that could not be made) has a link that answers 410, as a deleted file's does.
+    pub fn thumbnails(&self, task: &crate::tasks::Task) -> Vec<String> {
+        let expires = self.expiry(task);
+        let keys = (0..task.result_keys.len()).map(|index| crate::tasks::thumbnail_key(&task.id, index));
+        keys.map(|key| self.storage.signed_url(&key, expires)).collect()
+    }
+
+    /// When a task's links expire: the retention period after its end.
+    fn expiry(&self, task: &crate::tasks::Task) -> i64 {
+        task.completed_at.unwrap_or(task.created_at) + self.retention_ms
     }
 }
 

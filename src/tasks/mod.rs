@@ -323,12 +323,20 @@ impl Task {
     }
 }
 
-/// The files a task keeps in the store: its results, the references its client uploaded, and
-/// the preview frames it streamed.
+/// The files a task keeps in the store: its results and their thumbnails, the references its
+/// client uploaded, and the preview frames it streamed.
 pub fn stored_files(task: &TaskId, result_keys: &[String], spec: &TaskSpec) -> Vec<String> {
+    let thumbnails = (0..result_keys.len()).map(|index| thumbnail_key(task, index));
     let uploads = spec.references.iter().chain(&spec.mask).filter_map(|r| r.strip_prefix(UPLOAD_SCHEME));
     let partials = (0..spec.partial_images).map(|index| partial_key(task, index, spec));
-    result_keys.iter().cloned().chain(uploads.map(str::to_owned)).chain(partials).collect()
+    result_keys.iter().cloned().chain(thumbnails).chain(uploads.map(str::to_owned)).chain(partials).collect()
+}
+
+/// Where a task keeps the thumbnail of its result `index` (0-based): WebP, whatever the
+/// result's format. Made once, when the result is stored; a task from before thumbnails, or
+/// whose thumbnail could not be made, has none at this key.
+pub fn thumbnail_key(task: &TaskId, index: usize) -> String {
+    format!("thumbs/{task}/{index}.webp")
 }
 
 /// Where a task keeps its preview frame `index` (0-based), for streaming clients on any node.

@@ -291,35 +291,52 @@ impl WorkerPool {
         for image in images.into_iter().take(task.requested_images as usize) {
             let image_facts = image_facts(task, &image);
             // The result's one conversion, when the upstream made another format than the task
-            // asked for (Seedream 4.x always answers JPEG). One that cannot be converted is left
-            // out, as an upstream's missing image would be, and not charged.
-            let bytes = match self.media.convert(image.bytes, image.format, task.spec.output_format).await {
-                Ok(bytes) => bytes,
+            // asked for (Seedream 4.x always answers JPEG), and its thumbnail from the same
+            // decode. One that cannot be converted is left out, as an upstream's missing image
+            // would be, and not charged.
+            let delivered = match self.media.deliver(image.bytes, image.format, task.spec.output_format).await {
+                Ok(delivered) => delivered,
                 Err(e) => {
                     tracing::warn!(error = %e, "a result could not be converted; leaving it out");
                     unconverted.get_or_insert(e);
                     continue;
                 }
             };
-            let key = format!("results/{}/{}.{}", task.id, result_keys.len(), task.spec.output_format.extension());
-            if let Err(e) = self.storage.put(&key, bytes).await {
+            let index = result_keys.len();
+            let key = format!("results/{}/{index}.{}", task.id, task.spec.output_format.extension());
+            if let Err(e) = self.storage.put(&key, delivered.bytes).await {
                 tracing::error!(error = format!("{e:#}"), "storing a result failed");
                 return Outcome::Failed {
                     code: FailCode::GenerationFailed,
                     message: "could not store the result".into(),
                 };
             }
-            let mut kept = stored.lock().expect("not poisoned");
-            kept.result_keys.push(key.clone());
-            kept.images.push(image_facts.clone());
+            {
+                let mut kept = stored.lock().expect("not poisoned");
+                kept.result_keys.push(key.clone());
+                kept.images.push(image_facts.clone());
+            }
             result_keys.push(key);
             facts.push(image_facts);
+            self.keep_thumbnail(task, index, delivered.thumbnail).await;
         }
         match unconverted {
             Some(e) if result_keys.is_empty() => {
                 Outcome::Failed { code: FailCode::GenerationFailed, message: format!("a result {e}") }
             }
             _ => Outcome::Success { result_keys, images: facts },
+        }
+    }
+
+    /// Stores the thumbnail of result `index`; one that could not be made or stored is logged
+    /// and skipped (the task has its image; a console shows the image instead).
+    async fn keep_thumbnail(&self, task: &Task, index: usize, thumbnail: anyhow::Result<Vec<u8>>) {
+        let stored = match thumbnail {
+            Ok(bytes) => self.storage.put(&super::thumbnail_key(&task.id, index), bytes).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = stored {
+            tracing::warn!(index, error = format!("{e:#}"), "no thumbnail for a result; skipping it");
         }
     }
 
