@@ -97,6 +97,9 @@ impl Application {
         let public_url = config.public_url(listener.local_addr()?);
         let storage = Storage::open(&config.storage_url(), public_url, &db).await?;
         let router = Arc::new(Router::from_config(&config.channels, &config.local, &config.server, &catalog)?);
+        // The operator's switches hold across restarts: before any task is claimed.
+        router.load_switches(&db).await.context("reading the channel switches")?;
+        let media = Media::new(&config.media);
         let limiter = RateLimiter::new(config.redis_url.as_deref(), &config.redis).await?;
         let egress = Egress::new(Policy::new(config.server.allow_private_network))?;
         let workers = Arc::new(WorkerPool {
@@ -105,7 +108,7 @@ impl Application {
             router: router.clone(),
             egress: egress.clone(),
             storage: storage.clone(),
-            media: Media::new(&config.media),
+            media: media.clone(),
             max_interruptions: config.server.max_task_interruptions,
             workers: config.server.workers.max(1),
             lease: Duration::from_secs(config.server.lease_secs.max(3)),
@@ -127,6 +130,7 @@ impl Application {
             tasks: tasks.clone(),
             links: links.clone(),
             storage,
+            media,
         });
         let dispatcher = Arc::new(Dispatcher {
             db: db.clone(),
@@ -162,6 +166,13 @@ impl Application {
         let node = self.state.config.server.node_id.clone().unwrap_or_default();
         let heartbeat =
             tokio::spawn(crate::nodes::heartbeat(self.db.clone(), node, self.state.config.role, shutdown.clone()));
+        // Every role too: workers route by the switches, and every node reports them.
+        let switches = tokio::spawn(crate::routing::switches::follow(
+            self.state.router.clone(),
+            self.db.clone(),
+            self.bus.channels_switched(),
+            shutdown.clone(),
+        ));
         let app = api::router(self.state.clone());
         tokio::select! {
             () = listener::serve(self.listener, app, self.limits, shutdown.clone()) => {}
@@ -171,7 +182,7 @@ impl Application {
         }
         shutdown.cancel();
         futures::future::join_all(background).await;
-        let _ = tokio::join!(notifications, deadlines, heartbeat);
+        let _ = tokio::join!(notifications, deadlines, heartbeat, switches);
         self.db.close().await;
         Ok(())
     }

@@ -1,9 +1,13 @@
 //! Channels (configured upstream accounts), their health, and the order in which a task tries
-//! them: priority first, weighted random within a priority, skipping channels whose circuit
-//! breaker is open or that are at their concurrency limit.
+//! them: priority first, weighted random within a priority, skipping channels the operator
+//! switched off ([`switches`]), whose circuit breaker is open or that are at their concurrency
+//! limit.
+
+pub mod probe;
+pub mod switches;
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -36,9 +40,19 @@ pub struct Channel {
     pub max_concurrency: Option<u32>,
     pub provider: Arc<dyn Provider>,
     pub health: Health,
+    /// Off: the channel takes no new task (see [`switches`]); on unless the operator said so.
+    enabled: AtomicBool,
 }
 
 impl Channel {
+    pub fn is_enabled(&self) -> bool {
+        self.enabled.load(Ordering::SeqCst)
+    }
+
+    fn set_enabled(&self, enabled: bool) {
+        self.enabled.store(enabled, Ordering::SeqCst);
+    }
+
     fn serves(&self, model: &str, routing: Routing) -> bool {
         let tier_ok = match (routing, self.tier) {
             (Routing::Auto, _) | (_, None) => true,
@@ -68,6 +82,13 @@ impl Channel {
             return None;
         }
         Some(Slot { channel: self.clone(), started: Instant::now() })
+    }
+
+    /// A slot whatever the breaker, the concurrency limit or the switch say: for a test the
+    /// operator asked for, which counts as a try all the same.
+    fn force_slot(self: &Arc<Self>) -> Slot {
+        self.health.in_flight.fetch_add(1, Ordering::SeqCst);
+        Slot { channel: self.clone(), started: Instant::now() }
     }
 }
 
@@ -122,6 +143,8 @@ pub struct Health {
     /// Set from an upstream's `Retry-After`.
     resting_until: Mutex<Option<Instant>>,
     pub latency: Histogram,
+    /// The latest test the operator ran on the channel (this process's own, like the rest).
+    last_test: Mutex<Option<probe::ChannelTest>>,
 }
 
 impl Health {
@@ -134,6 +157,7 @@ impl Health {
             latencies_ms: Mutex::new(VecDeque::new()),
             resting_until: Mutex::new(None),
             latency: Histogram::default(),
+            last_test: Mutex::new(None),
         }
     }
 
@@ -275,10 +299,25 @@ pub struct ChannelStatus {
     pub p50_latency_ms: Option<u64>,
     /// Milliseconds left of a rest an upstream asked for with `Retry-After`.
     pub resting_ms: Option<u64>,
+    /// `false` once the operator switched the channel off: it takes no new task.
+    pub enabled: bool,
+    /// The latest test of the channel on this node (`POST /admin/v1/channels/{id}/test`).
+    pub last_test: Option<probe::ChannelTest>,
 }
 
 pub struct Router {
     pub channels: Vec<Arc<Channel>>,
+}
+
+/// What the router's operations on one channel can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    #[error("channel {0} not found")]
+    NotFound(String),
+    #[error("channel {0} serves no model of the catalog")]
+    NoModel(String),
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
 }
 
 /// What a channel with no `models` table serves: every model of the families its provider
@@ -329,6 +368,7 @@ impl Router {
                 max_concurrency: None,
                 provider: Arc::new(LocalProvider::new(default_local.clone())),
                 health: Health::new(breaker()),
+                enabled: AtomicBool::new(true),
             };
             return Ok(Self { channels: vec![Arc::new(local)] });
         }
@@ -356,6 +396,7 @@ impl Router {
                 max_concurrency: c.max_concurrency,
                 provider: provider_for(c)?,
                 health: Health::new(breaker()),
+                enabled: AtomicBool::new(true),
             }));
         }
         Ok(Self { channels: built })
@@ -363,12 +404,14 @@ impl Router {
 
     /// The channels that may serve `model` under `routing`, in the order to try them:
     /// `first` (the channel holding an upstream task to resume) ahead of all, then by priority,
-    /// and by weighted random order within a priority.
+    /// and by weighted random order within a priority. A channel switched off is left out,
+    /// except as `first`: resuming the upstream task it already accepted is no new task, and
+    /// starting over elsewhere would pay for the images twice.
     pub fn candidates(&self, model: &str, routing: Routing, first: Option<&str>) -> Vec<Arc<Channel>> {
         let mut eligible: Vec<(bool, i32, f64, Arc<Channel>)> = self
             .channels
             .iter()
-            .filter(|c| c.serves(model, routing))
+            .filter(|c| c.serves(model, routing) && (c.is_enabled() || first == Some(c.id.as_str())))
             .map(|c| {
                 // Weighted order without replacement: sort by u^(1/w), largest first.
                 let u = (u64::from_le_bytes(crate::ids::random_bytes::<8>()) >> 11) as f64 / (1u64 << 53) as f64;
@@ -380,37 +423,89 @@ impl Router {
         eligible.into_iter().map(|(.., c)| c).collect()
     }
 
-    pub fn status(&self) -> Vec<ChannelStatus> {
-        self.channels
-            .iter()
-            .map(|c| {
-                let h = &c.health;
-                let (successes, failures) = (h.successes.load(Ordering::Relaxed), h.failures.load(Ordering::Relaxed));
-                let mut samples: Vec<u64> = h.latencies_ms.lock().expect("latency lock").iter().copied().collect();
-                samples.sort_unstable();
-                ChannelStatus {
-                    id: c.id.clone(),
-                    tier: c.tier,
-                    priority: c.priority,
-                    weight: c.weight,
-                    models: c.models.iter().map(|(public, _)| public.clone()).collect(),
-                    breaker: h.breaker.state(),
-                    in_flight: h.in_flight.load(Ordering::SeqCst),
-                    max_concurrency: c.max_concurrency,
-                    successes,
-                    failures,
-                    success_rate: (successes + failures > 0).then(|| successes as f64 / (successes + failures) as f64),
-                    p50_latency_ms: samples.get(samples.len() / 2).copied(),
-                    resting_ms: h.resting_for().map(|d| d.as_millis() as u64),
+    /// A channel by its id.
+    pub fn channel(&self, id: &str) -> Result<&Arc<Channel>, ChannelError> {
+        self.channels.iter().find(|c| c.id == id).ok_or_else(|| ChannelError::NotFound(id.to_owned()))
+    }
+
+    /// The models and tiers whose every channel is switched off. Their tasks stay queued rather
+    /// than fail for want of a channel, until one is switched on again or they time out.
+    /// (A model and tier that no channel serves at all is not among them: its tasks fail.)
+    pub fn switched_off(&self) -> Vec<(String, Routing)> {
+        let mut off = Vec::new();
+        if self.channels.iter().all(|c| c.is_enabled()) {
+            return off;
+        }
+        for channel in self.channels.iter().filter(|c| !c.is_enabled()) {
+            for (model, _) in &channel.models {
+                for routing in [Routing::Auto, Routing::Value, Routing::Official] {
+                    let mut serving = self.channels.iter().filter(|c| c.serves(model, routing)).peekable();
+                    let waits = serving.peek().is_some() && serving.all(|c| !c.is_enabled());
+                    if waits && !off.contains(&(model.clone(), routing)) {
+                        off.push((model.clone(), routing));
+                    }
                 }
-            })
-            .collect()
+            }
+        }
+        off
+    }
+
+    pub fn status(&self) -> Vec<ChannelStatus> {
+        self.channels.iter().map(|c| status_of(c)).collect()
+    }
+}
+
+/// What the operator sees of one channel.
+pub fn status_of(c: &Channel) -> ChannelStatus {
+    let h = &c.health;
+    let (successes, failures) = (h.successes.load(Ordering::Relaxed), h.failures.load(Ordering::Relaxed));
+    let mut samples: Vec<u64> = h.latencies_ms.lock().expect("latency lock").iter().copied().collect();
+    samples.sort_unstable();
+    ChannelStatus {
+        id: c.id.clone(),
+        tier: c.tier,
+        priority: c.priority,
+        weight: c.weight,
+        models: c.models.iter().map(|(public, _)| public.clone()).collect(),
+        breaker: h.breaker.state(),
+        in_flight: h.in_flight.load(Ordering::SeqCst),
+        max_concurrency: c.max_concurrency,
+        successes,
+        failures,
+        success_rate: (successes + failures > 0).then(|| successes as f64 / (successes + failures) as f64),
+        p50_latency_ms: samples.get(samples.len() / 2).copied(),
+        resting_ms: h.resting_for().map(|d| d.as_millis() as u64),
+        enabled: c.is_enabled(),
+        last_test: h.last_test.lock().expect("test lock").clone(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tasks_wait_only_where_every_channel_serving_them_is_off() {
+        let catalog = Catalog::builtin();
+        let channel = |id: &str, tier| {
+            let mut c = ChannelConfig::new(id, ProviderKind::Local, tier);
+            c.models = [("gpt-image-1".to_owned(), "gpt-image-1".to_owned())].into();
+            c
+        };
+        let configs = [channel("a", Tier::Official), channel("b", Tier::Official)];
+        let router =
+            Router::from_config(&configs, &LocalOptions::default(), &ServerConfig::default(), &catalog).unwrap();
+        assert!(router.switched_off().is_empty());
+        router.channel("a").unwrap().set_enabled(false);
+        assert!(router.switched_off().is_empty(), "b still serves it");
+        assert_eq!(router.candidates("gpt-image-1", Routing::Auto, None).len(), 1);
+        assert_eq!(router.candidates("gpt-image-1", Routing::Auto, Some("a")).len(), 2, "a resume goes back to a");
+        router.channel("b").unwrap().set_enabled(false);
+        let off = router.switched_off();
+        // No channel is of the value tier: those tasks fail as before rather than wait.
+        let gpt = |routing| ("gpt-image-1".to_owned(), routing);
+        assert_eq!(off, [gpt(Routing::Auto), gpt(Routing::Official)]);
+    }
 
     #[test]
     fn breaker_opens_after_consecutive_failures_and_recovers_through_one_probe() {

@@ -44,6 +44,8 @@ pub enum Signal {
     TaskQueued,
     /// A callback delivery is due now.
     CallbackQueued,
+    /// The operator switched a channel on or off: the routers read the switches again.
+    ChannelsSwitched,
     Task(TaskNews),
 }
 
@@ -60,6 +62,7 @@ impl Signal {
         match self {
             Signal::TaskQueued => "task_queued".into(),
             Signal::CallbackQueued => "callback_queued".into(),
+            Signal::ChannelsSwitched => "channels_switched".into(),
             Signal::Task(TaskNews { task, change: Change::Event { seq, last } }) => {
                 format!("task_event:{task}:{seq}:{}", if *last { "last" } else { "more" })
             }
@@ -71,6 +74,7 @@ impl Signal {
         match payload {
             "task_queued" => return Some(Signal::TaskQueued),
             "callback_queued" => return Some(Signal::CallbackQueued),
+            "channels_switched" => return Some(Signal::ChannelsSwitched),
             _ => {}
         }
         if let Some(task) = payload.strip_prefix("task_cancel:") {
@@ -88,20 +92,28 @@ impl Signal {
     }
 }
 
-/// Carries signals to this node's listeners: idle task workers, the callback dispatcher, and
-/// everyone following a task (event streams, waiting requests, the worker running it).
+/// Carries signals to this node's listeners: idle task workers, the callback dispatcher, the
+/// router's channel switches, and everyone following a task (event streams, waiting requests,
+/// the worker running it).
 #[derive(Clone, Debug)]
 pub struct Bus {
     dialect: Dialect,
     tasks_queued: Arc<Notify>,
     callbacks_queued: Arc<Notify>,
+    channels_switched: Arc<Notify>,
     news: broadcast::Sender<TaskNews>,
 }
 
 impl Bus {
     pub fn new(dialect: Dialect) -> Self {
         let (news, _) = broadcast::channel(4096);
-        Self { dialect, tasks_queued: Arc::default(), callbacks_queued: Arc::default(), news }
+        Self {
+            dialect,
+            tasks_queued: Arc::default(),
+            callbacks_queued: Arc::default(),
+            channels_switched: Arc::default(),
+            news,
+        }
     }
 
     /// Wakes an idle task worker.
@@ -112,6 +124,11 @@ impl Bus {
     /// Wakes the callback dispatcher.
     pub fn callbacks_queued(&self) -> Arc<Notify> {
         self.callbacks_queued.clone()
+    }
+
+    /// Tells the router to read the channel switches again.
+    pub fn channels_switched(&self) -> Arc<Notify> {
+        self.channels_switched.clone()
     }
 
     /// News of every task from now on (a slow reader misses some: it must read the store).
@@ -168,6 +185,7 @@ impl Bus {
         match signal {
             Signal::TaskQueued => self.tasks_queued.notify_one(),
             Signal::CallbackQueued => self.callbacks_queued.notify_one(),
+            Signal::ChannelsSwitched => self.channels_switched.notify_one(),
             // Nobody may be following; that is fine.
             Signal::Task(news) => drop(self.news.send(news)),
         }
@@ -193,9 +211,10 @@ impl Bus {
         let mut listener = PgListener::connect(url).await?;
         listener.listen(CHANNEL).await?;
         // Whatever was announced while we were not listening is found by the pollers; wake them
-        // now rather than after their interval.
+        // now rather than after their interval. The switches are read again for the same reason.
         self.deliver(Signal::TaskQueued);
         self.deliver(Signal::CallbackQueued);
+        self.deliver(Signal::ChannelsSwitched);
         loop {
             let notification = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
@@ -247,6 +266,7 @@ mod tests {
         for signal in [
             Signal::TaskQueued,
             Signal::CallbackQueued,
+            Signal::ChannelsSwitched,
             Signal::event(&id, 7, true),
             Signal::event(&id, 1, false),
             Signal::cancel_requested(&id),

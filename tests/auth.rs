@@ -44,7 +44,7 @@ async fn revoked_key_stops_working_at_once() {
             .send()
     };
     assert_eq!(submit().await.unwrap().status(), 200);
-    assert!(app.state.accounts.revoke_key(second.key_id.as_str()).await.unwrap());
+    assert!(app.state.accounts.revoke_key(second.key_id.as_str(), None).await.unwrap());
     expect_401(submit().await.unwrap(), "invalid or revoked").await;
     // The account's other key is untouched.
     assert_eq!(app.submit("seedream-5-0", &seedream_t2i(1)).await.0, 200);

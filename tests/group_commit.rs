@@ -62,7 +62,7 @@ async fn a_finish_that_fails_fails_alone() {
     let account = app.state.accounts.find("default").await.unwrap();
     let first = store.create(&seedream_task(&app, &account.id), &NO_LIMITS).await.unwrap();
     let token = lease_token("test");
-    let task = store.claim(&token, 60_000).await.unwrap().expect("the task is pending");
+    let task = store.claim(&token, 60_000, &[]).await.unwrap().expect("the task is pending");
     assert_eq!(task.id, first);
     // A settle row already on record: finishing the task must fail on the ledger's
     // once-per-task rule instead of paying twice.

@@ -41,7 +41,7 @@ const PUBLIC_ROUTES: [(&str, &str); 23] = [
 ];
 
 /// The operator's routes, present with an admin token.
-const ADMIN_ROUTES: [(&str, &str); 11] = [
+const ADMIN_ROUTES: [(&str, &str); 13] = [
     ("post", "/admin/v1/accounts"),
     ("get", "/admin/v1/accounts"),
     ("get", "/admin/v1/accounts/{id}"),
@@ -52,6 +52,8 @@ const ADMIN_ROUTES: [(&str, &str); 11] = [
     ("post", "/admin/v1/accounts/{id}/webhook-secret"),
     ("delete", "/admin/v1/keys/{key_id}"),
     ("get", "/admin/v1/channels"),
+    ("put", "/admin/v1/channels/{id}"),
+    ("post", "/admin/v1/channels/{id}/test"),
     ("get", "/metrics"),
 ];
 

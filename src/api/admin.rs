@@ -16,13 +16,15 @@ use super::error::ApiError;
 use super::extract::{JsonBody, Query};
 use super::house::{Envelope, success};
 use super::openapi::schemas::{
-    AccountPath, AddCreditsRequest, AdminAuthErrors, ApixoError, CreateAccountRequest, NoSuchAccount, SetLimitsRequest,
+    AccountPath, AddCreditsRequest, AdminAuthErrors, ApixoError, ChannelPath, CreateAccountRequest, NoSuchAccount,
+    NoSuchChannel, SetChannelRequest, SetLimitsRequest,
 };
 use crate::accounts::{Account, AccountError, limits};
 use crate::catalog::ValidationError;
 use crate::catalog::fields::{Fields, invalid};
 use crate::money::Micros;
 use crate::routing::ChannelStatus;
+use crate::routing::probe::ChannelTest;
 use crate::tasks::ChannelAttempt;
 use crate::tasks::store::TaskFilter;
 use axum::http::header;
@@ -39,6 +41,8 @@ pub fn router() -> Router<AppState> {
         .route("/accounts/{id}/webhook-secret", post(rotate_webhook_secret))
         .route("/keys/{key_id}", delete(revoke_key))
         .route("/channels", get(channels))
+        .route("/channels/{id}", put(set_channel))
+        .route("/channels/{id}/test", post(test_channel))
 }
 
 /// The operator, authenticated by `Authorization: Bearer <EASEL_ADMIN_TOKEN>`.
@@ -359,6 +363,77 @@ pub(super) async fn set_limits(
 )]
 pub(super) async fn channels(State(state): State<AppState>, _: Admin) -> Json<Envelope<Vec<ChannelStatus>>> {
     success(state.router.status())
+}
+
+impl AppState {
+    /// Switches channel `id` on or off on every node, as `PUT /admin/v1/channels/{id}` does.
+    pub async fn set_channel_enabled(&self, id: &str, enabled: bool) -> Result<ChannelStatus, ApiError> {
+        Ok(self.router.set_enabled(&self.db, &self.bus, id, enabled).await?)
+    }
+
+    /// Tests channel `id` with its cheapest request, as `POST /admin/v1/channels/{id}/test`
+    /// does: within the task timeout or two minutes, whichever is less; nothing is billed.
+    pub async fn test_channel(&self, id: &str) -> Result<ChannelTest, ApiError> {
+        let timeout = std::time::Duration::from_secs(self.config.server.task_timeout_secs);
+        Ok(self.router.test_channel(id, &self.catalog, &self.media, timeout).await?)
+    }
+}
+
+/// Switch a channel on or off, on every node: off, it takes no new task (tasks that only it
+/// could serve wait, up to their timeout); on again, it takes them.
+#[utoipa::path(
+    put,
+    path = "/admin/v1/channels/{id}",
+    operation_id = "adminSetChannel",
+    tag = "Admin",
+    security(("adminToken" = [])),
+    params(ChannelPath),
+    request_body(content = SetChannelRequest, example = json!({"enabled": false})),
+    responses(
+        (status = 200, description = "The channel", body = Envelope<ChannelStatus>),
+        (status = 400, description = "`enabled` is missing or not a boolean", body = ApixoError),
+        (status = 413, description = "The body is larger than 1 MiB", body = ApixoError),
+        NoSuchChannel,
+        AdminAuthErrors,
+    ),
+)]
+pub(super) async fn set_channel(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Envelope<ChannelStatus>>, ApiError> {
+    state.router.channel(&id)?;
+    let enabled = Fields::of("", &body)?.bool("enabled")?;
+    let enabled = enabled.ok_or_else(|| ApiError::BadRequest("enabled is required: true or false".into()))?;
+    Ok(success(state.set_channel_enabled(&id, enabled).await?))
+}
+
+/// Test a channel: its cheapest request (the model whose cheapest image costs least, one image
+/// at the smallest size and lowest quality, no references) sent straight to its upstream. No
+/// task is created and no account is charged; the outcome is kept as the channel's `lastTest`
+/// and counts towards its health like a real try.
+#[utoipa::path(
+    post,
+    path = "/admin/v1/channels/{id}/test",
+    operation_id = "adminTestChannel",
+    tag = "Admin",
+    security(("adminToken" = [])),
+    params(ChannelPath),
+    responses(
+        (status = 200, description = "How the test went (`ok: false` with the upstream's message when it failed)",
+            body = Envelope<ChannelTest>),
+        (status = 409, description = "The channel serves no model of the catalog", body = ApixoError),
+        NoSuchChannel,
+        AdminAuthErrors,
+    ),
+)]
+pub(super) async fn test_channel(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<Envelope<ChannelTest>>, ApiError> {
+    Ok(success(state.test_channel(&id).await?))
 }
 
 /// Prometheus metrics, behind the admin token like the rest of the operator's surface.

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::accounts::AccountError;
 use crate::catalog::ValidationError;
+use crate::routing::ChannelError;
 use crate::tasks::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +128,16 @@ impl From<AccountError> for ApiError {
             AccountError::Db(e) => e.into(),
             AccountError::BalanceLimit => ApiError::BadRequest(e.to_string()),
             other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<ChannelError> for ApiError {
+    fn from(e: ChannelError) -> Self {
+        match e {
+            ChannelError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            ChannelError::NoModel(_) => ApiError::Conflict(e.to_string()),
+            ChannelError::Db(e) => e.into(),
         }
     }
 }

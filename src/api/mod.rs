@@ -42,6 +42,7 @@ use crate::config::Config;
 use crate::db::Db;
 use crate::egress::Egress;
 use crate::ids::{AccountId, TaskId};
+use crate::media::Media;
 use crate::routing::Router as Channels;
 use crate::signals::{Bus, Change};
 use crate::storage::{ResultLinks, Storage};
@@ -70,6 +71,9 @@ pub struct Services {
     pub router: Arc<Channels>,
     /// Task creations per account and model, status polls per key.
     pub limiter: RateLimiter,
+    /// Decode limits and the memory budget this process shares (a channel test's provider
+    /// decodes through it as the workers' do).
+    pub media: Media,
 }
 
 /// How a create request was answered.

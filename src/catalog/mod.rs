@@ -334,6 +334,32 @@ impl Model {
         Ok(OutputFormat::parse(chosen).expect("listed formats parse"))
     }
 
+    /// The cheapest request the model takes, and its price: one image at its smallest size (a
+    /// listed size, a tier's at any of its aspect ratios, or the least its explicit sizes may
+    /// have) and lowest quality, in its default format, with no references. A channel test sends
+    /// it.
+    pub fn cheapest_request(&self, prompt: &str) -> (TaskSpec, Micros) {
+        let sizes = &self.sizes;
+        let tiered = sizes
+            .tiers
+            .iter()
+            .flat_map(|tier| sizes.aspect_ratios.iter().filter_map(move |ratio| self.family.tier_size(tier, ratio)));
+        let least = sizes.custom.and_then(|bounds| bounds.check("size", bounds.min).ok());
+        let size = sizes
+            .fixed
+            .iter()
+            .copied()
+            .chain(tiered)
+            .chain(least)
+            .min_by_key(|s| s.pixels())
+            .expect("a model has sizes (checked when the catalog is built)");
+        let quality = self.qualities.iter().copied().filter(|q| *q != Quality::Auto).min();
+        let mut spec = TaskSpec::new(self, prompt.to_owned(), 1, size, self.default_format, Vec::new());
+        spec.quality = quality;
+        let price = self.tariff.price(&ImageFacts { size, quality }).unwrap_or(Micros(i64::MAX));
+        (spec, price)
+    }
+
     /// How a task of `spec` is priced, and what it holds per image: the highest price among the
     /// images it can produce (its size; its quality, or any of the model's when it leaves the
     /// choice to the model).
@@ -494,6 +520,23 @@ mod tests {
             let message = refused(&format!("[models.x]\n{table}"));
             assert!(message.contains(expected), "{table}: {message}");
         }
+    }
+
+    #[test]
+    fn the_cheapest_request_is_one_image_at_the_smallest_size_and_lowest_quality() {
+        let c = Catalog::builtin();
+        let (spec, price) = c.get("gpt-image-1.5").unwrap().cheapest_request("p");
+        assert_eq!((spec.images, spec.size, spec.quality), (1, Size::new(1024, 1024), Some(Quality::Low)));
+        assert_eq!(price, Micros(9_000));
+        // Seedream 5.0's explicit sizes go below its 2K presets.
+        let (spec, price) = c.get("seedream-5-0").unwrap().cheapest_request("p");
+        assert_eq!((spec.size, spec.quality, spec.references.len()), (Size::new(1280, 720), None, 0));
+        assert_eq!(price, Micros(32_000));
+        // Seedream 4.5's explicit sizes start at 2560x1440, still below its presets.
+        let (spec, _) = c.get("seedream-4-5").unwrap().cheapest_request("p");
+        assert_eq!(spec.size, Size::new(2560, 1440));
+        let (spec, price) = c.get("gpt-image-2").unwrap().cheapest_request("p");
+        assert_eq!((spec.size, spec.quality, price), (Size::new(1024, 640), Some(Quality::Low), Micros(20_000)));
     }
 
     #[test]

@@ -315,6 +315,7 @@ async fn channels_page(state: &AppState, c: &Console, notice: Option<Markup>) ->
             thead { tr {
                 th scope="col" { (t.col_channel) } th scope="col" { (t.col_breaker) } th scope="col" class="num" { (t.in_flight) }
                 th scope="col" class="num" { (t.success_rate) } th scope="col" class="num" { (t.p50_latency) }
+                th scope="col" { (t.col_enabled) } th scope="col" { (t.col_last_test) }
                 th scope="col" { (t.nav_models) } th scope="col" { span class="visually-hidden" { (t.actions) } }
             } }
             tbody {
@@ -325,8 +326,24 @@ async fn channels_page(state: &AppState, c: &Console, notice: Option<Markup>) ->
                         td class="num" { (ch.in_flight) @if let Some(max) = ch.max_concurrency { " / " (max) } }
                         td class="num" { (percent(ch.success_rate)) " (" (ch.successes) "/" (ch.successes + ch.failures) ")" }
                         td class="num" { @match ch.p50_latency_ms { Some(ms) => { (ms) " ms" }, None => "—" } }
+                        td { @if ch.enabled { (t.enabled) } @else { strong { (t.disabled) } } }
+                        td {
+                            @if let Some(test) = &ch.last_test {
+                                @if test.message.is_none() { "✓ " } @else { "✗ " }
+                                (test.latency_ms) " ms · " (when(test.tested_at))
+                            } @else { "—" }
+                        }
                         td { (ch.models.join(", ")) }
                         td class="actions" {
+                            form method="post" action={ "/console/admin/channels/" (ch.id) "/enabled" } class="inline" {
+                                (csrf(c))
+                                input type="hidden" name="enabled" value=(if ch.enabled { "false" } else { "true" });
+                                button type="submit" class=(if ch.enabled { "danger" } else { "" })
+                                    aria-label={ (if ch.enabled { t.disable } else { t.enable }) " " (ch.id) } {
+                                    (if ch.enabled { t.disable } else { t.enable })
+                                }
+                            }
+                            " "
                             form method="post" action={ "/console/admin/channels/" (ch.id) "/test" } class="inline" {
                                 (csrf(c))
                                 button type="submit" aria-label={ (t.test) " " (ch.id) } data-test-channel=(ch.id) { (t.test) }
@@ -354,9 +371,34 @@ pub async fn test_channel(
     Posted(c, _): Posted<Nothing>,
 ) -> Result<Response, ConsoleError> {
     c.operator()?;
-    // MERGE: channel test
-    let _ = id;
-    Err(ConsoleError::NotFound)
+    let test = state.test_channel(&id).await.map_err(not_found)?;
+    let t = c.t;
+    let notice = match &test.message {
+        None => layout::notice(
+            &t.test_ok
+                .replace("{channel}", &test.channel_id)
+                .replace("{images}", &test.images.to_string())
+                .replace("{model}", &test.model)
+                .replace("{ms}", &test.latency_ms.to_string()),
+            false,
+        ),
+        Some(message) => layout::notice(
+            &t.test_failed
+                .replace("{channel}", &test.channel_id)
+                .replace("{ms}", &test.latency_ms.to_string())
+                .replace("{message}", message),
+            true,
+        ),
+    };
+    Ok(channels_page(&state, &c, Some(notice)).await)
+}
+
+/// A channel that is not configured: the console's 404.
+fn not_found(e: ApiError) -> ConsoleError {
+    match e {
+        ApiError::NotFound(_) => ConsoleError::NotFound,
+        other => ConsoleError::Api(other),
+    }
 }
 
 #[derive(Deserialize)]
@@ -371,9 +413,17 @@ pub async fn set_channel_enabled(
     Posted(c, form): Posted<EnabledForm>,
 ) -> Result<Response, ConsoleError> {
     c.operator()?;
-    // MERGE: channel switch
-    let _ = (id, form.enabled);
-    Err(ConsoleError::NotFound)
+    let enabled = match form.enabled.as_str() {
+        "true" => true,
+        "false" => false,
+        other => {
+            return Err(ConsoleError::Api(ApiError::BadRequest(format!(
+                "enabled must be true or false, not {other:?}"
+            ))));
+        }
+    };
+    state.set_channel_enabled(&id, enabled).await.map_err(not_found)?;
+    Ok(Redirect::to("/console/admin/channels").into_response())
 }
 
 /// `GET /console/admin/models`: every model in force, with where it comes from.

@@ -400,8 +400,15 @@ impl TaskStore {
 
     /// Takes the oldest task that is pending or whose lease ran out, and leases it to `token`.
     /// A task still carrying a lease token was lost by its last worker (a handed-back lease has
-    /// none): that counts as an interruption.
-    pub async fn claim(&self, token: &str, lease_ms: i64) -> Result<Option<Task>, StoreError> {
+    /// none): that counts as an interruption. Tasks of a model and tier in `waiting` (whose
+    /// channels are all switched off) are passed over, unless they are past their deadline (to
+    /// time out) or hold an upstream task (to resume it where it was accepted).
+    pub async fn claim(
+        &self,
+        token: &str,
+        lease_ms: i64,
+        waiting: &[(String, Routing)],
+    ) -> Result<Option<Task>, StoreError> {
         let now = now_ms();
         // SQLite runs the whole statement under its single write lock; PostgreSQL needs
         // SKIP LOCKED so that concurrent claimers pass over each other's rows.
@@ -409,14 +416,26 @@ impl TaskStore {
             db::Dialect::Sqlite => "",
             db::Dialect::Postgres => "FOR UPDATE SKIP LOCKED",
         };
+        let held_back = if waiting.is_empty() {
+            String::new()
+        } else {
+            let pairs: Vec<String> =
+                (0..waiting.len()).map(|i| format!("(model = ${} AND routing = ${})", 4 + 2 * i, 5 + 2 * i)).collect();
+            format!("AND (deadline_at <= $3 OR upstream_task_id IS NOT NULL OR NOT ({}))", pairs.join(" OR "))
+        };
         let sql = format!(
             "UPDATE tasks SET state = 'processing', lease_token = $1, lease_until = $2, attempts = attempts + 1, \
              interruptions = interruptions + CASE WHEN lease_token IS NULL THEN 0 ELSE 1 END \
-             WHERE id = (SELECT id FROM tasks WHERE state = 'pending' OR (state = 'processing' AND lease_until < $3) \
+             WHERE id = (SELECT id FROM tasks \
+                         WHERE (state = 'pending' OR (state = 'processing' AND lease_until < $3)) {held_back} \
                          ORDER BY created_at LIMIT 1 {lock}) \
              RETURNING {COLUMNS}"
         );
-        let row = sqlx::query(&sql).bind(token).bind(now + lease_ms).bind(now).fetch_optional(&self.db.write).await?;
+        let mut query = sqlx::query(&sql).bind(token).bind(now + lease_ms).bind(now);
+        for (model, routing) in waiting {
+            query = query.bind(model.as_str()).bind(routing.as_str());
+        }
+        let row = query.fetch_optional(&self.db.write).await?;
         row.as_ref().map(task_from_row).transpose()
     }
 

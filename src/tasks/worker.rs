@@ -93,10 +93,11 @@ impl WorkerPool {
     /// within the grace period or hands its lease back.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let lease_ms = self.lease.as_millis() as i64;
-        let (store, node) = (&self.store, self.node.as_str());
+        let (store, node, router) = (&self.store, self.node.as_str(), &self.router);
         let claim = || async move {
             let token = lease_token(node);
-            Ok::<_, StoreError>(store.claim(&token, lease_ms).await?.map(|task| (task, token)))
+            let waiting = router.switched_off();
+            Ok::<_, StoreError>(store.claim(&token, lease_ms, &waiting).await?.map(|task| (task, token)))
         };
         let work = |(task, token)| {
             let (pool, shutdown) = (self.clone(), shutdown.clone());

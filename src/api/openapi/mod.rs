@@ -87,6 +87,8 @@ struct PublicApi;
         admin::rotate_webhook_secret,
         admin::revoke_key,
         admin::channels,
+        admin::set_channel,
+        admin::test_channel,
         admin::metrics,
     ),
     modifiers(&ADMIN_TOKEN),

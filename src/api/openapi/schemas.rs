@@ -343,6 +343,13 @@ pub struct SetLimitsRequest {
     concurrency: Option<u32>,
 }
 
+/// `PUT /admin/v1/channels/{id}`.
+#[derive(ToSchema)]
+pub struct SetChannelRequest {
+    /// `false` switches the channel off (it takes no new task), `true` on again.
+    enabled: bool,
+}
+
 /// What any route behind an API key may also answer, in the APIXO envelope.
 #[derive(IntoResponses)]
 pub enum ApixoAuthErrors {
@@ -382,6 +389,24 @@ pub enum NoSuchAccount {
     /// No such account
     #[response(status = 404)]
     NotFound(ApixoError),
+}
+
+/// What an operator route on one channel answers when there is no such channel.
+#[derive(IntoResponses)]
+pub enum NoSuchChannel {
+    /// No channel with this id
+    #[response(status = 404)]
+    NotFound(ApixoError),
+}
+
+/// The channel an operator route is about.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ChannelPath {
+    /// The channel's id, as configured in `[[channels]]` (`local` when none is)
+    #[param(example = "local")]
+    #[allow(dead_code)]
+    id: String,
 }
 
 /// The account an operator route is about.
