@@ -371,7 +371,7 @@ pub async fn test_channel(
     Posted(c, _): Posted<Nothing>,
 ) -> Result<Response, ConsoleError> {
     c.operator()?;
-    let test = state.test_channel(&id).await.map_err(not_found)?;
+    let test = state.test_channel(&id).await.map_err(ConsoleError::or_not_found)?;
     let t = c.t;
     let notice = match &test.message {
         None => layout::notice(
@@ -391,14 +391,6 @@ pub async fn test_channel(
         ),
     };
     Ok(channels_page(&state, &c, Some(notice)).await)
-}
-
-/// A channel that is not configured: the console's 404.
-fn not_found(e: ApiError) -> ConsoleError {
-    match e {
-        ApiError::NotFound(_) => ConsoleError::NotFound,
-        other => ConsoleError::Api(other),
-    }
 }
 
 #[derive(Deserialize)]
@@ -422,7 +414,7 @@ pub async fn set_channel_enabled(
             ))));
         }
     };
-    state.set_channel_enabled(&id, enabled).await.map_err(not_found)?;
+    state.set_channel_enabled(&id, enabled).await.map_err(ConsoleError::or_not_found)?;
     Ok(Redirect::to("/console/admin/channels").into_response())
 }
 

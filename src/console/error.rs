@@ -80,6 +80,15 @@ impl IntoResponse for ConsoleError {
 }
 
 impl ConsoleError {
+    /// A lookup's miss (another account's task, an unknown channel) as the console's own 404
+    /// page; other errors as they are.
+    pub fn or_not_found(e: ApiError) -> Self {
+        match e {
+            ApiError::NotFound(_) => ConsoleError::NotFound,
+            other => ConsoleError::Api(other),
+        }
+    }
+
     fn status(&self) -> StatusCode {
         match self {
             ConsoleError::SignIn { .. } | ConsoleError::ChooseAccount => StatusCode::SEE_OTHER,

@@ -250,7 +250,7 @@ fn event_line(t: &Texts, event: &TaskEvent) -> Markup {
 /// `GET /console/tasks/{id}`.
 pub async fn show(State(state): State<AppState>, c: Console, Path(id): Path<String>) -> Result<Response, ConsoleError> {
     let account = c.account()?.clone();
-    let task = task_of(&state, &account, &id).await.map_err(not_found)?;
+    let task = task_of(&state, &account, &id).await.map_err(ConsoleError::or_not_found)?;
     let events = state.tasks.events_after(&task.id, 0).await?;
     let callbacks = deliveries::list_for_task(&state.db, &task.id, &account).await?;
     let entries = ledger::for_task(&state.db, &account, &task.id).await?;
@@ -372,14 +372,6 @@ pub async fn show(State(state): State<AppState>, c: Console, Path(id): Path<Stri
     Ok(layout::page(&c, image_origin(&state).as_deref(), &title, body))
 }
 
-/// Another account's task, or none: the same 404.
-fn not_found(e: ApiError) -> ConsoleError {
-    match e {
-        ApiError::NotFound(_) => ConsoleError::NotFound,
-        other => ConsoleError::Api(other),
-    }
-}
-
 /// `POST /console/tasks/{id}/cancel`: stops it, then back to its page.
 pub async fn cancel(
     State(state): State<AppState>,
@@ -387,7 +379,7 @@ pub async fn cancel(
     Posted(c, _): Posted<Nothing>,
 ) -> Result<Response, ConsoleError> {
     let account = c.account()?.clone();
-    let task = task_of(&state, &account, &id).await.map_err(not_found)?;
+    let task = task_of(&state, &account, &id).await.map_err(ConsoleError::or_not_found)?;
     stop(&state, task, &account).await?;
     Ok(Redirect::to(&format!("/console/tasks/{id}")).into_response())
 }
@@ -407,7 +399,7 @@ pub async fn events(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ConsoleError> {
     let account = c.account()?.clone();
-    let task = task_of(&state, &account, &id).await.map_err(not_found)?;
+    let task = task_of(&state, &account, &id).await.map_err(ConsoleError::or_not_found)?;
     let q: AfterQuery = forms::query(raw)?;
     let after = match headers.get("last-event-id") {
         Some(_) => last_event_id(&headers)?,
