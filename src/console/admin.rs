@@ -43,7 +43,7 @@ pub struct SearchQuery {
     q: Option<String>,
 }
 
-fn accounts_page(state: &AppState, c: &Console, q: &str, found: &[Account], created: Option<Markup>) -> Response {
+fn accounts_page(c: &Console, q: &str, found: &[Account], created: Option<Markup>) -> Response {
     let t = c.t;
     let body = html! {
         @if let Some(created) = created { (created) }
@@ -82,7 +82,6 @@ fn accounts_page(state: &AppState, c: &Console, q: &str, found: &[Account], crea
             }
         }
     };
-    let _ = state;
     layout::page(c, None, t.nav_accounts, body)
 }
 
@@ -96,7 +95,7 @@ pub async fn accounts(
     let q: SearchQuery = forms::query(raw)?;
     let needle = given(&q.q).unwrap_or_default();
     let found = state.accounts.search(needle, ACCOUNTS_SHOWN).await?;
-    Ok(accounts_page(&state, &c, needle, &found, None))
+    Ok(accounts_page(&c, needle, &found, None))
 }
 
 #[derive(Deserialize)]
@@ -123,7 +122,7 @@ pub async fn create_account(
         p { a href={ "/console/admin/accounts/" (created.account.id) } { (t.open_account) " " (created.account.name) } }
     };
     let found = state.accounts.search("", ACCOUNTS_SHOWN).await?;
-    Ok(accounts_page(&state, &c, "", &found, Some(shown)))
+    Ok(accounts_page(&c, "", &found, Some(shown)))
 }
 
 async fn account_page(

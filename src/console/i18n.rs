@@ -265,14 +265,7 @@ impl Lang {
 
     /// The reader's language: their switch's cookie, else the best of `Accept-Language`.
     pub fn of(headers: &HeaderMap) -> Self {
-        let cookie = headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(k, _)| *k == LANG_COOKIE)
-            .and_then(|(_, v)| Self::from_tag(v));
+        let cookie = super::session::cookie_value(headers, LANG_COOKIE).and_then(Self::from_tag);
         cookie.or_else(|| Self::accepted(headers)).unwrap_or(Lang::En)
     }
 
