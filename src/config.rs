@@ -255,6 +255,19 @@ pub struct ChannelConfig {
     /// `[channels.apixo]`: polling of an APIXO-compatible upstream.
     #[serde(default)]
     pub apixo: Option<ApixoOptions>,
+    /// `[channels.polling]`: how a `bfl`, `fal` or `replicate` channel polls its upstream's jobs.
+    #[serde(default)]
+    pub polling: Option<PollOptions>,
+    /// `[channels.bfl]`: Black Forest Labs' region.
+    #[serde(default)]
+    pub bfl: Option<BflOptions>,
+    /// `[channels.replicate]`: how long a create waits for the prediction (`Prefer: wait`).
+    #[serde(default)]
+    pub replicate: Option<ReplicateOptions>,
+    /// Tests the channel on this schedule (`POST /admin/v1/channels/{id}/test` by itself); a
+    /// failed test rests the channel until the next one passes. Off when absent.
+    #[serde(default)]
+    pub probe_interval_secs: Option<u64>,
 }
 
 impl ChannelConfig {
@@ -274,6 +287,10 @@ impl ChannelConfig {
             timeout_secs: None,
             local: None,
             apixo: None,
+            polling: None,
+            bfl: None,
+            replicate: None,
+            probe_interval_secs: None,
         }
     }
 }
@@ -315,6 +332,13 @@ pub enum ProviderKind {
     Openai,
     Apixo,
     Local,
+    /// Google's Gemini API (Gemini image models and Imagen).
+    Gemini,
+    /// Black Forest Labs' API (FLUX).
+    Bfl,
+    /// fal's queue.
+    Fal,
+    Replicate,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -350,6 +374,53 @@ pub struct ApixoOptions {
 impl Default for ApixoOptions {
     fn default() -> Self {
         Self { first_poll_ms: 20_000, poll_interval_ms: 3_000 }
+    }
+}
+
+/// How a channel polls an asynchronous upstream's jobs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PollOptions {
+    /// Wait before the first status poll.
+    pub first_poll_ms: u64,
+    /// Gap between later polls, with ±20% jitter.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for PollOptions {
+    fn default() -> Self {
+        Self { first_poll_ms: 1_000, poll_interval_ms: 1_500 }
+    }
+}
+
+/// Black Forest Labs' API hosts: `global` (`api.bfl.ai`, the default), `eu` or `us`; a
+/// channel's `base_url` wins over it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BflOptions {
+    pub region: BflRegion,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BflRegion {
+    #[default]
+    Global,
+    Eu,
+    Us,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReplicateOptions {
+    /// Seconds a create may wait for the prediction to finish (`Prefer: wait=N`, 1-60); 0 polls
+    /// from the start.
+    pub wait_secs: u64,
+}
+
+impl Default for ReplicateOptions {
+    fn default() -> Self {
+        Self { wait_secs: 30 }
     }
 }
 

@@ -19,8 +19,12 @@ use crate::config::{ChannelConfig, LocalOptions, ProviderKind, ServerConfig, Tie
 use crate::providers::Provider;
 use crate::providers::apixo::{self, ApixoProvider};
 use crate::providers::ark::{self, ArkProvider};
+use crate::providers::bfl::{self, BflProvider};
+use crate::providers::fal::{self, FalProvider};
+use crate::providers::gemini::{self, GeminiProvider};
 use crate::providers::local::LocalProvider;
 use crate::providers::openai::{self, OpenAiProvider};
+use crate::providers::replicate::{self, ReplicateProvider};
 use crate::providers::upstream::Upstream;
 
 /// How many channels one execution of a task may try.
@@ -334,6 +338,10 @@ fn families_of(kind: ProviderKind) -> &'static [Family] {
         ProviderKind::Apixo => apixo::FAMILIES,
         ProviderKind::Ark => ark::FAMILIES,
         ProviderKind::Openai => openai::FAMILIES,
+        ProviderKind::Gemini => gemini::FAMILIES,
+        ProviderKind::Bfl => bfl::FAMILIES,
+        ProviderKind::Fal => fal::FAMILIES,
+        ProviderKind::Replicate => replicate::FAMILIES,
     }
 }
 
@@ -346,6 +354,12 @@ fn provider_for(c: &ChannelConfig) -> anyhow::Result<Arc<dyn Provider>> {
         ProviderKind::Openai => {
             Ok(Arc::new(OpenAiProvider::new(Upstream::from_channel(c, Some(openai::DEFAULT_BASE_URL))?)))
         }
+        ProviderKind::Gemini => {
+            Ok(Arc::new(GeminiProvider::new(Upstream::from_channel(c, Some(gemini::DEFAULT_BASE_URL))?)))
+        }
+        ProviderKind::Bfl => Ok(Arc::new(BflProvider::from_channel(c)?)),
+        ProviderKind::Fal => Ok(Arc::new(FalProvider::from_channel(c)?)),
+        ProviderKind::Replicate => Ok(Arc::new(ReplicateProvider::from_channel(c)?)),
     }
 }
 

@@ -146,8 +146,8 @@ async fn log_format_json_writes_one_object_per_line() {
 async fn a_mistake_in_the_catalog_stops_the_start_naming_its_key() {
     let cases = [
         (
-            "[models.\"house\"]\nfamily = \"flux\"\nprice_usd = 0.1\n",
-            "[models.\"house\"].family: unknown family \"flux\"",
+            "[models.\"house\"]\nfamily = \"dall-e\"\nprice_usd = 0.1\n",
+            "[models.\"house\"].family: unknown family \"dall-e\"",
         ),
         (
             "[models.\"house\"]\nfamily = \"gpt-image\"\nprice_usd = nan\n",

@@ -279,6 +279,14 @@ fn sizes(entry: &ModelEntry, family: Family, key: &dyn Fn(&str) -> String) -> an
     for ratio in &aspect_ratios {
         ensure!(ASPECT_RATIOS.contains(&ratio.as_str()), "{}: unknown aspect ratio {ratio:?}", key("aspect_ratios"));
     }
+    for (tier, ratio) in tiers.iter().flat_map(|t| aspect_ratios.iter().map(move |r| (t, r))) {
+        ensure!(
+            family.tier_size(tier, ratio).is_some(),
+            "{}: the {} family has no {tier} size at {ratio}",
+            key("aspect_ratios"),
+            family.as_str()
+        );
+    }
     let default_aspect_ratio = entry.default_aspect_ratio.clone().unwrap_or_else(|| aspect_ratios[0].clone());
     ensure!(
         aspect_ratios.contains(&default_aspect_ratio),

@@ -116,6 +116,12 @@ pub struct TaskSpec {
     /// the client streams the answer.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub partial_images: u32,
+    /// What the image should not show, for models that take it (diffusion models).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub negative_prompt: Option<String>,
+    /// The sampler's seed, for models that take one; none lets the upstream choose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -145,6 +151,31 @@ impl TaskSpec {
             quality: None,
             transparent_background: false,
             partial_images: 0,
+            negative_prompt: None,
+            seed: None,
+        }
+    }
+}
+
+#[cfg(test)]
+impl TaskSpec {
+    /// One PNG image of `model` at `size`, every option at its default: for unit tests.
+    pub fn example(model: &str, size: Size) -> Self {
+        TaskSpec {
+            model: model.into(),
+            prompt: "p".into(),
+            images: 1,
+            size,
+            output_format: OutputFormat::Png,
+            references: Vec::new(),
+            sequential: false,
+            web_search: false,
+            mask: None,
+            quality: None,
+            transparent_background: false,
+            partial_images: 0,
+            negative_prompt: None,
+            seed: None,
         }
     }
 }
@@ -502,7 +533,7 @@ mod tests {
     #[test]
     fn mistakes_name_their_key() {
         let cases = [
-            ("family = \"flux\"\nprice_usd = 1", "[models.\"x\"].family: unknown family \"flux\""),
+            ("family = \"dall-e\"\nprice_usd = 1", "[models.\"x\"].family: unknown family \"dall-e\""),
             ("family = \"gpt-image\"", "[models.\"x\"].price_usd is required"),
             ("family = \"gpt-image\"\nprice_usd = -1", "[models.\"x\"].price_usd: -1 is not a finite"),
             ("family = \"gpt-image\"\nprice_usd = inf", "[models.\"x\"].price_usd: inf is not a finite"),

@@ -38,7 +38,7 @@ impl std::fmt::Display for Size {
     }
 }
 
-pub const ASPECT_RATIOS: [&str; 8] = ["1:1", "4:3", "3:4", "16:9", "9:16", "3:2", "2:3", "21:9"];
+pub const ASPECT_RATIOS: [&str; 10] = ["1:1", "4:3", "3:4", "16:9", "9:16", "3:2", "2:3", "21:9", "4:5", "5:4"];
 
 /// Seedream 5.0's sizes for each aspect ratio, at 2K and 3K (seed 001).
 pub(super) const SEEDREAM_PRESETS: [(&str, Size, Size); 8] = [

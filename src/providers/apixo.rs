@@ -2,9 +2,8 @@
 //! `POST {base}/generateTask/{model}`, record the upstream task id, then poll
 //! `GET {base}/statusTask/{model}?taskId=…` until `success` or `failed` and download the results.
 //!
-//! Once the upstream has accepted a task this provider never answers `Retryable`: the worker
-//! would fail over and the task would be generated (and billed) twice. Transport errors while
-//! polling are retried in place instead.
+//! Recording, polling and downloading are [`polling`]'s, shared with the other asynchronous
+//! upstreams.
 
 use std::time::Duration;
 
@@ -14,6 +13,7 @@ use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
+use super::polling::{self, PollError, Status};
 use super::upstream::{Upstream, status_error, transport_error};
 use super::{GeneratedImage, Job, Provider, ProviderError};
 use crate::catalog::{Family, Size, TaskSpec};
@@ -24,34 +24,16 @@ pub const DEFAULT_BASE_URL: &str = "https://api.apixo.ai/api/v1";
 /// The families an APIXO-compatible channel serves: those of seeds 000-002.
 pub const FAMILIES: &[Family] = &[Family::Seedream, Family::GptImage];
 
-/// Consecutive failed polls (transport errors, 429, 5xx) tolerated before giving up on a task.
-const MAX_POLL_FAILURES: u32 = 5;
-/// Tries per result download.
-const MAX_DOWNLOAD_TRIES: u32 = 3;
-/// Tries at recording the upstream task id on the task.
-const MAX_CHECKPOINT_TRIES: u32 = 3;
-/// Longest wait between polls after failures.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
-
 pub struct ApixoProvider {
     upstream: Upstream,
     options: ApixoOptions,
 }
 
-/// Where a poll left the upstream task.
+/// How an upstream task ended.
 #[derive(Debug, PartialEq)]
-enum Poll {
-    Running,
+enum Ended {
     Succeeded(Vec<String>),
     Failed { code: String, message: String },
-}
-
-/// Why a poll gave no answer.
-enum PollError {
-    /// Worth polling again (transport errors, 429, 5xx).
-    Transient { message: String, retry_after: Option<Duration> },
-    /// The upstream will not tell us (auth, unknown task, unreadable answer).
-    Fatal(ProviderError),
 }
 
 impl ApixoProvider {
@@ -69,13 +51,17 @@ impl ApixoProvider {
             }
             None => {
                 let id = self.submit(model, &request_body(job.model.family, model, job.spec)).await?;
-                self.checkpoint(&job, &id).await?;
+                polling::record(job.checkpoint, &id).await?;
                 tokio::time::sleep(Duration::from_millis(self.options.first_poll_ms)).await;
                 id
             }
         };
-        let urls = self.wait(model, &task_id).await?;
-        self.download_all(&urls).await
+        let interval = Duration::from_millis(self.options.poll_interval_ms);
+        let ended = polling::wait(job.checkpoint, &task_id, interval, || self.poll(model, &task_id)).await?;
+        match ended {
+            Ended::Succeeded(urls) => polling::download_all(&self.upstream, &urls).await,
+            Ended::Failed { code, message } => Err(failure(&code, message)),
+        }
     }
 
     /// Submits the task; any error here means the upstream accepted nothing.
@@ -104,58 +90,7 @@ impl ApixoProvider {
             .ok_or_else(|| ProviderError::Permanent("the upstream accepted the task without a taskId".into()))
     }
 
-    async fn checkpoint(&self, job: &Job<'_>, id: &str) -> Result<(), ProviderError> {
-        let mut tries = 0;
-        loop {
-            tries += 1;
-            match job.checkpoint.record_upstream_id(id).await {
-                Ok(()) => return Ok(()),
-                Err(e) if tries >= MAX_CHECKPOINT_TRIES => {
-                    tracing::error!(error = format!("{e:#}"), upstream_task = id, "could not record the upstream task");
-                    return Err(ProviderError::Permanent("could not record the upstream task".into()));
-                }
-                Err(e) => {
-                    tracing::warn!(error = format!("{e:#}"), "recording the upstream task failed; trying again");
-                    tokio::time::sleep(Duration::from_millis(200 * u64::from(tries))).await;
-                }
-            }
-        }
-    }
-
-    /// Polls until the upstream task ends; returns its result URLs.
-    async fn wait(&self, model: &str, task_id: &str) -> Result<Vec<String>, ProviderError> {
-        let interval = Duration::from_millis(self.options.poll_interval_ms);
-        let mut failures = 0u32;
-        loop {
-            let pause = match self.poll(model, task_id).await {
-                Ok(Poll::Running) => {
-                    failures = 0;
-                    jitter(interval)
-                }
-                Ok(Poll::Succeeded(urls)) => return Ok(urls),
-                Ok(Poll::Failed { code, message }) => return Err(failure(&code, message)),
-                Err(PollError::Fatal(e)) => return Err(e),
-                Err(PollError::Transient { message, retry_after }) => {
-                    failures += 1;
-                    if failures > MAX_POLL_FAILURES {
-                        return Err(ProviderError::Permanent(format!(
-                            "lost track of the upstream task after {MAX_POLL_FAILURES} failed polls: {message}"
-                        )));
-                    }
-                    tracing::warn!(upstream_task = task_id, %message, "polling the upstream failed; polling again");
-                    let backoff = interval.max(Duration::from_millis(100)) * 2u32.pow(failures.min(8));
-                    retry_after.unwrap_or(backoff).min(MAX_BACKOFF)
-                }
-            };
-            tokio::time::sleep(pause).await;
-        }
-    }
-
-    async fn poll(&self, model: &str, task_id: &str) -> Result<Poll, PollError> {
-        let transient = |e: reqwest::Error| match transport_error(e) {
-            ProviderError::Retryable { message, retry_after } => PollError::Transient { message, retry_after },
-            other => PollError::Fatal(other),
-        };
+    async fn poll(&self, model: &str, task_id: &str) -> Result<Status<Ended>, PollError> {
         let response = self
             .upstream
             .http
@@ -163,56 +98,15 @@ impl ApixoProvider {
             .query(&[("taskId", task_id)])
             .bearer_auth(self.upstream.api_key.expose())
             .send()
-            .await
-            .map_err(transient)?;
+            .await?;
         let (status, headers) = (response.status(), response.headers().clone());
-        let body = response.text().await.map_err(transient)?;
+        let body = response.text().await?;
         let envelope: Option<Value> = serde_json::from_str(&body).ok();
         if let Some(e) = envelope_error(status, &headers, envelope.as_ref(), &body) {
-            return Err(match e {
-                ProviderError::Retryable { message, retry_after } => PollError::Transient { message, retry_after },
-                other => PollError::Fatal(other),
-            });
+            return Err(e.into());
         }
         let data = envelope.as_ref().map(|v| &v["data"]).unwrap_or(&Value::Null);
         read_status(data).map_err(|m| PollError::Fatal(ProviderError::Permanent(m)))
-    }
-
-    /// Downloads every result; a result that cannot be fetched is left out (a partial success).
-    async fn download_all(&self, urls: &[String]) -> Result<Vec<GeneratedImage>, ProviderError> {
-        let mut images = Vec::with_capacity(urls.len());
-        let mut last_error = None;
-        for url in urls {
-            match self.download(url).await {
-                Ok(image) => images.push(image),
-                Err(e) => {
-                    tracing::warn!(error = %e, "a result could not be downloaded");
-                    last_error = Some(e);
-                }
-            }
-        }
-        match (images.is_empty(), last_error) {
-            // After the upstream finished, no other channel is tried.
-            (true, Some(e)) => Err(ProviderError::Permanent(format!("downloading the results failed: {e}"))),
-            _ => Ok(images),
-        }
-    }
-
-    /// A result with its real format, whatever the URL or headers said.
-    async fn download(&self, url: &str) -> Result<GeneratedImage, ProviderError> {
-        let mut tries = 0;
-        let bytes = loop {
-            tries += 1;
-            match self.upstream.download(url).await {
-                Ok(bytes) => break bytes,
-                Err(ProviderError::Retryable { .. }) if tries < MAX_DOWNLOAD_TRIES => {
-                    tokio::time::sleep(Duration::from_millis(250 * u64::from(tries))).await;
-                }
-                Err(e) => return Err(e),
-            }
-        };
-        GeneratedImage::sniffed(bytes)
-            .ok_or_else(|| ProviderError::Permanent("a result is not a JPEG, PNG, WebP or GIF image".into()))
     }
 }
 
@@ -303,7 +197,7 @@ fn submit_error(e: ProviderError) -> ProviderError {
 }
 
 /// Reads a status answer's `data`.
-fn read_status(data: &Value) -> Result<Poll, String> {
+fn read_status(data: &Value) -> Result<Status<Ended>, String> {
     let text = |key: &str| data[key].as_str().unwrap_or_default().to_owned();
     match data["state"].as_str() {
         Some("success") => {
@@ -318,13 +212,13 @@ fn read_status(data: &Value) -> Result<Poll, String> {
                 .iter()
                 .filter_map(|u| u.as_str().map(str::to_owned))
                 .collect();
-            Ok(Poll::Succeeded(urls))
+            Ok(Status::Done(Ended::Succeeded(urls)))
         }
-        Some("failed") => Ok(Poll::Failed { code: text("failCode"), message: text("failMsg") }),
-        Some("pending" | "processing") => Ok(Poll::Running),
+        Some("failed") => Ok(Status::Done(Ended::Failed { code: text("failCode"), message: text("failMsg") })),
+        Some("pending" | "processing") => Ok(Status::Running(None)),
         Some(other) => {
             tracing::warn!(state = other, "the upstream answered an unknown task state; polling on");
-            Ok(Poll::Running)
+            Ok(Status::Running(None))
         }
         None => Err("the upstream's status answer has no state".into()),
     }
@@ -343,32 +237,12 @@ fn failure(code: &str, message: String) -> ProviderError {
     }
 }
 
-/// ±20% around `interval`, so that many tasks do not poll in step.
-fn jitter(interval: Duration) -> Duration {
-    let r = u16::from_le_bytes(crate::ids::random_bytes::<2>()) as f64 / f64::from(u16::MAX);
-    interval.mul_f64(0.8 + 0.4 * r)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::OutputFormat;
 
     fn spec(model: &str, size: Size, references: Vec<String>) -> TaskSpec {
-        TaskSpec {
-            model: model.into(),
-            prompt: "p".into(),
-            images: 2,
-            size,
-            output_format: OutputFormat::Png,
-            references,
-            sequential: true,
-            web_search: true,
-            mask: None,
-            quality: None,
-            transparent_background: false,
-            partial_images: 0,
-        }
+        TaskSpec { images: 2, references, sequential: true, web_search: true, ..TaskSpec::example(model, size) }
     }
 
     #[test]
@@ -426,8 +300,8 @@ mod tests {
     #[test]
     fn statuses_and_fail_codes_map() {
         let data = json!({"state": "success", "resultJson": "{\"resultUrls\":[\"http://u/1.png\"]}"});
-        assert_eq!(read_status(&data), Ok(Poll::Succeeded(vec!["http://u/1.png".into()])));
-        assert_eq!(read_status(&json!({"state": "processing"})), Ok(Poll::Running));
+        assert_eq!(read_status(&data), Ok(Status::Done(Ended::Succeeded(vec!["http://u/1.png".into()]))));
+        assert_eq!(read_status(&json!({"state": "processing"})), Ok(Status::Running(None)));
         assert!(read_status(&json!({"state": "success", "resultJson": "nope"})).is_err());
         assert!(matches!(failure("CONTENT_VIOLATION", "no".into()), ProviderError::ContentViolation(_)));
         assert!(matches!(

@@ -13,7 +13,7 @@ use reqwest::header::HeaderMap;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::upstream::{Upstream, retry_after, status_error, transport_error};
+use super::upstream::{Upstream, clip, data_uri, retry_after, status_error, transport_error};
 use super::{GeneratedImage, Job, Provider, ProviderError, Reference};
 use crate::catalog::{Family, OutputFormat, Size};
 use crate::media::{self, Fit, Media};
@@ -22,9 +22,6 @@ pub const DEFAULT_BASE_URL: &str = "https://ark.ap-southeast.bytepluses.com/api/
 
 /// The families an Ark channel serves.
 pub const FAMILIES: &[Family] = &[Family::Seedream];
-
-/// Longest piece of an upstream message kept in a task's error.
-const MAX_MESSAGE: usize = 300;
 
 pub struct ArkProvider {
     upstream: Upstream,
@@ -70,16 +67,6 @@ struct ArkUsage {
     generated_images: Option<u64>,
 }
 
-fn data_uri(r: &Reference) -> String {
-    let mime = match r.format {
-        image::ImageFormat::Png => "image/png",
-        image::ImageFormat::WebP => "image/webp",
-        image::ImageFormat::Gif => "image/gif",
-        _ => "image/jpeg",
-    };
-    format!("data:{mime};base64,{}", BASE64.encode(&r.bytes))
-}
-
 /// The JSON body of one request; `sequential` asks for a series of up to `spec.images`.
 fn request_body(job: &Job<'_>, references: &[Cow<'_, Reference>], sequential: bool) -> Value {
     let spec = job.spec;
@@ -109,14 +96,6 @@ fn request_body(job: &Job<'_>, references: &[Cow<'_, Reference>], sequential: bo
         body["tools"] = json!([{ "type": "web_search" }]);
     }
     body
-}
-
-fn clip(s: &str) -> String {
-    if s.chars().count() <= MAX_MESSAGE {
-        s.to_owned()
-    } else {
-        s.chars().take(MAX_MESSAGE).collect::<String>() + "…"
-    }
 }
 
 /// Maps an Ark error object (request-level, in an HTTP 200 body, or per image) to a verdict.

@@ -3,8 +3,13 @@
 
 pub mod apixo;
 pub mod ark;
+pub mod bfl;
+pub mod fal;
+pub mod gemini;
 pub mod local;
 pub mod openai;
+pub mod polling;
+pub mod replicate;
 pub mod upstream;
 
 use std::time::Duration;
@@ -96,4 +101,11 @@ pub trait Provider: Send + Sync {
     /// Generates the job's images. Fewer than requested is a partial success. A provider does
     /// not convert its results: the worker converts each at most once, to the task's format.
     fn generate<'a>(&'a self, job: Job<'a>) -> BoxFuture<'a, Result<Vec<GeneratedImage>, ProviderError>>;
+
+    /// Asks the upstream to stop the job a `generate` recorded (its upstream id), once its task
+    /// was cancelled. Upstreams with no way to cancel do nothing. Best effort: a failure is
+    /// logged, and the task stays cancelled whatever the upstream says.
+    fn cancel<'a>(&'a self, _upstream_task_id: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
 }

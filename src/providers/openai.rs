@@ -12,7 +12,7 @@ use serde_json::json;
 
 use image::ImageFormat;
 
-use super::upstream::{Upstream, status_error, transport_error};
+use super::upstream::{Upstream, clip, status_error, transport_error};
 use super::{GeneratedImage, Job, Provider, ProviderError, Reference};
 use crate::catalog::{Family, OutputFormat, Quality, Size};
 use crate::media::{self, Fit, Media, MediaError};
@@ -22,8 +22,6 @@ pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
 
 /// The families an OpenAI channel serves.
 pub const FAMILIES: &[Family] = &[Family::GptImage];
-
-const MAX_MESSAGE: usize = 300;
 
 pub struct OpenAiProvider {
     upstream: Upstream,
@@ -59,14 +57,6 @@ struct ApiError {
     code: Option<String>,
     #[serde(default, rename = "type")]
     kind: Option<String>,
-}
-
-fn clip(s: &str) -> String {
-    if s.chars().count() <= MAX_MESSAGE {
-        s.to_owned()
-    } else {
-        s.chars().take(MAX_MESSAGE).collect::<String>() + "…"
-    }
 }
 
 /// GPT image models work on references no larger than this on their longest side (they scale

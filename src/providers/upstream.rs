@@ -9,7 +9,10 @@ use futures::StreamExt;
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 
-use super::ProviderError;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+
+use super::{GeneratedImage, ProviderError, Reference};
 use crate::config::ChannelConfig;
 
 /// An upstream API key: never printed, never logged.
@@ -87,6 +90,42 @@ impl Upstream {
         }
         Ok(body)
     }
+}
+
+/// Longest upstream message kept on a task.
+const MAX_MESSAGE: usize = 300;
+
+/// An upstream's message cut to a length a task can carry.
+pub fn clip(s: &str) -> String {
+    if s.chars().count() <= MAX_MESSAGE {
+        s.to_owned()
+    } else {
+        s.chars().take(MAX_MESSAGE).collect::<String>() + "…"
+    }
+}
+
+/// The MIME type of a reference's format.
+pub fn mime_of(format: image::ImageFormat) -> &'static str {
+    match format {
+        image::ImageFormat::Png => "image/png",
+        image::ImageFormat::WebP => "image/webp",
+        image::ImageFormat::Gif => "image/gif",
+        _ => "image/jpeg",
+    }
+}
+
+/// A reference as a `data:` URI, for upstreams that take images inline in JSON.
+pub fn data_uri(r: &Reference) -> String {
+    format!("data:{};base64,{}", mime_of(r.format), BASE64.encode(&r.bytes))
+}
+
+/// A base64 image an upstream returned, with its real format.
+pub fn decoded_image(b64: &str, upstream: &str) -> Result<GeneratedImage, ProviderError> {
+    let bytes = BASE64
+        .decode(b64.trim())
+        .map_err(|_| ProviderError::Permanent(format!("{upstream} returned invalid base64")))?;
+    GeneratedImage::sniffed(bytes)
+        .ok_or_else(|| ProviderError::Permanent(format!("{upstream} returned something that is not an image")))
 }
 
 /// Connection failures and timeouts are worth another try, here or elsewhere.

@@ -58,7 +58,7 @@ impl Generations {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::{OutputFormat, Routing, Size, TaskSpec};
+    use crate::catalog::{Routing, Size, TaskSpec};
     use crate::ids::AccountId;
     use crate::money::Micros;
     use crate::tasks::{Dialect, TaskState};
@@ -70,20 +70,7 @@ mod tests {
             model: "gpt-image-1".into(),
             dialect: Dialect::Apixo,
             state,
-            spec: TaskSpec {
-                model: "gpt-image-1".into(),
-                prompt: "p".into(),
-                images: 1,
-                size: Size::new(1024, 1024),
-                output_format: OutputFormat::Png,
-                references: Vec::new(),
-                sequential: false,
-                web_search: false,
-                mask: None,
-                quality: None,
-                transparent_background: false,
-                partial_images: 0,
-            },
+            spec: TaskSpec::example("gpt-image-1", Size::new(1024, 1024)),
             param: "{}".into(),
             routing: Routing::Auto,
             callback_url: None,

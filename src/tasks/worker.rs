@@ -57,6 +57,8 @@ pub struct WorkerPool {
 const IDLE_POLL: Duration = Duration::from_millis(500);
 /// How often pending tasks are checked against their `Cancel-After` deadline.
 const DEADLINE_SWEEP: Duration = Duration::from_secs(1);
+/// The longest a cancelled task waits for its upstream to take the cancel.
+const UPSTREAM_CANCEL_TIME: Duration = Duration::from_secs(10);
 /// The most progress events a task writes a second: providers may report far more often.
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 
@@ -81,11 +83,14 @@ impl Stop {
     }
 }
 
-/// The images a run has stored so far: what a cancelled task keeps, and is charged for.
+/// What a run has done so far: the images it stored (what a cancelled task keeps, and is
+/// charged for), and the upstream job it left running (what a cancel stops).
 #[derive(Default)]
 struct Stored {
     result_keys: Vec<String>,
     images: Vec<ImageFacts>,
+    /// The channel and upstream id of the job an asynchronous upstream accepted.
+    upstream_job: Option<(String, String)>,
 }
 
 impl WorkerPool {
@@ -146,7 +151,8 @@ impl WorkerPool {
 
     async fn run_to_end(&self, task: &Task, token: &str, stop: &Stop, shutdown: CancellationToken) {
         let remaining = task.deadline_at - now_ms();
-        let stored = Mutex::new(Stored::default());
+        let upstream_job = task.upstream_channel.clone().zip(task.upstream_task_id.clone());
+        let stored = Mutex::new(Stored { upstream_job, ..Stored::default() });
         let (progress, reports) = watch::channel(None);
         let run = async {
             if remaining <= 0 {
@@ -196,8 +202,12 @@ impl WorkerPool {
             biased;
             outcome = run => self.end(task, &holder, outcome).await,
             why = stopped => {
-                let kept = std::mem::take(&mut *stored.lock().expect("not poisoned"));
-                self.end(task, &holder, cancelled(kept, why)).await
+                let mut kept = std::mem::take(&mut *stored.lock().expect("not poisoned"));
+                let upstream_job = kept.upstream_job.take();
+                self.end(task, &holder, cancelled(kept, why)).await;
+                if let Some((channel, id)) = upstream_job {
+                    self.cancel_upstream(&channel, &id).await;
+                }
             }
             _ = lost_lease => tracing::warn!("lease lost; abandoning the task"),
             _ = crate::shutdown::grace_over(&shutdown, self.grace) => {
@@ -205,6 +215,19 @@ impl WorkerPool {
                     Ok(()) => tracing::info!("shutting down; handed the task back for another worker"),
                     Err(e) => tracing::warn!(error = %e, "could not hand the lease back; it will expire"),
                 }
+            }
+        }
+    }
+
+    /// Tells the upstream holding a cancelled task's job to stop it, within [`UPSTREAM_CANCEL_TIME`].
+    async fn cancel_upstream(&self, channel: &str, upstream_id: &str) {
+        let Ok(channel) = self.router.channel(channel) else { return };
+        match tokio::time::timeout(UPSTREAM_CANCEL_TIME, channel.provider.cancel(upstream_id)).await {
+            Ok(()) => {
+                tracing::info!(channel = %channel.id, upstream_task = upstream_id, "asked the upstream to cancel")
+            }
+            Err(_) => {
+                tracing::warn!(channel = %channel.id, upstream_task = upstream_id, "the upstream's cancel timed out")
             }
         }
     }
@@ -282,7 +305,8 @@ impl WorkerPool {
             },
             None => None,
         };
-        let images = match self.generate(task, model, token, &references, mask.as_ref(), progress).await {
+        let inputs = Inputs { references: &references, mask: mask.as_ref() };
+        let images = match self.generate(task, model, token, inputs, progress, stored).await {
             Ok(images) => images,
             Err(outcome) => return outcome,
         };
@@ -348,9 +372,9 @@ impl WorkerPool {
         task: &Task,
         model: &Model,
         token: &str,
-        references: &[Reference],
-        mask: Option<&Reference>,
+        Inputs { references, mask }: Inputs<'_>,
         progress: &watch::Sender<Option<u32>>,
+        stored: &Mutex<Stored>,
     ) -> Result<Vec<GeneratedImage>, Outcome> {
         let mut log = task.channel_log.clone();
         let mut last_error = None;
@@ -371,7 +395,7 @@ impl WorkerPool {
             if let Err(e) = self.store.note(task, token, started).await {
                 tracing::warn!(error = %e, "could not record the task's start");
             }
-            let checkpoint = TaskCheckpoint { pool: self, task, token, channel: &channel.id, progress };
+            let checkpoint = TaskCheckpoint { pool: self, task, token, channel: &channel.id, progress, stored };
             let job = Job {
                 task_id: task.id.as_str(),
                 spec: &task.spec,
@@ -517,6 +541,13 @@ fn cancelled(kept: Stored, why: &str) -> Outcome {
     Outcome::Cancelled { result_keys: kept.result_keys, images: kept.images, message: why.to_owned() }
 }
 
+/// What a task's upstream request is made from besides its spec, fetched and checked.
+#[derive(Clone, Copy)]
+struct Inputs<'a> {
+    references: &'a [Reference],
+    mask: Option<&'a Reference>,
+}
+
 /// What an image was, for its price: what the upstream said of it, else what the task asked.
 fn image_facts(task: &Task, image: &GeneratedImage) -> ImageFacts {
     let asked = task.spec.quality.filter(|q| *q != Quality::Auto);
@@ -531,6 +562,7 @@ struct TaskCheckpoint<'a> {
     token: &'a str,
     channel: &'a str,
     progress: &'a watch::Sender<Option<u32>>,
+    stored: &'a Mutex<Stored>,
 }
 
 impl TaskCheckpoint<'_> {
@@ -551,8 +583,13 @@ impl TaskCheckpoint<'_> {
 
 impl Checkpoint for TaskCheckpoint<'_> {
     fn record_upstream_id<'a>(&'a self, upstream_id: &'a str) -> BoxFuture<'a, anyhow::Result<()>> {
-        async move { Ok(self.pool.store.record_upstream(&self.task.id, self.token, self.channel, upstream_id).await?) }
-            .boxed()
+        async move {
+            self.pool.store.record_upstream(&self.task.id, self.token, self.channel, upstream_id).await?;
+            let job = Some((self.channel.to_owned(), upstream_id.to_owned()));
+            self.stored.lock().expect("not poisoned").upstream_job = job;
+            Ok(())
+        }
+        .boxed()
     }
 
     fn progress(&self, percent: u32) {

@@ -7,6 +7,7 @@ use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, OneOfBuilder, Schema,
 use utoipa::openapi::{OpenApi as Document, Ref, RefOr};
 
 use super::schemas::{optional_url, or_null, url, url_list};
+use crate::catalog::family::SizeStyle;
 use crate::catalog::{Api, Capability, Catalog, Family, Model};
 
 /// Fills the catalog's schemas into `doc`.
@@ -133,6 +134,34 @@ fn apixo_input(model: &Model) -> Schema {
                 .required("prompt")
                 .into()
         }
+        Family::GeminiImage | Family::Imagen | Family::Flux => described(object)
+            .property("prompt", prompt(model))
+            .property("resolution", or_null(string_enum(model.sizes.tiers.clone())))
+            .property("aspect_ratio", or_null(string_enum(model.sizes.aspect_ratios.clone())))
+            .property("num_images", or_null(int(1, model.limits.max_images)))
+            .property("output_format", or_null(string_enum(formats(model))))
+            .property("image_urls", references(model))
+            .required("prompt")
+            .into(),
+        Family::Diffusion => described(object)
+            .property("prompt", prompt(model))
+            .property("negative_prompt", or_null(ObjectBuilder::new().schema_type(Type::String).max_length(Some(2000))))
+            .property("size", or_null(listed_size(model)))
+            .property("num_images", or_null(int(1, model.limits.max_images)))
+            .property("seed", or_null(int(0, u32::MAX)))
+            .property("output_format", or_null(string_enum(formats(model))))
+            .property("image_urls", references(model))
+            .required("prompt")
+            .into(),
+    }
+}
+
+/// A listed size, `auto`, or (for a model with bounds) any `W×H`.
+fn listed_size(model: &Model) -> ObjectBuilder {
+    let listed: Vec<String> = model.sizes.fixed.iter().map(|s| s.to_string()).chain(["auto".into()]).collect();
+    match model.sizes.custom {
+        Some(_) => size_text(&listed.iter().map(String::as_str).collect::<Vec<_>>()),
+        None => string_enum(listed),
     }
 }
 
@@ -155,15 +184,9 @@ fn ratios(model: &Model) -> Vec<String> {
 /// `POST /api/v1/images/generations` for one model.
 fn unified_request(model: &Model) -> Schema {
     let names = std::iter::once(model.id.clone()).chain(model.aliases.iter().cloned()).collect();
-    let size = match model.family {
-        Family::Seedream => string_enum(model.sizes.tiers.clone()),
-        Family::GptImage => {
-            let listed: Vec<String> = model.sizes.fixed.iter().map(|s| s.to_string()).chain(["auto".into()]).collect();
-            match model.sizes.custom {
-                Some(_) => size_text(&listed.iter().map(String::as_str).collect::<Vec<_>>()),
-                None => string_enum(listed),
-            }
-        }
+    let size = match model.family.size_style() {
+        SizeStyle::Tiers => string_enum(model.sizes.tiers.clone()),
+        SizeStyle::Listed => listed_size(model),
     };
     let mut object = ObjectBuilder::new()
         .schema_type(Type::Object)

@@ -3,8 +3,13 @@
 //! capabilities it can honour, and what its size tiers are. Models themselves are data
 //! (`builtin.toml` and `[models."<id>"]` in `easel.toml`).
 
+pub mod diffusion;
+pub mod flux;
+pub mod gemini_image;
 pub mod gpt_image;
+pub mod imagen;
 pub mod seedream;
+pub mod tiered;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -20,15 +25,44 @@ pub enum Family {
     Seedream,
     /// OpenAI's GPT image models (seeds 002 and 003).
     GptImage,
+    /// Google's Gemini image models (`generateContent`).
+    GeminiImage,
+    /// Google's Imagen models (`predict`).
+    Imagen,
+    /// Black Forest Labs' FLUX models on their own API.
+    Flux,
+    /// Open diffusion models the operator runs on fal, Replicate or their own GPUs.
+    Diffusion,
+}
+
+/// How a family's sizes are asked for: tiers at aspect ratios, or listed `W×H` sizes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SizeStyle {
+    /// `size: "2K"` with `aspect_ratio` (Seedream, Gemini, Imagen, FLUX).
+    Tiers,
+    /// `size: "1024x1024"` or `auto` (GPT image models, diffusion models).
+    Listed,
 }
 
 impl Family {
-    pub const ALL: [Family; 2] = [Family::Seedream, Family::GptImage];
+    pub const ALL: [Family; 6] =
+        [Family::Seedream, Family::GptImage, Family::GeminiImage, Family::Imagen, Family::Flux, Family::Diffusion];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Family::Seedream => "seedream",
             Family::GptImage => "gpt-image",
+            Family::GeminiImage => "gemini-image",
+            Family::Imagen => "imagen",
+            Family::Flux => "flux",
+            Family::Diffusion => "diffusion",
+        }
+    }
+
+    pub fn size_style(self) -> SizeStyle {
+        match self {
+            Family::GptImage | Family::Diffusion => SizeStyle::Listed,
+            Family::Seedream | Family::GeminiImage | Family::Imagen | Family::Flux => SizeStyle::Tiers,
         }
     }
 
@@ -41,6 +75,9 @@ impl Family {
         match self {
             Family::Seedream => "bytedance",
             Family::GptImage => "openai",
+            Family::GeminiImage | Family::Imagen => "google",
+            Family::Flux => "black-forest-labs",
+            Family::Diffusion => "open",
         }
     }
 
@@ -49,6 +86,7 @@ impl Family {
         match self {
             Family::Seedream => &[Capability::WebSearch, Capability::Sequential],
             Family::GptImage => &[Capability::Mask, Capability::TransparentBackground],
+            Family::GeminiImage | Family::Imagen | Family::Flux | Family::Diffusion => &[],
         }
     }
 
@@ -57,11 +95,12 @@ impl Family {
         self == Family::GptImage
     }
 
-    /// The formats a model of the family may offer (GPT image models render WebP; Seedream none).
+    /// The formats a model of the family may offer (Easel converts to those the upstream does
+    /// not render; Seedream offers no WebP).
     pub fn formats(self) -> &'static [OutputFormat] {
         match self {
             Family::Seedream => &[OutputFormat::Jpeg, OutputFormat::Png],
-            Family::GptImage => &[OutputFormat::Png, OutputFormat::Jpeg, OutputFormat::Webp],
+            _ => &[OutputFormat::Png, OutputFormat::Jpeg, OutputFormat::Webp],
         }
     }
 
@@ -70,6 +109,10 @@ impl Family {
         match self {
             Family::Seedream => seedream::BOUNDS,
             Family::GptImage => gpt_image::BOUNDS,
+            Family::GeminiImage => gemini_image::BOUNDS,
+            Family::Imagen => imagen::BOUNDS,
+            Family::Flux => flux::BOUNDS,
+            Family::Diffusion => diffusion::BOUNDS,
         }
     }
 
@@ -78,6 +121,10 @@ impl Family {
         match self {
             Family::Seedream => &seedream::TIERS,
             Family::GptImage => &gpt_image::TIERS,
+            Family::GeminiImage => &gemini_image::TIERS,
+            Family::Imagen => &imagen::TIERS,
+            Family::Flux => &flux::TIERS,
+            Family::Diffusion => &diffusion::TIERS,
         }
     }
 
@@ -90,7 +137,10 @@ impl Family {
     pub fn tier_size(self, tier: &str, aspect_ratio: &str) -> Option<Size> {
         match self {
             Family::Seedream => seedream::tier_size(tier, aspect_ratio),
-            Family::GptImage => None,
+            Family::GeminiImage => gemini_image::tier_size(tier, aspect_ratio),
+            Family::Imagen => imagen::tier_size(tier, aspect_ratio),
+            Family::Flux => flux::tier_size(tier, aspect_ratio),
+            Family::GptImage | Family::Diffusion => None,
         }
     }
 
@@ -104,22 +154,24 @@ impl Family {
         match self {
             Family::Seedream => seedream::parse_apixo_input(model, input),
             Family::GptImage => gpt_image::parse_apixo_input(model, input),
+            Family::GeminiImage | Family::Imagen | Family::Flux => tiered::parse_apixo_input(model, input),
+            Family::Diffusion => diffusion::parse_apixo_input(model, input),
         }
     }
 
     /// The size a unified request (seed 003) asks for, from its `size` and `aspect_ratio`.
     pub fn unified_size(self, model: &Model, f: &Fields<'_>) -> Checked<Size> {
-        match self {
-            Family::Seedream => seedream::unified_size(model, f),
-            Family::GptImage => gpt_image::size(model, "size", f.str("size")?),
+        match self.size_style() {
+            SizeStyle::Tiers => tiered::unified_size(model, f),
+            SizeStyle::Listed => gpt_image::size(model, "size", f.str("size")?),
         }
     }
 
     /// The size an OpenAI-style request asks for with its `size` field.
     pub fn openai_size(self, model: &Model, raw: Option<&str>) -> Checked<Size> {
-        match self {
-            Family::Seedream => seedream::openai_size(model, raw),
-            Family::GptImage => gpt_image::size(model, "size", raw),
+        match self.size_style() {
+            SizeStyle::Tiers => tiered::openai_size(model, raw),
+            SizeStyle::Listed => gpt_image::size(model, "size", raw),
         }
     }
 }

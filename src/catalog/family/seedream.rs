@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use crate::catalog::fields::{Checked, Fields, ValidationError, invalid, prompt, url_list};
-use crate::catalog::size::{SEEDREAM_PRESETS, SizeBounds, four_k, parse_explicit};
+use crate::catalog::size::{SEEDREAM_PRESETS, SizeBounds, four_k};
 use crate::catalog::{Capability, Model, Size, TaskSpec};
 
 /// The widest sizes Seedream renders: 1280×720 to 4096×4096 pixels, ratios up to 16:1.
@@ -32,22 +32,6 @@ pub fn tier_size(tier: &str, aspect_ratio: &str) -> Option<Size> {
     }
 }
 
-/// `2K, 3K or WIDTHxHEIGHT such as 2048x2048`: what a size field of this model takes.
-fn size_forms(model: &Model) -> String {
-    format!("{} or WIDTHxHEIGHT such as 2048x2048", model.sizes.tiers.join(", "))
-}
-
-/// A tier name of the model, or an explicit size within its bounds.
-fn tier_or_explicit(model: &Model, name: &str, raw: &str, ratio: &str) -> Checked<Size> {
-    if let Some(tier) = model.sizes.tiers.iter().find(|t| t.as_str() == raw) {
-        return Ok(tier_size(tier, ratio).expect("catalog ratios and tiers have sizes"));
-    }
-    match &model.sizes.custom {
-        Some(bounds) => parse_explicit(name, raw, bounds, &size_forms(model)),
-        None => invalid(format!("{name} must be one of {}", model.sizes.tiers.join(", "))),
-    }
-}
-
 pub fn parse_apixo_input(model: &Model, input: &Value) -> Checked<TaskSpec> {
     let f = Fields::of("input", input)?;
     let mode = f.choice("mode", &["text-to-image", "image-to-image"], None)?;
@@ -63,7 +47,7 @@ pub fn parse_apixo_input(model: &Model, input: &Value) -> Checked<TaskSpec> {
     let aspect_ratio = f.choice("aspect_ratio", &ratios, Some(&model.sizes.default_aspect_ratio))?;
     let size = match f.str("size")? {
         // `size` wins over resolution and aspect ratio.
-        Some(raw) => tier_or_explicit(model, "input.size", raw.trim(), aspect_ratio)?,
+        Some(raw) => super::tiered::tier_or_explicit(model, "input.size", raw.trim(), aspect_ratio)?,
         None => tier_size(resolution, aspect_ratio).expect("catalog ratios and tiers have sizes"),
     };
     let series = if model.can(Capability::Sequential) { &["disabled", "auto"][..] } else { &["disabled"][..] };
@@ -92,31 +76,6 @@ pub fn parse_apixo_input(model: &Model, input: &Value) -> Checked<TaskSpec> {
         ));
     }
     Ok(TaskSpec { sequential, web_search, ..TaskSpec::new(model, prompt, images, size, output_format, references) })
-}
-
-/// Seed 003's `size` (a tier) and `aspect_ratio`. A model with one aspect ratio ignores the
-/// field, as seed 003 says of 5.0 Lite; others honour it.
-pub fn unified_size(model: &Model, f: &Fields<'_>) -> Checked<Size> {
-    let tiers = model.sizes.tier_names();
-    let tier = f.choice("size", &tiers, model.sizes.default_tier.as_deref())?;
-    let ratio = if model.sizes.aspect_ratios.len() > 1 {
-        f.choice("aspect_ratio", &model.sizes.ratio_names(), Some(&model.sizes.default_aspect_ratio))?
-    } else {
-        &model.sizes.default_aspect_ratio
-    };
-    Ok(tier_size(tier, ratio).expect("catalog ratios and tiers have sizes"))
-}
-
-/// OpenAI's `size`: `auto` (the default tier, square), a tier (square), or `W×H`.
-pub fn openai_size(model: &Model, raw: Option<&str>) -> Checked<Size> {
-    let square = "1:1";
-    match raw {
-        None | Some("auto") => {
-            let tier = model.sizes.default_tier.as_deref().unwrap_or("2K");
-            Ok(tier_size(tier, square).expect("catalog tiers have sizes"))
-        }
-        Some(raw) => tier_or_explicit(model, "size", raw, square),
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,28 @@
+//! PLACEHOLDER: being written.
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+
+use super::upstream::Upstream;
+use super::{GeneratedImage, Job, Provider, ProviderError};
+use crate::catalog::Family;
+use crate::config::ChannelConfig;
+
+pub const FAMILIES: &[Family] = &[Family::Flux, Family::Diffusion];
+
+pub struct ReplicateProvider {
+    #[allow(dead_code)]
+    upstream: Upstream,
+}
+
+impl ReplicateProvider {
+    pub fn from_channel(c: &ChannelConfig) -> anyhow::Result<Self> {
+        Ok(Self { upstream: Upstream::from_channel(c, None)? })
+    }
+}
+
+impl Provider for ReplicateProvider {
+    fn generate<'a>(&'a self, _job: Job<'a>) -> BoxFuture<'a, Result<Vec<GeneratedImage>, ProviderError>> {
+        async { Err(ProviderError::Permanent("not written yet".into())) }.boxed()
+    }
+}
