@@ -187,11 +187,18 @@ impl Application {
         Ok(())
     }
 
-    /// The task workers, the callback dispatcher and the retention sweeper.
+    /// The task workers, the callback dispatcher, the scheduled channel tests and the retention
+    /// sweeper.
     fn spawn_background(&self, shutdown: &CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
         vec![
             tokio::spawn(self.workers.clone().run(shutdown.clone())),
             tokio::spawn(self.dispatcher.clone().run(shutdown.clone())),
+            tokio::spawn(crate::routing::probe::schedule(
+                self.state.router.clone(),
+                self.state.catalog.clone(),
+                self.state.media.clone(),
+                shutdown.clone(),
+            )),
             tokio::spawn(crate::retention::run(
                 self.db.clone(),
                 self.state.tasks.clone(),

@@ -44,6 +44,8 @@ pub struct Channel {
     pub max_concurrency: Option<u32>,
     pub provider: Arc<dyn Provider>,
     pub health: Health,
+    /// How often the channel is tested on its own (`probe_interval_secs`), if it is.
+    pub probe_interval: Option<Duration>,
     /// Off: the channel takes no new task (see [`switches`]); on unless the operator said so.
     enabled: AtomicBool,
 }
@@ -144,7 +146,7 @@ pub struct Health {
     successes: AtomicU64,
     failures: AtomicU64,
     latencies_ms: Mutex<VecDeque<u64>>,
-    /// Set from an upstream's `Retry-After`.
+    /// Set from an upstream's `Retry-After`, or by a failed scheduled test.
     resting_until: Mutex<Option<Instant>>,
     pub latency: Histogram,
     /// The latest test the operator ran on the channel (this process's own, like the rest).
@@ -163,6 +165,16 @@ impl Health {
             latency: Histogram::default(),
             last_test: Mutex::new(None),
         }
+    }
+
+    /// Sends no task to the channel for `time` (a failed scheduled test).
+    pub fn rest(&self, time: Duration) {
+        *self.resting_until.lock().expect("rest lock") = Some(Instant::now() + time);
+    }
+
+    /// Ends a rest early (a scheduled test passed).
+    pub fn end_rest(&self) {
+        *self.resting_until.lock().expect("rest lock") = None;
     }
 
     /// How much longer the channel rests after a `Retry-After`, if it does.
@@ -382,6 +394,7 @@ impl Router {
                 max_concurrency: None,
                 provider: Arc::new(LocalProvider::new(default_local.clone())),
                 health: Health::new(breaker()),
+                probe_interval: None,
                 enabled: AtomicBool::new(true),
             };
             return Ok(Self { channels: vec![Arc::new(local)] });
@@ -410,6 +423,7 @@ impl Router {
                 max_concurrency: c.max_concurrency,
                 provider: provider_for(c)?,
                 health: Health::new(breaker()),
+                probe_interval: c.probe_interval_secs.filter(|s| *s > 0).map(Duration::from_secs),
                 enabled: AtomicBool::new(true),
             }));
         }

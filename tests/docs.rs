@@ -17,5 +17,13 @@ fn every_toml_block_in_the_readme_loads() {
         if block.lines().any(|l| l.trim() == "[[channels]]") {
             assert!(!config.channels.is_empty());
         }
+        // Its models are a valid catalog, and its channels map only models of it.
+        let catalog = easel::catalog::Catalog::new(&config.models)
+            .unwrap_or_else(|e| panic!("README toml block {i}'s models do not load: {e:#}\n{block}"));
+        for channel in &config.channels {
+            for public in channel.models.keys() {
+                assert!(catalog.get(public).is_some(), "block {i}: channel {} maps unknown model {public}", channel.id);
+            }
+        }
     }
 }

@@ -3,6 +3,7 @@
 //! counts towards its health as a real try does (a success closes a half-open breaker, a
 //! retryable failure counts towards opening it).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -15,6 +16,7 @@ use crate::catalog::Catalog;
 use crate::db::now_ms;
 use crate::media::Media;
 use crate::providers::{Checkpoint, GeneratedImage, Job, ProviderError};
+use tokio_util::sync::CancellationToken;
 
 /// The longest a test waits for its channel, whatever the task timeout.
 pub const MAX_TEST_TIME: Duration = Duration::from_secs(120);
@@ -129,4 +131,37 @@ impl Router {
         *channel.health.last_test.lock().expect("test lock") = Some(test.clone());
         Ok(test)
     }
+}
+
+/// Tests each channel that has a `probe_interval_secs` on that schedule, as the operator's
+/// test does (billing nobody). A failed test rests the channel, so that no task is sent to it,
+/// until a later test passes. Channels the operator switched off are not tested.
+pub async fn schedule(router: Arc<Router>, catalog: Arc<Catalog>, media: Media, shutdown: CancellationToken) {
+    let probed: Vec<_> =
+        router.channels.iter().filter_map(|c| c.probe_interval.map(|every| (c.id.clone(), every))).collect();
+    let probes = probed.into_iter().map(|(id, every)| {
+        let (router, catalog, media, shutdown) = (router.clone(), catalog.clone(), media.clone(), shutdown.clone());
+        async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(every) => {}
+                }
+                let Ok(channel) = router.channel(&id) else { return };
+                if !channel.is_enabled() {
+                    continue;
+                }
+                match router.test_channel(&id, &catalog, &media, every).await {
+                    Ok(test) if test.ok => channel.health.end_rest(),
+                    Ok(test) => {
+                        tracing::warn!(channel = %id, message = test.message.as_deref().unwrap_or_default(),
+                            "the scheduled test failed; resting the channel until one passes");
+                        channel.health.rest(every);
+                    }
+                    Err(e) => tracing::warn!(channel = %id, error = %e, "could not test the channel"),
+                }
+            }
+        }
+    });
+    futures::future::join_all(probes).await;
 }

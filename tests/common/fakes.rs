@@ -32,6 +32,10 @@ pub fn channel(id: &str, provider: ProviderKind, base_url: &str, models: &[(&str
 pub enum Wire {
     Ark,
     OpenAi,
+    /// Google's Gemini API: `generateContent` and `predict`, `x-goog-api-key`.
+    Gemini,
+    /// Black Forest Labs: `POST /v1/{model}` and `GET /v1/get_result?id=`, `x-key`.
+    Bfl,
 }
 
 #[derive(Debug, Clone)]
@@ -53,6 +57,7 @@ impl MultipartPart {
 pub struct Seen {
     pub method: String,
     pub path: String,
+    pub query: Option<String>,
     pub authorization: Option<String>,
     pub content_type: Option<String>,
     pub json: Option<Value>,
@@ -103,6 +108,11 @@ pub type Responder = dyn Fn(&Seen, usize, &Host) -> Reply + Send + Sync;
 pub struct Host<'a>(&'a Inner);
 
 impl Host<'_> {
+    /// `http://127.0.0.1:port`, for answers that carry the fake's own URLs.
+    pub fn origin(&self) -> &str {
+        &self.0.origin
+    }
+
     /// Hosts `bytes` at `/files/{name}` and returns its URL.
     pub fn host(&self, name: &str, bytes: Vec<u8>) -> String {
         self.0.files.lock().unwrap().insert(name.into(), bytes);
@@ -133,6 +143,7 @@ impl Fake {
         let base_url = match wire {
             Wire::Ark => format!("{origin}/api/v3"),
             Wire::OpenAi => format!("{origin}/v1"),
+            Wire::Gemini | Wire::Bfl => origin.clone(),
         };
         let inner = Arc::new(Inner {
             wire,
@@ -182,6 +193,7 @@ async fn handle(
     let mut seen = Seen {
         method: method.to_string(),
         path: uri.path().to_owned(),
+        query: uri.query().map(str::to_owned),
         authorization: header_str(header::AUTHORIZATION),
         content_type: header_str(header::CONTENT_TYPE),
         json: None,
@@ -200,15 +212,27 @@ async fn handle(
             Err(e) => seen.problems.push(format!("bad multipart: {e}")),
         }
     }
-    if seen.authorization.as_deref() != Some(&format!("Bearer {KEY}")) {
-        seen.problems.push(format!("Authorization is {:?}", seen.authorization));
+    // Each upstream's own key header; none of them takes another's.
+    let (key_header, expected) = match inner.wire {
+        Wire::Ark | Wire::OpenAi => (header::AUTHORIZATION, format!("Bearer {KEY}")),
+        Wire::Gemini => (header::HeaderName::from_static("x-goog-api-key"), KEY.to_owned()),
+        Wire::Bfl => (header::HeaderName::from_static("x-key"), KEY.to_owned()),
+    };
+    if header_str(key_header.clone()).as_deref() != Some(expected.as_str()) {
+        seen.problems.push(format!("{key_header} is {:?}", header_str(key_header.clone())));
     }
-    if seen.method != "POST" {
-        seen.problems.push(format!("method {}", seen.method));
+    if key_header != header::AUTHORIZATION && seen.authorization.is_some() {
+        seen.problems.push("an Authorization header was sent too".into());
+    }
+    let polling = inner.wire == Wire::Bfl && seen.path == "/v1/get_result";
+    if seen.method != if polling { "GET" } else { "POST" } {
+        seen.problems.push(format!("method {} on {}", seen.method, seen.path));
     }
     match inner.wire {
         Wire::Ark => check_ark(&mut seen),
         Wire::OpenAi => check_openai(&mut seen),
+        Wire::Gemini => check_gemini(&mut seen),
+        Wire::Bfl => check_bfl(&mut seen),
     }
     let index = {
         let mut all = inner.seen.lock().unwrap();
@@ -254,6 +278,132 @@ pub fn decode_data_uri(uri: &str) -> Result<(String, Vec<u8>), String> {
         return Err(format!("declared image/{fmt}, bytes are {}", sniffed.to_mime_type()));
     }
     Ok((fmt.to_owned(), bytes))
+}
+
+/// Google's REST reference for `generateContent` (image output) and Imagen's `predict`.
+fn check_gemini(seen: &mut Seen) {
+    let p = &mut seen.problems;
+    let Some(rest) = seen.path.strip_prefix("/v1beta/models/") else {
+        p.push(format!("path {}", seen.path));
+        return;
+    };
+    let Some(Value::Object(body)) = &seen.json else {
+        p.push("body is not a JSON object".into());
+        return;
+    };
+    let allowed = |known: &[&str], body: &serde_json::Map<String, Value>, p: &mut Vec<String>, at: &str| {
+        for k in body.keys().filter(|k| !known.contains(&k.as_str())) {
+            p.push(format!("Invalid JSON payload received. Unknown name \"{k}\" at '{at}'"));
+        }
+    };
+    match rest.rsplit_once(':') {
+        Some((_, "generateContent")) => {
+            allowed(&["contents", "generationConfig", "safetySettings", "systemInstruction"], body, p, "");
+            let parts = &body["contents"][0]["parts"];
+            let Some(parts) = parts.as_array().filter(|a| !a.is_empty()) else {
+                p.push("contents[0].parts must be a non-empty array".into());
+                return;
+            };
+            if !parts[0]["text"].is_string() {
+                p.push("the first part must be the prompt's text".into());
+            }
+            for (i, part) in parts.iter().enumerate().skip(1) {
+                let data = part["inlineData"]["data"].as_str().map(|d| BASE64.decode(d));
+                let mime = part["inlineData"]["mimeType"].as_str().unwrap_or_default();
+                match data {
+                    Some(Ok(bytes)) if image::guess_format(&bytes).is_ok_and(|f| f.to_mime_type() == mime) => {}
+                    _ => p.push(format!("parts[{i}] must be inlineData with a mimeType matching its base64 data")),
+                }
+            }
+            let config = &body["generationConfig"];
+            if config["responseModalities"] != json!(["IMAGE"]) && config["responseModalities"] != json!(["TEXT", "IMAGE"]) {
+                p.push(format!("responseModalities {}", config["responseModalities"]));
+            }
+            if config.get("candidateCount").is_some_and(|n| n != 1) {
+                p.push("Multiple candidates is not enabled for this model".into());
+            }
+            let image_config = &config["imageConfig"];
+            if let Some(obj) = image_config.as_object() {
+                allowed(&["aspectRatio", "imageSize"], obj, p, "generation_config.image_config");
+            }
+            const RATIOS: [&str; 10] = ["1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9"];
+            if !image_config["aspectRatio"].as_str().is_some_and(|r| RATIOS.contains(&r)) {
+                p.push(format!("aspectRatio {}", image_config["aspectRatio"]));
+            }
+            if image_config.get("imageSize").is_some_and(|s| !["1K", "2K", "4K"].contains(&s.as_str().unwrap_or(""))) {
+                p.push(format!("imageSize {}", image_config["imageSize"]));
+            }
+        }
+        Some((_, "predict")) => {
+            allowed(&["instances", "parameters"], body, p, "");
+            if !body["instances"][0]["prompt"].is_string() || body["instances"].as_array().is_none_or(|a| a.len() != 1) {
+                p.push("instances must be one {prompt}".into());
+            }
+            let params = &body["parameters"];
+            if let Some(obj) = params.as_object() {
+                let known = ["sampleCount", "aspectRatio", "sampleImageSize", "personGeneration", "includeRaiReason"];
+                allowed(&known, obj, p, "parameters");
+            }
+            if !params["sampleCount"].as_u64().is_some_and(|n| (1..=4).contains(&n)) {
+                p.push(format!("sampleCount {}", params["sampleCount"]));
+            }
+            if !params["aspectRatio"].as_str().is_some_and(|r| ["1:1", "3:4", "4:3", "9:16", "16:9"].contains(&r)) {
+                p.push(format!("aspectRatio {}", params["aspectRatio"]));
+            }
+            if params.get("sampleImageSize").is_some_and(|s| s != "1K" && s != "2K") {
+                p.push(format!("sampleImageSize {}", params["sampleImageSize"]));
+            }
+        }
+        _ => p.push(format!("unknown method in {}", seen.path)),
+    }
+}
+
+/// BFL's OpenAPI for the FLUX.1 Kontext and FLUX.2 endpoints, and `get_result`.
+fn check_bfl(seen: &mut Seen) {
+    let p = &mut seen.problems;
+    if seen.path == "/v1/get_result" {
+        if !seen.query.as_deref().is_some_and(|q| q.starts_with("id=") && q.len() > 3) {
+            p.push(format!("get_result needs ?id=, got {:?}", seen.query));
+        }
+        return;
+    }
+    let Some(model) = seen.path.strip_prefix("/v1/") else {
+        p.push(format!("path {}", seen.path));
+        return;
+    };
+    let Some(Value::Object(body)) = &seen.json else {
+        p.push("body is not a JSON object".into());
+        return;
+    };
+    let mut known = vec!["prompt", "seed", "output_format", "safety_tolerance", "webhook_url", "webhook_secret"];
+    let references = if model.starts_with("flux-kontext") { 4 } else { 8 };
+    known.extend(if model.starts_with("flux-kontext") { ["aspect_ratio", "prompt_upsampling"] } else { ["width", "height"] });
+    let images: Vec<String> =
+        (1..=references).map(|i| if i == 1 { "input_image".to_owned() } else { format!("input_image_{i}") }).collect();
+    for k in body.keys() {
+        if !known.contains(&k.as_str()) && !images.contains(k) {
+            p.push(format!("extra field {k} for {model}"));
+        }
+    }
+    if !body.get("prompt").is_some_and(Value::is_string) {
+        p.push("prompt must be a string".into());
+    }
+    if body.get("output_format").is_some_and(|f| f != "jpeg" && f != "png") {
+        p.push(format!("output_format {}", body["output_format"]));
+    }
+    for side in ["width", "height"] {
+        if let Some(v) = body.get(side)
+            && !v.as_u64().is_some_and(|n| n >= 64 && n % 16 == 0)
+        {
+            p.push(format!("{side} must be a multiple of 16, at least 64: {v}"));
+        }
+    }
+    for name in images.iter().filter(|n| body.contains_key(n.as_str())) {
+        match body[name].as_str().map(|b| BASE64.decode(b)) {
+            Some(Ok(bytes)) if image::guess_format(&bytes).is_ok() => {}
+            _ => p.push(format!("{name} must be an image in base64")),
+        }
+    }
 }
 
 fn check_ark(seen: &mut Seen) {
