@@ -57,11 +57,16 @@ pub fn tier_or_explicit(model: &Model, name: &str, raw: &str, ratio: &str) -> Ch
     match &model.sizes.custom {
         Some(bounds) => parse_explicit(name, raw, bounds, &forms),
         None => {
-            let listed = parse_wxh(name, raw, &forms).ok().filter(|s| table(model).any(|(.., t)| t == *s));
-            listed.ok_or_else(|| {
+            let asked = parse_wxh(name, raw, &forms).ok();
+            // `1536x1024` from an OpenAI client: the model's 3:2 size nearest in pixels.
+            let nearest = |asked: Size| {
+                let ratio = asked.aspect_ratio();
+                table(model).filter(|(_, r, _)| *r == ratio).min_by_key(|(.., s)| s.pixels().abs_diff(asked.pixels()))
+            };
+            asked.and_then(nearest).map(|(.., size)| size).ok_or_else(|| {
                 let sizes: Vec<String> = table(model).map(|(.., s)| s.to_string()).collect();
                 ValidationError(format!(
-                    "{name} must be one of {} or one of their sizes ({})",
+                    "{name} must be one of {} or a size at one of the model's aspect ratios ({})",
                     model.sizes.tiers.join(", "),
                     sizes.join(", ")
                 ))
@@ -118,6 +123,16 @@ pub fn parse_apixo_input(model: &Model, input: &Value) -> Checked<TaskSpec> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn explicit_sizes_map_to_the_nearest_size_at_their_ratio() {
+        let catalog = crate::catalog::Catalog::builtin();
+        let gemini = catalog.get("gemini-3-pro-image").unwrap();
+        assert_eq!(tier_or_explicit(gemini, "size", "1536x1024", "1:1"), Ok(scaled(1024, "3:2", 16).unwrap()));
+        assert_eq!(tier_or_explicit(gemini, "size", "3000x2000", "1:1"), Ok(scaled(2048, "3:2", 16).unwrap()));
+        assert_eq!(tier_or_explicit(gemini, "size", "4K", "16:9"), Ok(scaled(4096, "16:9", 16).unwrap()));
+        assert!(tier_or_explicit(gemini, "size", "1000x100", "1:1").is_err(), "10:1 is none of its ratios");
+    }
 
     #[test]
     fn scaled_sizes_keep_the_pixel_count_near_the_tier() {
