@@ -164,7 +164,10 @@ async fn the_model_enums_are_the_catalogs() {
         let values = doc["components"]["schemas"][schema]["enum"].as_array().unwrap_or_else(|| panic!("{schema}"));
         values.iter().map(|v| v.as_str().unwrap().to_owned()).collect()
     };
-    let catalog: BTreeSet<String> = app.state.catalog.models().iter().map(|m| m.id.to_owned()).collect();
+    // Every model by its id and by each of its aliases (`nano-banana`).
+    let named = |m: &easel::catalog::Model| std::iter::once(m.id.clone()).chain(m.aliases.clone()).collect::<Vec<_>>();
+    let catalog: BTreeSet<String> = app.state.catalog.models().iter().flat_map(named).collect();
+    assert!(catalog.contains("nano-banana"));
     assert_eq!(names("CatalogModel"), catalog);
     // generateTask takes exactly the models with an APIXO input.
     let apixo: BTreeSet<String> = app
@@ -173,7 +176,7 @@ async fn the_model_enums_are_the_catalogs() {
         .models()
         .iter()
         .filter(|m| !m.parse_apixo_input(&serde_json::json!({})).unwrap_err().0.contains("not generateTask"))
-        .map(|m| m.id.to_owned())
+        .flat_map(named)
         .collect();
     assert_eq!(names("ApixoModel"), apixo);
 }
