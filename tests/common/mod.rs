@@ -4,8 +4,10 @@
 
 pub mod apixo_fake;
 pub mod fakes;
+pub mod fal_fake;
 pub mod media;
 pub mod process;
+pub mod replicate_fake;
 pub mod sse;
 
 use std::net::SocketAddr;
