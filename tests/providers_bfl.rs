@@ -72,7 +72,11 @@ async fn flux_2_takes_width_and_height_and_is_priced_by_megapixels() {
     let app = spawn_app_with(|c| c.channels = vec![bfl_channel("bfl", &fake)]).await;
     let before = balance(&app).await;
     let (status, body) = app
-        .post_json("/v1/images/generations", &[], &json!({"model": "flux-2-pro", "prompt": "a fjord", "size": "1536x1024", "response_format": "url"}))
+        .post_json(
+            "/v1/images/generations",
+            &[],
+            &json!({"model": "flux-2-pro", "prompt": "a fjord", "size": "1536x1024", "response_format": "url"}),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     let url = body["data"][0]["url"].as_str().unwrap();
@@ -158,7 +162,10 @@ async fn no_credits_fail_over_but_invalid_input_does_not() {
     assert_eq!((submits(&broke).len(), submits(&good).len()), (1, 1));
 
     let strict = Fake::start(Wire::Bfl, |_, _, _| {
-        Reply::status(422, json!({"detail": [{"loc": ["body", "prompt"], "msg": "prompt too long", "type": "value_error"}]}))
+        Reply::status(
+            422,
+            json!({"detail": [{"loc": ["body", "prompt"], "msg": "prompt too long", "type": "value_error"}]}),
+        )
     })
     .await;
     let spare = bfl(Arc::new(AtomicBool::new(false)), End::Ready).await;

@@ -267,7 +267,8 @@ async fn the_new_models_are_listed_with_their_families_and_prices() {
     let (status, body) = app.get_json("/api/v1/models").await;
     assert_eq!(status, 200, "{body}");
     let models = body["data"].as_array().unwrap();
-    let model = |id: &str| models.iter().find(|m| m["id"] == id).unwrap_or_else(|| panic!("{id} listed: {body}")).clone();
+    let model =
+        |id: &str| models.iter().find(|m| m["id"] == id).unwrap_or_else(|| panic!("{id} listed: {body}")).clone();
     let gemini = model(GEMINI);
     assert_eq!((gemini["family"].as_str(), gemini["aliases"][0].as_str()), (Some("gemini-image"), Some("nano-banana")));
     assert_eq!(gemini["prices"]["usd"], 0.039, "{gemini}");

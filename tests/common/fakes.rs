@@ -316,7 +316,9 @@ fn check_gemini(seen: &mut Seen) {
                 }
             }
             let config = &body["generationConfig"];
-            if config["responseModalities"] != json!(["IMAGE"]) && config["responseModalities"] != json!(["TEXT", "IMAGE"]) {
+            if config["responseModalities"] != json!(["IMAGE"])
+                && config["responseModalities"] != json!(["TEXT", "IMAGE"])
+            {
                 p.push(format!("responseModalities {}", config["responseModalities"]));
             }
             if config.get("candidateCount").is_some_and(|n| n != 1) {
@@ -336,7 +338,8 @@ fn check_gemini(seen: &mut Seen) {
         }
         Some((_, "predict")) => {
             allowed(&["instances", "parameters"], body, p, "");
-            if !body["instances"][0]["prompt"].is_string() || body["instances"].as_array().is_none_or(|a| a.len() != 1) {
+            if !body["instances"][0]["prompt"].is_string() || body["instances"].as_array().is_none_or(|a| a.len() != 1)
+            {
                 p.push("instances must be one {prompt}".into());
             }
             let params = &body["parameters"];
@@ -377,7 +380,11 @@ fn check_bfl(seen: &mut Seen) {
     };
     let mut known = vec!["prompt", "seed", "output_format", "safety_tolerance", "webhook_url", "webhook_secret"];
     let references = if model.starts_with("flux-kontext") { 4 } else { 8 };
-    known.extend(if model.starts_with("flux-kontext") { ["aspect_ratio", "prompt_upsampling"] } else { ["width", "height"] });
+    known.extend(if model.starts_with("flux-kontext") {
+        ["aspect_ratio", "prompt_upsampling"]
+    } else {
+        ["width", "height"]
+    });
     let images: Vec<String> =
         (1..=references).map(|i| if i == 1 { "input_image".to_owned() } else { format!("input_image_{i}") }).collect();
     for k in body.keys() {
