@@ -14,7 +14,7 @@ use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
 use super::polling::{self, PollError, Status};
-use super::upstream::{Upstream, clip, status_error, transport_error};
+use super::upstream::{Upstream, clip, is_http, json_of, send, status_error};
 use super::{GeneratedImage, Job, Provider, ProviderError};
 use crate::catalog::family::tiered;
 use crate::catalog::{Family, OutputFormat};
@@ -66,7 +66,7 @@ impl BflProvider {
 
     /// What was recorded: the polling URL, or (from an older record) the bare task id.
     fn polling_url_of(&self, recorded: &str) -> String {
-        if recorded.starts_with("https://") || recorded.starts_with("http://") {
+        if is_http(recorded) {
             recorded.to_owned()
         } else {
             format!("{}?id={recorded}", self.upstream.url("v1/get_result"))
@@ -75,23 +75,16 @@ impl BflProvider {
 
     /// Submits the request; returns the URL to poll.
     async fn submit(&self, model: &str, body: &Value) -> Result<String, ProviderError> {
-        let response = self
+        let request = self
             .upstream
             .http
             .post(self.upstream.url(&format!("v1/{model}")))
             .header("x-key", self.upstream.api_key.expose())
-            .json(body)
-            .send()
-            .await
-            .map_err(transport_error)?;
-        let (status, headers) = (response.status(), response.headers().clone());
-        let text = response.text().await.map_err(transport_error)?;
-        if !status.is_success() {
-            return Err(map_error(status, &headers, &text));
-        }
-        let answer: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            .json(body);
+        let text = send(request, map_error).await?;
+        let answer = json_of(&text);
         match (answer["polling_url"].as_str(), answer["id"].as_str()) {
-            (Some(url), _) if url.starts_with("https://") || url.starts_with("http://") => Ok(url.to_owned()),
+            (Some(url), _) if is_http(url) => Ok(url.to_owned()),
             (_, Some(id)) if !id.is_empty() => Ok(self.polling_url_of(id)),
             // Something may have been accepted: no other channel is tried.
             _ => Err(ProviderError::Permanent(format!("BFL accepted the task without a polling_url: {}", clip(&text)))),
@@ -99,14 +92,8 @@ impl BflProvider {
     }
 
     async fn poll(&self, polling_url: &str) -> Result<Status<String>, PollError> {
-        let response =
-            self.upstream.http.get(polling_url).header("x-key", self.upstream.api_key.expose()).send().await?;
-        let (status, headers) = (response.status(), response.headers().clone());
-        let text = response.text().await?;
-        if !status.is_success() {
-            return Err(map_error(status, &headers, &text).into());
-        }
-        let answer: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let request = self.upstream.http.get(polling_url).header("x-key", self.upstream.api_key.expose());
+        let answer = json_of(&send(request, map_error).await?);
         read_result(&answer).map_err(PollError::Fatal)
     }
 }

@@ -14,7 +14,7 @@ use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
 use super::polling::{self, PollError, Status};
-use super::upstream::{Upstream, clip, data_uri, status_error, transport_error};
+use super::upstream::{Upstream, cancel_call, clip, data_uri, is_http, json_of, send, status_error};
 use super::{GeneratedImage, Job, Provider, ProviderError};
 use crate::catalog::{Family, OutputFormat};
 use crate::config::{ChannelConfig, PollOptions};
@@ -75,21 +75,10 @@ impl FalProvider {
     }
 
     async fn submit(&self, model_path: &str, body: &Value) -> Result<Request, ProviderError> {
-        let response = self
-            .upstream
-            .http
-            .post(self.upstream.url(model_path))
-            .header("authorization", self.key())
-            .json(body)
-            .send()
-            .await
-            .map_err(transport_error)?;
-        let (status, headers) = (response.status(), response.headers().clone());
-        let text = response.text().await.map_err(transport_error)?;
-        if !status.is_success() {
-            return Err(map_error(status, &headers, &text));
-        }
-        let answer: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let request =
+            self.upstream.http.post(self.upstream.url(model_path)).header("authorization", self.key()).json(body);
+        let text = send(request, map_error).await?;
+        let answer = json_of(&text);
         let status_url = match (answer["status_url"].as_str(), answer["request_id"].as_str()) {
             (Some(url), _) if is_http(url) => url.to_owned(),
             (_, Some(id)) if !id.is_empty() => {
@@ -113,13 +102,9 @@ impl FalProvider {
     /// One status poll; once `COMPLETED`, the result's image URLs (a failed result fetch polls
     /// again rather than giving up).
     async fn poll(&self, request: &Request) -> Result<Status<Vec<String>>, PollError> {
-        let response = self.upstream.http.get(&request.status_url).header("authorization", self.key()).send().await?;
-        let (status, headers) = (response.status(), response.headers().clone());
-        let text = response.text().await?;
-        if !status.is_success() {
-            return Err(map_error(status, &headers, &text).into());
-        }
-        let answer: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let answer = json_of(
+            &send(self.upstream.http.get(&request.status_url).header("authorization", self.key()), map_error).await?,
+        );
         match read_status(&answer).map_err(PollError::Fatal)? {
             Status::Running(progress) => Ok(Status::Running(progress)),
             Status::Done(()) => self.result(request).await.map(Status::Done),
@@ -127,13 +112,9 @@ impl FalProvider {
     }
 
     async fn result(&self, request: &Request) -> Result<Vec<String>, PollError> {
-        let response = self.upstream.http.get(&request.response_url).header("authorization", self.key()).send().await?;
-        let (status, headers) = (response.status(), response.headers().clone());
-        let text = response.text().await?;
-        if !status.is_success() {
-            return Err(map_error(status, &headers, &text).into());
-        }
-        let answer: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let answer = json_of(
+            &send(self.upstream.http.get(&request.response_url).header("authorization", self.key()), map_error).await?,
+        );
         read_images(&answer).map_err(PollError::Fatal)
     }
 
@@ -143,15 +124,7 @@ impl FalProvider {
 
     async fn cancel_request(&self, status_url: &str) {
         let url = Request::cancel_url_of(status_url);
-        match self.upstream.http.put(&url).header("authorization", self.key()).send().await {
-            Ok(response) => {
-                let status = response.status();
-                let text = response.text().await.unwrap_or_default();
-                // ALREADY_COMPLETED and NOT_FOUND are answers too: nothing more to do either way.
-                tracing::info!(%status, answer = %clip(&text), "fal answered the cancel");
-            }
-            Err(e) => tracing::warn!(error = %transport_error(e), "cancelling the fal request failed"),
-        }
+        cancel_call(self.upstream.http.put(&url).header("authorization", self.key()), "fal").await;
     }
 }
 
@@ -163,10 +136,6 @@ impl Provider for FalProvider {
     fn cancel<'a>(&'a self, upstream_task_id: &'a str) -> BoxFuture<'a, ()> {
         self.cancel_request(upstream_task_id).boxed()
     }
-}
-
-fn is_http(url: &str) -> bool {
-    url.starts_with("https://") || url.starts_with("http://")
 }
 
 /// The app a model path names, without its subpath: `fal-ai/flux/dev` → `fal-ai/flux`.

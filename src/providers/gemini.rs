@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
-use super::upstream::{Upstream, clip, decoded_image, mime_of, retry_after, status_error, transport_error};
+use super::upstream::{Upstream, clip, decoded_image, mime_of, retry_after, send, status_error};
 use super::{GeneratedImage, Job, Provider, ProviderError};
 use crate::catalog::Family;
 use crate::catalog::family::tiered;
@@ -49,20 +49,13 @@ impl GeminiProvider {
     }
 
     async fn call(&self, model: &str, method: &str, body: &Value) -> Result<Value, ProviderError> {
-        let response = self
+        let request = self
             .upstream
             .http
             .post(self.upstream.url(&format!("v1beta/models/{model}:{method}")))
             .header("x-goog-api-key", self.upstream.api_key.expose())
-            .json(body)
-            .send()
-            .await
-            .map_err(transport_error)?;
-        let (status, headers) = (response.status(), response.headers().clone());
-        let text = response.text().await.map_err(transport_error)?;
-        if !status.is_success() {
-            return Err(map_error(status, &headers, &text));
-        }
+            .json(body);
+        let text = send(request, map_error).await?;
         serde_json::from_str(&text).map_err(|_| ProviderError::Permanent(format!("Gemini answered: {}", clip(&text))))
     }
 

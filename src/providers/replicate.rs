@@ -14,7 +14,7 @@ use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
 use super::polling::{self, PollError, Status};
-use super::upstream::{Upstream, clip, data_uri, status_error, transport_error};
+use super::upstream::{Upstream, cancel_call, clip, data_uri, json_of, send, status_error};
 use super::{GeneratedImage, Job, Provider, ProviderError};
 use crate::catalog::{Family, OutputFormat};
 use crate::config::{ChannelConfig, PollOptions};
@@ -78,13 +78,8 @@ impl ReplicateProvider {
         if self.wait_secs > 0 {
             request = request.header("prefer", format!("wait={}", self.wait_secs));
         }
-        let response = request.send().await.map_err(transport_error)?;
-        let (status, headers) = (response.status(), response.headers().clone());
-        let text = response.text().await.map_err(transport_error)?;
-        if !status.is_success() {
-            return Err(map_error(status, &headers, &text));
-        }
-        let prediction: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let text = send(request, map_error).await?;
+        let prediction = json_of(&text);
         match prediction["id"].as_str() {
             Some(id) if !id.is_empty() => Ok(prediction),
             // Something may have been accepted: no other channel is tried.
@@ -97,26 +92,14 @@ impl ReplicateProvider {
 
     async fn poll(&self, id: &str) -> Result<Status<Vec<String>>, PollError> {
         let url = self.upstream.url(&format!("predictions/{id}"));
-        let response = self.upstream.http.get(url).bearer_auth(self.upstream.api_key.expose()).send().await?;
-        let (status, headers) = (response.status(), response.headers().clone());
-        let text = response.text().await?;
-        if !status.is_success() {
-            return Err(map_error(status, &headers, &text).into());
-        }
-        let prediction: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let prediction =
+            json_of(&send(self.upstream.http.get(url).bearer_auth(self.upstream.api_key.expose()), map_error).await?);
         read_prediction(&prediction).map_err(PollError::Fatal)
     }
 
     async fn cancel_prediction(&self, id: &str) {
         let url = self.upstream.url(&format!("predictions/{id}/cancel"));
-        match self.upstream.http.post(url).bearer_auth(self.upstream.api_key.expose()).send().await {
-            Ok(response) => {
-                let status = response.status();
-                let text = response.text().await.unwrap_or_default();
-                tracing::info!(%status, answer = %clip(&text), "Replicate answered the cancel");
-            }
-            Err(e) => tracing::warn!(error = %transport_error(e), "cancelling the Replicate prediction failed"),
-        }
+        cancel_call(self.upstream.http.post(url).bearer_auth(self.upstream.api_key.expose()), "Replicate").await;
     }
 }
 

@@ -128,6 +128,43 @@ pub fn decoded_image(b64: &str, upstream: &str) -> Result<GeneratedImage, Provid
         .ok_or_else(|| ProviderError::Permanent(format!("{upstream} returned something that is not an image")))
 }
 
+/// How a provider reads an upstream's failed answer: its status, headers and body.
+pub type ErrorReader = fn(StatusCode, &HeaderMap, &str) -> ProviderError;
+
+/// Sends `request` and returns the body of a successful answer; a failed one is read by
+/// `read_error`, and a connection failure or timeout is retryable.
+pub async fn send(request: reqwest::RequestBuilder, read_error: ErrorReader) -> Result<String, ProviderError> {
+    let response = request.send().await.map_err(transport_error)?;
+    let (status, headers) = (response.status(), response.headers().clone());
+    let text = response.text().await.map_err(transport_error)?;
+    if !status.is_success() {
+        return Err(read_error(status, &headers, &text));
+    }
+    Ok(text)
+}
+
+/// A body as JSON; `null` when it is not JSON (the caller then finds none of its fields).
+pub fn json_of(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or(serde_json::Value::Null)
+}
+
+/// Whether an upstream's URL is one Easel may call back (an absolute http(s) URL).
+pub fn is_http(url: &str) -> bool {
+    url.starts_with("https://") || url.starts_with("http://")
+}
+
+/// Sends an upstream's cancel and logs its answer; whatever it says, the task stays cancelled.
+pub async fn cancel_call(request: reqwest::RequestBuilder, upstream: &str) {
+    match request.send().await {
+        Ok(response) => {
+            let status = response.status();
+            let text = response.text().await.unwrap_or_default();
+            tracing::info!(%status, answer = %clip(&text), "{upstream} answered the cancel");
+        }
+        Err(e) => tracing::warn!(error = %transport_error(e), "cancelling at {upstream} failed"),
+    }
+}
+
 /// Connection failures and timeouts are worth another try, here or elsewhere.
 pub fn transport_error(e: reqwest::Error) -> ProviderError {
     ProviderError::retryable(format!("the upstream request failed: {}", crate::transport::classify(&e)))
