@@ -17,22 +17,6 @@ fn body(max_images: u32) -> Value {
         "size": "1280x720"}})
 }
 
-async fn balance(app: &TestApp) -> (i64, i64) {
-    let account = app.state.accounts.find(&app.account_id).await.unwrap();
-    (account.balance.0, account.held.0)
-}
-
-async fn assert_hosted_results(app: &TestApp, data: &Value, count: usize) {
-    let urls = result_urls(data);
-    assert_eq!(urls.len(), count, "{data}");
-    for url in urls {
-        assert!(url.starts_with(&app.base), "results are re-hosted by Easel: {url}");
-        let (format, img) = download(&app.client, &url).await;
-        assert_eq!(format, image::ImageFormat::Jpeg, "converted to the requested jpeg");
-        assert_eq!((img.width(), img.height()), (1280, 720));
-    }
-}
-
 #[tokio::test]
 async fn a_task_finishes_after_several_polls() {
     let fake = apixo_fake::spawn("seedream-5-0-260128", 3).await;
@@ -42,7 +26,7 @@ async fn a_task_finishes_after_several_polls() {
 
     let task = app.submit_ok(MODEL, &body(2)).await;
     let data = app.wait_done(MODEL, &task).await;
-    assert_hosted_results(&app, &data, 2).await;
+    assert_hosted_results(&app, &data, 2, image::ImageFormat::Jpeg, (1280, 720)).await;
 
     fake.assert_clean();
     assert_eq!(fake.submits(), 1, "exactly one submit");
@@ -70,7 +54,7 @@ async fn a_restart_resumes_the_upstream_task_without_submitting_again() {
     fake.state.hold.store(false, Ordering::SeqCst);
 
     let data = app.wait_done(MODEL, &task).await;
-    assert_hosted_results(&app, &data, 1).await;
+    assert_hosted_results(&app, &data, 1, image::ImageFormat::Jpeg, (1280, 720)).await;
     fake.assert_clean();
     assert_eq!(fake.submits(), 1, "the restarted worker resumed instead of submitting again");
     assert!(fake.polls() > polls_before_release, "the restarted worker polled");
@@ -106,7 +90,7 @@ async fn a_refused_submit_fails_over_to_the_next_apixo_channel() {
 
     let task = app.submit_ok(MODEL, &body(1)).await;
     let data = app.wait_done(MODEL, &task).await;
-    assert_hosted_results(&app, &data, 1).await;
+    assert_hosted_results(&app, &data, 1, image::ImageFormat::Jpeg, (1280, 720)).await;
     busy.assert_clean();
     good.assert_clean();
     assert_eq!((busy.submits(), busy.polls()), (1, 0), "the refusing channel was tried first, once");
@@ -123,7 +107,7 @@ async fn insufficient_credits_fail_over_but_a_refused_key_does_not() {
     let app = spawn_app_with(|c| c.channels = channels).await;
     let task = app.submit_ok(MODEL, &body(1)).await;
     let data = app.wait_done(MODEL, &task).await;
-    assert_hosted_results(&app, &data, 1).await;
+    assert_hosted_results(&app, &data, 1, image::ImageFormat::Jpeg, (1280, 720)).await;
     assert_eq!((broke.submits(), good.submits()), (1, 1));
 
     let locked = apixo_fake::spawn(MODEL, 0).await;

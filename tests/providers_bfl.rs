@@ -58,10 +58,6 @@ fn bfl_channel(id: &str, fake: &Fake) -> ChannelConfig {
     }
 }
 
-async fn balance(app: &TestApp) -> i64 {
-    app.state.accounts.find(&app.account_id).await.unwrap().balance.0
-}
-
 fn submits(fake: &Fake) -> Vec<Seen> {
     fake.seen_ok().into_iter().filter(|s| s.method == "POST").collect()
 }
@@ -70,7 +66,7 @@ fn submits(fake: &Fake) -> Vec<Seen> {
 async fn flux_2_takes_width_and_height_and_is_priced_by_megapixels() {
     let fake = bfl(Arc::new(AtomicBool::new(false)), End::Ready).await;
     let app = spawn_app_with(|c| c.channels = vec![bfl_channel("bfl", &fake)]).await;
-    let before = balance(&app).await;
+    let before = balance(&app).await.0;
     let (status, body) = app
         .post_json(
             "/v1/images/generations",
@@ -92,7 +88,7 @@ async fn flux_2_takes_width_and_height_and_is_priced_by_megapixels() {
     assert_eq!((request["width"].clone(), request["height"].clone()), (json!(1536), json!(1024)));
     assert_eq!(request["output_format"], "jpeg");
     assert!(request.get("aspect_ratio").is_none());
-    assert_eq!(balance(&app).await, before - 75_000, "1.5 megapixels is the 4MP tier's $0.075");
+    assert_eq!(balance(&app).await.0, before - 75_000, "1.5 megapixels is the 4MP tier's $0.075");
     assert_ledger_invariant(&app.state, &app.account_id).await;
 }
 
@@ -140,12 +136,12 @@ async fn kontext_edits_a_reference_at_an_aspect_ratio_and_resumes_after_a_restar
 async fn moderated_content_fails_the_task_without_charge() {
     let fake = bfl(Arc::new(AtomicBool::new(false)), End::Moderated).await;
     let app = spawn_app_with(|c| c.channels = vec![bfl_channel("bfl", &fake)]).await;
-    let before = balance(&app).await;
+    let before = balance(&app).await.0;
     let task = app.submit_ok("flux-kontext-pro", &json!({"input": {"prompt": "something forbidden"}})).await;
     let data = app.wait_done("flux-kontext-pro", &task).await;
     assert_eq!((data["state"].as_str(), data["failCode"].as_str()), (Some("failed"), Some("CONTENT_VIOLATION")));
     assert_eq!(submits(&fake).len(), 1);
-    assert_eq!(balance(&app).await, before);
+    assert_eq!(balance(&app).await.0, before);
     assert_ledger_invariant(&app.state, &app.account_id).await;
 }
 
@@ -172,11 +168,11 @@ async fn no_credits_fail_over_but_invalid_input_does_not() {
     let mut first = bfl_channel("strict", &strict);
     first.priority = 10;
     let app = spawn_app_with(|c| c.channels = vec![first, bfl_channel("spare", &spare)]).await;
-    let before = balance(&app).await;
+    let before = balance(&app).await.0;
     let task = app.submit_ok("flux-kontext-pro", &json!({"input": {"prompt": "a lamp"}})).await;
     let data = app.wait_done("flux-kontext-pro", &task).await;
     assert_eq!(data["failCode"], "GENERATION_FAILED", "{data}");
     assert!(data["failMsg"].as_str().unwrap().contains("prompt too long"), "{data}");
     assert_eq!(spare.seen().len(), 0, "a validation error is not tried elsewhere");
-    assert_eq!(balance(&app).await, before);
+    assert_eq!(balance(&app).await.0, before);
 }

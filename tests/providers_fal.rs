@@ -29,22 +29,6 @@ async fn app_with(channels: Vec<ChannelConfig>) -> TestApp {
     .await
 }
 
-async fn balance(app: &TestApp) -> (i64, i64) {
-    let account = app.state.accounts.find(&app.account_id).await.unwrap();
-    (account.balance.0, account.held.0)
-}
-
-async fn assert_hosted_results(app: &TestApp, data: &Value, count: usize) {
-    let urls = result_urls(data);
-    assert_eq!(urls.len(), count, "{data}");
-    for url in urls {
-        assert!(url.starts_with(&app.base), "results are re-hosted by Easel: {url}");
-        let (format, img) = download(&app.client, &url).await;
-        assert_eq!(format, image::ImageFormat::Png);
-        assert_eq!((img.width(), img.height()), (1216, 832));
-    }
-}
-
 #[tokio::test]
 async fn a_task_goes_through_the_queue_and_is_charged_per_image() {
     let fake = fal_fake::spawn().await;
@@ -57,7 +41,7 @@ async fn a_task_goes_through_the_queue_and_is_charged_per_image() {
     request["input"]["image_urls"] = json!([format!("http://{refs}/red.png")]);
     let task = app.submit_ok(MODEL, &request).await;
     let data = app.wait_done(MODEL, &task).await;
-    assert_hosted_results(&app, &data, 2).await;
+    assert_hosted_results(&app, &data, 2, image::ImageFormat::Png, (1216, 832)).await;
 
     fake.assert_clean();
     assert_eq!(fake.submits(), 1, "exactly one submit");
@@ -82,7 +66,7 @@ async fn a_blanked_image_is_left_out_and_not_charged() {
 
     let task = app.submit_ok(MODEL, &body(2)).await;
     let data = app.wait_done(MODEL, &task).await;
-    assert_hosted_results(&app, &data, 1).await;
+    assert_hosted_results(&app, &data, 1, image::ImageFormat::Png, (1216, 832)).await;
     fake.assert_clean();
     assert_eq!(balance(&app).await, (before.0 - PRICE, 0), "one image delivered, one paid");
     assert_ledger_invariant(&app.state, &app.account_id).await;
@@ -108,7 +92,7 @@ async fn a_restart_resumes_the_fal_request_without_submitting_again() {
     fake.state.hold.store(false, Ordering::SeqCst);
 
     let data = app.wait_done(MODEL, &task).await;
-    assert_hosted_results(&app, &data, 1).await;
+    assert_hosted_results(&app, &data, 1, image::ImageFormat::Png, (1216, 832)).await;
     fake.assert_clean();
     assert_eq!(fake.submits(), 1, "the restarted worker resumed instead of submitting again");
     assert!(fake.polls() > polls_before_release, "the restarted worker polled");
@@ -169,7 +153,7 @@ async fn a_throttled_submit_fails_over_but_a_refused_key_is_final() {
     let app = app_with(vec![busy.channel("fal-busy", 10), good.channel("fal-good", 0)]).await;
     let task = app.submit_ok(MODEL, &body(1)).await;
     let data = app.wait_done(MODEL, &task).await;
-    assert_hosted_results(&app, &data, 1).await;
+    assert_hosted_results(&app, &data, 1, image::ImageFormat::Png, (1216, 832)).await;
     busy.assert_clean();
     good.assert_clean();
     assert_eq!((busy.submits(), busy.polls(), good.submits()), (1, 0, 1));

@@ -29,10 +29,6 @@ fn content_answer(w: u32, h: u32) -> Value {
     })
 }
 
-async fn balance(app: &TestApp) -> i64 {
-    app.state.accounts.find(&app.account_id).await.unwrap().balance.0
-}
-
 #[tokio::test]
 async fn gemini_sends_one_call_per_image_with_the_references_inline() {
     let fake = Fake::start(Wire::Gemini, |_, _, _| Reply::ok(content_answer(1344, 768))).await;
@@ -43,7 +39,7 @@ async fn gemini_sends_one_call_per_image_with_the_references_inline() {
     })
     .await;
     let refs = spawn_reference_server().await;
-    let before = balance(&app).await;
+    let before = balance(&app).await.0;
 
     // The alias names the model, as OpenAI-style clients say it.
     let body = json!({"input": {"prompt": "a banana on a desk", "aspect_ratio": "16:9", "num_images": 2,
@@ -70,7 +66,7 @@ async fn gemini_sends_one_call_per_image_with_the_references_inline() {
         let (format, img) = download(&app.client, &url).await;
         assert_eq!((format, img.width(), img.height()), (ImageFormat::Png, 1344, 768));
     }
-    assert_eq!(balance(&app).await, before - 2 * 39_000, "two images at $0.039");
+    assert_eq!(balance(&app).await.0, before - 2 * 39_000, "two images at $0.039");
     assert_ledger_invariant(&app.state, &app.account_id).await;
 }
 
@@ -89,7 +85,7 @@ async fn larger_sizes_are_named_and_a_blocked_prompt_is_a_content_violation() {
     .await;
     let channel = channel("google", ProviderKind::Gemini, &fake.base_url, &[]);
     let app = spawn_app_with(|c| c.channels = vec![channel]).await;
-    let before = balance(&app).await;
+    let before = balance(&app).await.0;
 
     let (status, body) = app
         .post_json(
@@ -110,7 +106,7 @@ async fn larger_sizes_are_named_and_a_blocked_prompt_is_a_content_violation() {
         let data = app.wait_done(GEMINI, &task).await;
         assert_eq!((data["state"].as_str(), data["failCode"].as_str()), (Some("failed"), Some("CONTENT_VIOLATION")));
     }
-    assert_eq!(balance(&app).await, before - 240_000, "refusals cost nothing");
+    assert_eq!(balance(&app).await.0, before - 240_000, "refusals cost nothing");
     assert_ledger_invariant(&app.state, &app.account_id).await;
 }
 
@@ -206,7 +202,7 @@ async fn the_channel_test_sends_the_cheapest_request_and_bills_nobody() {
         c.admin_token = Some(TOKEN.into());
     })
     .await;
-    let before = balance(&app).await;
+    let before = balance(&app).await.0;
     let res = app.client.post(app.url("/admin/v1/channels/google/test")).bearer_auth(TOKEN).send().await.unwrap();
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["data"]["ok"], true, "{body}");
@@ -215,7 +211,7 @@ async fn the_channel_test_sends_the_cheapest_request_and_bills_nobody() {
     assert_eq!(seen.len(), 1, "one image");
     let config = &seen[0].json.as_ref().unwrap()["generationConfig"]["imageConfig"];
     assert!(config.get("imageSize").is_none(), "the smallest size, 1K: {config}");
-    assert_eq!(balance(&app).await, before);
+    assert_eq!(balance(&app).await.0, before);
 }
 
 #[tokio::test]

@@ -31,22 +31,6 @@ fn adjust(c: &mut easel::Config, channels: Vec<ChannelConfig>) {
     c.channels = channels;
 }
 
-async fn balance(app: &TestApp) -> (i64, i64) {
-    let account = app.state.accounts.find(&app.account_id).await.unwrap();
-    (account.balance.0, account.held.0)
-}
-
-async fn assert_hosted_results(app: &TestApp, data: &Value, count: usize, size: (u32, u32)) {
-    let urls = result_urls(data);
-    assert_eq!(urls.len(), count, "{data}");
-    for url in urls {
-        assert!(url.starts_with(&app.base), "results are re-hosted by Easel: {url}");
-        let (format, img) = download(&app.client, &url).await;
-        assert_eq!(format, image::ImageFormat::WebP, "converted to the requested webp");
-        assert_eq!((img.width(), img.height()), size);
-    }
-}
-
 #[tokio::test]
 async fn a_prediction_is_polled_to_its_end_and_charged_per_image() {
     let fake = replicate_fake::spawn().await;
@@ -59,7 +43,7 @@ async fn a_prediction_is_polled_to_its_end_and_charged_per_image() {
     request["input"]["image_urls"] = json!([format!("http://{refs}/blue.jpg")]);
     let task = app.submit_ok(MODEL, &request).await;
     let data = app.wait_done(MODEL, &task).await;
-    assert_hosted_results(&app, &data, 2, (1344, 768)).await;
+    assert_hosted_results(&app, &data, 2, image::ImageFormat::WebP, (1344, 768)).await;
 
     fake.assert_clean();
     let creates = fake.creates();
@@ -122,7 +106,7 @@ async fn a_restart_resumes_the_prediction_without_creating_again() {
     fake.state.hold.store(false, Ordering::SeqCst);
 
     let data = app.wait_done(MODEL, &task).await;
-    assert_hosted_results(&app, &data, 1, (1344, 768)).await;
+    assert_hosted_results(&app, &data, 1, image::ImageFormat::WebP, (1344, 768)).await;
     fake.assert_clean();
     assert_eq!(fake.creates().len(), 1, "the restarted worker resumed instead of creating again");
     assert!(fake.polls() > polls_before_release, "the restarted worker polled");
@@ -187,7 +171,7 @@ async fn a_throttled_or_unpaid_create_fails_over_but_a_refused_token_is_final() 
         let app = app_with(vec![busy.channel("rep-busy", 10, 0), good.channel("rep-good", 0, 0)]).await;
         let task = app.submit_ok(MODEL, &body(1)).await;
         let data = app.wait_done(MODEL, &task).await;
-        assert_hosted_results(&app, &data, 1, (1344, 768)).await;
+        assert_hosted_results(&app, &data, 1, image::ImageFormat::WebP, (1344, 768)).await;
         busy.assert_clean();
         good.assert_clean();
         assert_eq!((busy.creates().len(), busy.polls(), good.creates().len()), (1, 0, 1));

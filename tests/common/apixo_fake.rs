@@ -94,10 +94,8 @@ pub async fn spawn(model: &str, processing_polls: usize) -> FakeApixo {
         .route("/api/v1/statusTask/{model}", get(status))
         .route("/files/{task}/{file}", get(file))
         .with_state(state.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let addr = super::serve_on_loopback(app).await;
     *state.base.lock().unwrap() = format!("http://{addr}");
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     FakeApixo { base_url: format!("http://{addr}/api/v1"), state }
 }
 

@@ -121,10 +121,8 @@ pub async fn spawn() -> FakeFal {
     });
     // One handler for every path, so that a request off fal's layout is recorded, not a 404.
     let app = Router::new().fallback(dispatch).with_state(state.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let addr = super::serve_on_loopback(app).await;
     *state.base.lock().unwrap() = format!("http://{addr}");
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     FakeFal { base_url: format!("http://{addr}"), state }
 }
 

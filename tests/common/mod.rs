@@ -306,6 +306,11 @@ pub async fn spawn_reference_server() -> SocketAddr {
         .route("/red.png", get(move || async move { ([(header::CONTENT_TYPE, "image/png")], red).into_response() }))
         .route("/blue.jpg", get(move || async move { ([(header::CONTENT_TYPE, "image/jpeg")], blue).into_response() }))
         .route("/page.png", get(|| async { ([(header::CONTENT_TYPE, "image/png")], "<html>not an image</html>") }));
+    serve_on_loopback(app).await
+}
+
+/// Serves `app` on a free loopback port (a fake upstream, a web server) for the test's life.
+pub async fn serve_on_loopback(app: Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -386,5 +391,30 @@ impl TestApp {
             (view["state"] == state).then_some(view)
         })
         .await
+    }
+}
+
+/// The account's balance and held amount, in micro-dollars.
+pub async fn balance(app: &TestApp) -> (i64, i64) {
+    let account = app.state.accounts.find(&app.account_id).await.unwrap();
+    (account.balance.0, account.held.0)
+}
+
+/// Asserts that `data` (a status answer) has `count` results, each re-hosted by Easel and an
+/// image in `format` of `size`.
+pub async fn assert_hosted_results(
+    app: &TestApp,
+    data: &Value,
+    count: usize,
+    format: image::ImageFormat,
+    size: (u32, u32),
+) {
+    let urls = result_urls(data);
+    assert_eq!(urls.len(), count, "{data}");
+    for url in urls {
+        assert!(url.starts_with(&app.base), "results are re-hosted by Easel: {url}");
+        let (got, img) = download(&app.client, &url).await;
+        assert_eq!(got, format, "{url}");
+        assert_eq!((img.width(), img.height()), size, "{url}");
     }
 }

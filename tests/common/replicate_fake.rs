@@ -138,10 +138,8 @@ pub async fn spawn() -> FakeReplicate {
     });
     // One handler for every path, so that a request off Replicate's layout is recorded.
     let app = Router::new().fallback(dispatch).with_state(state.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let addr = super::serve_on_loopback(app).await;
     *state.base.lock().unwrap() = format!("http://{addr}");
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     FakeReplicate { base_url: format!("http://{addr}/v1"), state }
 }
 
