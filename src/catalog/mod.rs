@@ -138,8 +138,19 @@ impl TaskSpec {
         output_format: OutputFormat,
         references: Vec<String>,
     ) -> Self {
+        Self::of(model.id.clone(), prompt, images, size, output_format, references)
+    }
+
+    fn of(
+        model: String,
+        prompt: String,
+        images: u32,
+        size: Size,
+        output_format: OutputFormat,
+        references: Vec<String>,
+    ) -> Self {
         TaskSpec {
-            model: model.id.clone(),
+            model,
             prompt,
             images,
             size,
@@ -161,22 +172,7 @@ impl TaskSpec {
 impl TaskSpec {
     /// One PNG image of `model` at `size`, every option at its default: for unit tests.
     pub fn example(model: &str, size: Size) -> Self {
-        TaskSpec {
-            model: model.into(),
-            prompt: "p".into(),
-            images: 1,
-            size,
-            output_format: OutputFormat::Png,
-            references: Vec::new(),
-            sequential: false,
-            web_search: false,
-            mask: None,
-            quality: None,
-            transparent_background: false,
-            partial_images: 0,
-            negative_prompt: None,
-            seed: None,
-        }
+        Self::of(model.into(), "p".into(), 1, size, OutputFormat::Png, Vec::new())
     }
 }
 
