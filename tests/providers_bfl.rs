@@ -176,3 +176,22 @@ async fn no_credits_fail_over_but_invalid_input_does_not() {
     assert_eq!(spare.seen().len(), 0, "a validation error is not tried elsewhere");
     assert_eq!(balance(&app).await.0, before);
 }
+
+#[tokio::test]
+async fn the_channel_test_polls_one_task_to_its_end_and_bills_nobody() {
+    let fake = bfl(Arc::new(AtomicBool::new(false)), End::Ready).await;
+    let app = spawn_app_with(|c| {
+        c.channels = vec![bfl_channel("bfl", &fake)];
+        c.admin_token = Some("bfl-ops".into());
+    })
+    .await;
+    let before = balance(&app).await.0;
+    let test = test_channel(&app, "bfl-ops", "bfl").await;
+    assert_eq!((test["ok"].as_bool(), test["model"].as_str()), (Some(true), Some("flux-2-pro")), "{test}");
+    let sent = submits(&fake);
+    assert_eq!(sent.len(), 1);
+    let request = sent[0].json.as_ref().unwrap();
+    assert_eq!((request["width"].clone(), request["height"].clone()), (json!(64), json!(64)), "FLUX.2's least size");
+    assert!(fake.seen_ok().iter().any(|s| s.path == "/v1/get_result"), "polled to the end");
+    assert_eq!(balance(&app).await.0, before);
+}

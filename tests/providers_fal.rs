@@ -174,3 +174,25 @@ async fn a_throttled_submit_fails_over_but_a_refused_key_is_final() {
     assert_eq!(balance(&app).await, before);
     assert_ledger_invariant(&app.state, &app.account_id).await;
 }
+
+#[tokio::test]
+async fn the_channel_test_runs_one_request_through_the_queue_and_bills_nobody() {
+    let fake = fal_fake::spawn().await;
+    let app = spawn_app_with(|c| {
+        c.models.insert(MODEL.into(), fal_fake::model_entry());
+        c.channels = vec![fake.channel("fal-a", 0)];
+        c.admin_token = Some("fal-ops".into());
+    })
+    .await;
+    let before = balance(&app).await;
+    let test = test_channel(&app, "fal-ops", "fal-a").await;
+    assert_eq!(
+        (test["ok"].as_bool(), test["model"].as_str(), test["images"].as_u64()),
+        (Some(true), Some(MODEL), Some(1))
+    );
+    fake.assert_clean();
+    assert_eq!(fake.submits(), 1);
+    let sent = fake.state.submits.lock().unwrap()[0].clone();
+    assert_eq!(sent["image_size"], json!({"width": 256, "height": 256}), "the model's smallest size");
+    assert_eq!(balance(&app).await, before, "a test bills nobody");
+}

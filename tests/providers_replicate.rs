@@ -195,3 +195,19 @@ async fn a_throttled_or_unpaid_create_fails_over_but_a_refused_token_is_final() 
     assert_eq!(balance(&app).await, before);
     assert_ledger_invariant(&app.state, &app.account_id).await;
 }
+
+#[tokio::test]
+async fn the_channel_test_runs_one_prediction_and_bills_nobody() {
+    let fake = replicate_fake::spawn().await;
+    let app = spawn_app_with(|c| {
+        adjust(c, vec![fake.channel("rep-a", 0, 0)]);
+        c.admin_token = Some("rep-ops".into());
+    })
+    .await;
+    let before = balance(&app).await;
+    let test = test_channel(&app, "rep-ops", "rep-a").await;
+    assert_eq!((test["ok"].as_bool(), test["images"].as_u64()), (Some(true), Some(1)), "{test}");
+    fake.assert_clean();
+    assert_eq!(fake.creates().len(), 1);
+    assert_eq!(balance(&app).await, before, "a test bills nobody");
+}

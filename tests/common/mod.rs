@@ -418,3 +418,13 @@ pub async fn assert_hosted_results(
         assert_eq!((img.width(), img.height()), size, "{url}");
     }
 }
+
+/// `POST /admin/v1/channels/{id}/test` with the admin `token`; the test's outcome (`data`).
+pub async fn test_channel(app: &TestApp, token: &str, channel: &str) -> Value {
+    let url = app.url(&format!("/admin/v1/channels/{channel}/test"));
+    let res = app.client.post(url).bearer_auth(token).send().await.unwrap();
+    let status = res.status().as_u16();
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    body["data"].clone()
+}
