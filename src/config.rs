@@ -339,6 +339,8 @@ pub enum ProviderKind {
     /// fal's queue.
     Fal,
     Replicate,
+    /// A self-hosted Automatic1111 or Forge server.
+    A1111,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

@@ -17,6 +17,7 @@ use serde::Serialize;
 use crate::catalog::{Catalog, Family, Model, Routing};
 use crate::config::{ChannelConfig, LocalOptions, ProviderKind, ServerConfig, Tier};
 use crate::providers::Provider;
+use crate::providers::a1111::{self, A1111Provider};
 use crate::providers::apixo::{self, ApixoProvider};
 use crate::providers::ark::{self, ArkProvider};
 use crate::providers::bfl::{self, BflProvider};
@@ -354,6 +355,7 @@ fn families_of(kind: ProviderKind) -> &'static [Family] {
         ProviderKind::Bfl => bfl::FAMILIES,
         ProviderKind::Fal => fal::FAMILIES,
         ProviderKind::Replicate => replicate::FAMILIES,
+        ProviderKind::A1111 => a1111::FAMILIES,
     }
 }
 
@@ -372,6 +374,7 @@ fn provider_for(c: &ChannelConfig) -> anyhow::Result<Arc<dyn Provider>> {
         ProviderKind::Bfl => Ok(Arc::new(BflProvider::from_channel(c)?)),
         ProviderKind::Fal => Ok(Arc::new(FalProvider::from_channel(c)?)),
         ProviderKind::Replicate => Ok(Arc::new(ReplicateProvider::from_channel(c)?)),
+        ProviderKind::A1111 => Ok(Arc::new(A1111Provider::from_channel(c)?)),
     }
 }
 

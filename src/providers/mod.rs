@@ -1,6 +1,7 @@
 //! Upstream providers behind one trait. A provider turns a canonical task into encoded images or
 //! a typed failure; fetching references, storing results and billing happen around it.
 
+pub mod a1111;
 pub mod apixo;
 pub mod ark;
 pub mod bfl;

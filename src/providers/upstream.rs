@@ -54,12 +54,20 @@ impl Upstream {
             .clone()
             .or_else(|| default_base.map(str::to_owned))
             .with_context(|| format!("channel {:?} needs a base_url", c.id))?;
-        let key = match (&c.api_key_env, &c.api_key) {
-            (Some(var), _) => std::env::var(var)
-                .with_context(|| format!("channel {:?}: the environment variable {var} is not set", c.id))?,
-            (None, Some(key)) => key.clone(),
-            (None, None) => anyhow::bail!("channel {:?} needs api_key_env", c.id),
-        };
+        let key = channel_key(c)?.with_context(|| format!("channel {:?} needs api_key_env", c.id))?;
+        Self::with_key(c, base_url, key)
+    }
+
+    /// A self-hosted backend's endpoint, whose key (basic auth, a proxy's token) is optional:
+    /// `None` when the channel names none.
+    pub fn self_hosted(c: &ChannelConfig) -> anyhow::Result<(Self, Option<Secret>)> {
+        let base_url = c.base_url.clone().with_context(|| format!("channel {:?} needs a base_url", c.id))?;
+        let key = channel_key(c)?;
+        let upstream = Self::with_key(c, base_url, key.clone().unwrap_or_default())?;
+        Ok((upstream, key.map(Secret::new)))
+    }
+
+    fn with_key(c: &ChannelConfig, base_url: String, key: String) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(c.timeout_secs.unwrap_or(300)))
@@ -126,6 +134,17 @@ pub fn decoded_image(b64: &str, upstream: &str) -> Result<GeneratedImage, Provid
         .map_err(|_| ProviderError::Permanent(format!("{upstream} returned invalid base64")))?;
     GeneratedImage::sniffed(bytes)
         .ok_or_else(|| ProviderError::Permanent(format!("{upstream} returned something that is not an image")))
+}
+
+/// The key a channel names: from the environment variable `api_key_env` (preferred), else
+/// `api_key`; `None` when it names neither.
+fn channel_key(c: &ChannelConfig) -> anyhow::Result<Option<String>> {
+    match (&c.api_key_env, &c.api_key) {
+        (Some(var), _) => std::env::var(var)
+            .map(Some)
+            .with_context(|| format!("channel {:?}: the environment variable {var} is not set", c.id)),
+        (None, key) => Ok(key.clone()),
+    }
 }
 
 /// How a provider reads an upstream's failed answer: its status, headers and body.
