@@ -264,6 +264,9 @@ pub struct ChannelConfig {
     /// `[channels.replicate]`: how long a create waits for the prediction (`Prefer: wait`).
     #[serde(default)]
     pub replicate: Option<ReplicateOptions>,
+    /// `[channels.comfyui]`: the workflow a `comfyui` channel runs and where each parameter goes.
+    #[serde(default)]
+    pub comfyui: Option<ComfyOptions>,
     /// Tests the channel on this schedule (`POST /admin/v1/channels/{id}/test` by itself); a
     /// failed test rests the channel until the next one passes. Off when absent.
     #[serde(default)]
@@ -290,6 +293,7 @@ impl ChannelConfig {
             polling: None,
             bfl: None,
             replicate: None,
+            comfyui: None,
             probe_interval_secs: None,
         }
     }
@@ -341,6 +345,8 @@ pub enum ProviderKind {
     Replicate,
     /// A self-hosted Automatic1111 or Forge server.
     A1111,
+    /// A self-hosted ComfyUI server running the channel's workflow.
+    Comfyui,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -393,6 +399,22 @@ impl Default for PollOptions {
     fn default() -> Self {
         Self { first_poll_ms: 1_000, poll_interval_ms: 1_500 }
     }
+}
+
+/// A ComfyUI channel's workflow (ComfyUI's API format) and the inputs Easel fills in, each
+/// `parameter = "node_id.input_name"`: `prompt`, `negative_prompt`, `width`, `height`,
+/// `batch_size`, `seed`, `image` (the first reference, uploaded to the server).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComfyOptions {
+    /// A relative path is relative to the configuration file.
+    pub workflow: PathBuf,
+    #[serde(default)]
+    pub inputs: BTreeMap<String, String>,
+    /// The header a proxy in front of ComfyUI takes the channel's key in; `Authorization`
+    /// (as `Bearer <key>`) when not set.
+    #[serde(default)]
+    pub auth_header: Option<String>,
 }
 
 /// Black Forest Labs' API hosts: `global` (`api.bfl.ai`, the default), `eu` or `us`; a
@@ -481,10 +503,18 @@ impl Config {
         if let Some(path) = &file {
             figment = figment.merge(Toml::file_exact(path));
         }
-        let config: Config = figment
+        let mut config: Config = figment
             .merge(Env::prefixed("EASEL_").split("__").ignore(&["config", "url", "api_key"]))
             .merge(Serialized::defaults(overrides))
             .extract()?;
+        // Files a channel names are relative to the configuration file, wherever Easel runs.
+        if let Some(dir) = file.as_deref().and_then(Path::parent) {
+            for comfy in config.channels.iter_mut().filter_map(|c| c.comfyui.as_mut()) {
+                if comfy.workflow.is_relative() {
+                    comfy.workflow = dir.join(&comfy.workflow);
+                }
+            }
+        }
         config.validate()?;
         match &file {
             Some(path) => {

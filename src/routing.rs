@@ -21,6 +21,7 @@ use crate::providers::a1111::{self, A1111Provider};
 use crate::providers::apixo::{self, ApixoProvider};
 use crate::providers::ark::{self, ArkProvider};
 use crate::providers::bfl::{self, BflProvider};
+use crate::providers::comfyui::{self, ComfyProvider};
 use crate::providers::fal::{self, FalProvider};
 use crate::providers::gemini::{self, GeminiProvider};
 use crate::providers::local::LocalProvider;
@@ -356,6 +357,7 @@ fn families_of(kind: ProviderKind) -> &'static [Family] {
         ProviderKind::Fal => fal::FAMILIES,
         ProviderKind::Replicate => replicate::FAMILIES,
         ProviderKind::A1111 => a1111::FAMILIES,
+        ProviderKind::Comfyui => comfyui::FAMILIES,
     }
 }
 
@@ -375,6 +377,7 @@ fn provider_for(c: &ChannelConfig) -> anyhow::Result<Arc<dyn Provider>> {
         ProviderKind::Fal => Ok(Arc::new(FalProvider::from_channel(c)?)),
         ProviderKind::Replicate => Ok(Arc::new(ReplicateProvider::from_channel(c)?)),
         ProviderKind::A1111 => Ok(Arc::new(A1111Provider::from_channel(c)?)),
+        ProviderKind::Comfyui => Ok(Arc::new(ComfyProvider::from_channel(c)?)),
     }
 }
 

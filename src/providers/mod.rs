@@ -5,6 +5,7 @@ pub mod a1111;
 pub mod apixo;
 pub mod ark;
 pub mod bfl;
+pub mod comfyui;
 pub mod fal;
 pub mod gemini;
 pub mod local;

@@ -83,7 +83,12 @@ impl Upstream {
 
     /// Downloads a result image the upstream hosts, up to [`MAX_RESULT_BYTES`].
     pub async fn download(&self, url: &str) -> Result<Vec<u8>, ProviderError> {
-        let response = self.http.get(url).send().await.map_err(transport_error)?;
+        self.fetch(self.http.get(url)).await
+    }
+
+    /// Downloads what `request` answers (with whatever auth it carries), up to [`MAX_RESULT_BYTES`].
+    pub async fn fetch(&self, request: reqwest::RequestBuilder) -> Result<Vec<u8>, ProviderError> {
+        let response = request.send().await.map_err(transport_error)?;
         if !response.status().is_success() {
             return Err(ProviderError::retryable(format!("downloading a result answered HTTP {}", response.status())));
         }
