@@ -99,7 +99,7 @@ async fn handle(
     match (method, path.as_str()) {
         (Method::POST, "/prompt") => {
             let Ok(request) = serde_json::from_slice::<Value>(&body) else { return refuse(&comfy, "not JSON".into()) };
-            if !request["client_id"].as_str().is_some_and(|c| !c.is_empty()) {
+            if request["client_id"].as_str().is_none_or(|c| c.is_empty()) {
                 return refuse(&comfy, "client_id must be a string".into());
             }
             let graph = request["prompt"].clone();
