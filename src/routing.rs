@@ -128,7 +128,7 @@ impl Slot {
     /// when to come back (`Retry-After`), no task is sent to the channel before then.
     pub fn failed(&self, retry_after: Option<Duration>) {
         if let Some(wait) = retry_after.filter(|w| !w.is_zero()) {
-            *self.channel.health.resting_until.lock().expect("rest lock") = Some(Instant::now() + wait.min(MAX_REST));
+            self.channel.health.rest(wait.min(MAX_REST));
         }
         self.channel.health.failures.fetch_add(1, Ordering::Relaxed);
         self.channel.health.latency.observe(self.started.elapsed());
@@ -169,7 +169,8 @@ impl Health {
         }
     }
 
-    /// Sends no task to the channel for `time` (a failed scheduled test).
+    /// Sends no task to the channel for `time` (an upstream's `Retry-After`, a failed
+    /// scheduled test).
     pub fn rest(&self, time: Duration) {
         *self.resting_until.lock().expect("rest lock") = Some(Instant::now() + time);
     }

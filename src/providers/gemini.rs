@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
-use super::upstream::{Upstream, clip, decoded_image, mime_of, retry_after, send, status_error};
+use super::upstream::{Upstream, clip, decoded_image, mime_of, seconds, send, status_error};
 use super::{GeneratedImage, Job, Provider, ProviderError};
 use crate::catalog::Family;
 use crate::catalog::family::tiered;
@@ -197,10 +197,7 @@ fn map_error(status: StatusCode, headers: &HeaderMap, text: &str) -> ProviderErr
 fn retry_delay(error: &Value) -> Option<std::time::Duration> {
     let details = error["details"].as_array()?;
     let info = details.iter().find(|d| d["@type"].as_str().is_some_and(|t| t.ends_with("google.rpc.RetryInfo")))?;
-    let secs: f64 = info["retryDelay"].as_str()?.strip_suffix('s')?.parse().ok()?;
-    let mut headers = HeaderMap::new();
-    headers.insert(reqwest::header::RETRY_AFTER, secs.to_string().parse().ok()?);
-    retry_after(&headers)
+    seconds(info["retryDelay"].as_str()?.strip_suffix('s')?)
 }
 
 #[cfg(test)]

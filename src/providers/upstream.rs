@@ -13,6 +13,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
 use super::{GeneratedImage, ProviderError, Reference};
+use crate::catalog::OutputFormat;
 use crate::config::ChannelConfig;
 
 /// An upstream API key: never printed, never logged.
@@ -117,6 +118,15 @@ pub fn clip(s: &str) -> String {
     }
 }
 
+/// The format to ask of an upstream that renders JPEG or PNG only (BFL, fal): the task's, or
+/// PNG for a WebP task (the worker converts it, losslessly from PNG).
+pub fn jpeg_or_png(format: OutputFormat) -> &'static str {
+    match format {
+        OutputFormat::Jpeg => "jpeg",
+        OutputFormat::Png | OutputFormat::Webp => "png",
+    }
+}
+
 /// The MIME type of a reference's format.
 pub fn mime_of(format: image::ImageFormat) -> &'static str {
     match format {
@@ -196,7 +206,11 @@ pub fn transport_error(e: reqwest::Error) -> ProviderError {
 
 /// The `Retry-After` an upstream sent, in seconds.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?;
+    seconds(headers.get(RETRY_AFTER)?.to_str().ok()?)
+}
+
+/// A wait an upstream wrote in seconds (`"2"`, `"1.5"`); `None` when it is no such number.
+pub fn seconds(value: &str) -> Option<Duration> {
     value.trim().parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0).map(Duration::from_secs_f64)
 }
 

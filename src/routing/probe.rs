@@ -137,9 +137,8 @@ impl Router {
 /// test does (billing nobody). A failed test rests the channel, so that no task is sent to it,
 /// until a later test passes. Channels the operator switched off are not tested.
 pub async fn schedule(router: Arc<Router>, catalog: Arc<Catalog>, media: Media, shutdown: CancellationToken) {
-    let probed: Vec<_> =
-        router.channels.iter().filter_map(|c| c.probe_interval.map(|every| (c.id.clone(), every))).collect();
-    let probes = probed.into_iter().map(|(id, every)| {
+    let probed: Vec<_> = router.channels.iter().filter_map(|c| Some((c.clone(), c.probe_interval?))).collect();
+    let probes = probed.into_iter().map(|(channel, every)| {
         let (router, catalog, media, shutdown) = (router.clone(), catalog.clone(), media.clone(), shutdown.clone());
         async move {
             loop {
@@ -147,11 +146,11 @@ pub async fn schedule(router: Arc<Router>, catalog: Arc<Catalog>, media: Media, 
                     _ = shutdown.cancelled() => return,
                     _ = tokio::time::sleep(every) => {}
                 }
-                let Ok(channel) = router.channel(&id) else { return };
                 if !channel.is_enabled() {
                     continue;
                 }
-                match router.test_channel(&id, &catalog, &media, every).await {
+                let id = &channel.id;
+                match router.test_channel(id, &catalog, &media, every).await {
                     Ok(test) if test.ok => channel.health.end_rest(),
                     Ok(test) => {
                         tracing::warn!(channel = %id, message = test.message.as_deref().unwrap_or_default(),
