@@ -14,10 +14,10 @@ use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
 use super::polling::{self, PollError, Status};
-use super::upstream::{Upstream, clip, is_http, json_of, send, status_error};
+use super::upstream::{Upstream, clip, is_http, jpeg_or_png, json_of, send, status_error};
 use super::{GeneratedImage, Job, Provider, ProviderError};
+use crate::catalog::Family;
 use crate::catalog::family::tiered;
-use crate::catalog::{Family, OutputFormat};
 use crate::config::{BflRegion, ChannelConfig, PollOptions};
 
 /// The families a `bfl` channel serves.
@@ -109,12 +109,7 @@ impl Provider for BflProvider {
 /// aspect ratio (Kontext).
 fn request_body(job: &Job<'_>) -> Value {
     let spec = job.spec;
-    let format = match spec.output_format {
-        OutputFormat::Jpeg => "jpeg",
-        // BFL renders JPEG or PNG; the worker converts PNG to WebP.
-        OutputFormat::Png | OutputFormat::Webp => "png",
-    };
-    let mut body = json!({"prompt": spec.prompt, "output_format": format});
+    let mut body = json!({"prompt": spec.prompt, "output_format": jpeg_or_png(spec.output_format)});
     if job.model.sizes.custom.is_some() {
         body["width"] = json!(spec.size.width);
         body["height"] = json!(spec.size.height);

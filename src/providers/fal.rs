@@ -14,9 +14,9 @@ use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
 use super::polling::{self, PollError, Status};
-use super::upstream::{Upstream, cancel_call, clip, data_uri, is_http, json_of, send, status_error};
+use super::upstream::{Upstream, cancel_call, clip, data_uri, is_http, jpeg_or_png, json_of, send, status_error};
 use super::{GeneratedImage, Job, Provider, ProviderError};
-use crate::catalog::{Family, OutputFormat};
+use crate::catalog::Family;
 use crate::config::{ChannelConfig, PollOptions};
 
 pub const FAMILIES: &[Family] = &[Family::Flux, Family::Diffusion];
@@ -148,16 +148,11 @@ fn app_id(model_path: &str) -> String {
 /// The model input: fal's image models share these field names (flux/dev, SDXL, …).
 fn request_body(job: &Job<'_>) -> Value {
     let spec = job.spec;
-    let format = match spec.output_format {
-        OutputFormat::Jpeg => "jpeg",
-        // fal renders JPEG or PNG; the worker converts PNG to WebP.
-        OutputFormat::Png | OutputFormat::Webp => "png",
-    };
     let mut body = json!({
         "prompt": spec.prompt,
         "image_size": {"width": spec.size.width, "height": spec.size.height},
         "num_images": spec.images,
-        "output_format": format,
+        "output_format": jpeg_or_png(spec.output_format),
         "enable_safety_checker": true,
     });
     if let Some(seed) = spec.seed {
