@@ -630,6 +630,17 @@ impl Storm {
         }
         let drain_time = drain_started.elapsed();
 
+        // Tasks whose request got no answer were never acknowledged, yet the nodes must finish
+        // them too: one may have been claimed again just before the storm ended. Await them in
+        // the database (bounded) while the nodes still run, so `stuck` below means stuck.
+        let db = Db::connect(&self.database_url).await.unwrap();
+        while drain_started.elapsed() < DRAIN
+            && read_tasks(&db, &account_id).await.iter().any(|t| !matches!(t.state.as_str(), "success" | "failed"))
+        {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        db.close().await;
+
         // Callbacks: every acknowledged task with a callback_url, once at least (bounded wait).
         let tally = std::mem::take(&mut *load.tally.lock().unwrap());
         let expected_calls: HashSet<String> =
