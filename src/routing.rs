@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde::Serialize;
+use tokio::sync::Notify;
 
 use crate::catalog::{Catalog, Family, Model, Routing};
 use crate::config::{ChannelConfig, LocalOptions, ProviderKind, ServerConfig, Tier};
@@ -50,6 +51,9 @@ pub struct Channel {
     pub probe_interval: Option<Duration>,
     /// Off: the channel takes no new task (see [`switches`]); on unless the operator said so.
     enabled: AtomicBool,
+    /// Told when a slot of a channel with `max_concurrency` frees (shared by the router's
+    /// channels): tasks held back for want of one may be claimed.
+    freed: Arc<Notify>,
 }
 
 impl Channel {
@@ -92,9 +96,15 @@ impl Channel {
         Some(Slot { channel: self.clone(), started: Instant::now() })
     }
 
+    /// Every slot of its `max_concurrency` is taken.
+    fn is_full(&self) -> bool {
+        self.max_concurrency.is_some_and(|max| self.health.in_flight.load(Ordering::SeqCst) >= max)
+    }
+
     /// A slot whatever the breaker, the concurrency limit or the switch say: for a test the
-    /// operator asked for, which counts as a try all the same.
-    fn force_slot(self: &Arc<Self>) -> Slot {
+    /// operator asked for, which counts as a try all the same, and for following a job the
+    /// upstream already runs (it holds the upstream's slot already).
+    pub fn force_slot(self: &Arc<Self>) -> Slot {
         self.health.in_flight.fetch_add(1, Ordering::SeqCst);
         Slot { channel: self.clone(), started: Instant::now() }
     }
@@ -139,6 +149,9 @@ impl Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         self.channel.health.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if self.channel.max_concurrency.is_some() {
+            self.channel.freed.notify_one();
+        }
     }
 }
 
@@ -326,7 +339,12 @@ pub struct ChannelStatus {
 
 pub struct Router {
     pub channels: Vec<Arc<Channel>>,
+    freed: Arc<Notify>,
 }
+
+/// Every channel that would take a task has all its slots taken.
+#[derive(Debug, PartialEq)]
+pub struct Busy;
 
 /// What the router's operations on one channel can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -390,6 +408,7 @@ impl Router {
         catalog: &Catalog,
     ) -> anyhow::Result<Self> {
         let breaker = || Breaker::new(server.breaker_failures, Duration::from_secs(server.breaker_cooldown_secs));
+        let freed = Arc::new(Notify::new());
         if channels.is_empty() {
             // A fresh install generates real images with no upstream account.
             let local = Channel {
@@ -403,8 +422,9 @@ impl Router {
                 health: Health::new(breaker()),
                 probe_interval: None,
                 enabled: AtomicBool::new(true),
+                freed: freed.clone(),
             };
-            return Ok(Self { channels: vec![Arc::new(local)] });
+            return Ok(Self { channels: vec![Arc::new(local)], freed });
         }
         let mut built = Vec::with_capacity(channels.len());
         for c in channels {
@@ -432,9 +452,10 @@ impl Router {
                 health: Health::new(breaker()),
                 probe_interval: c.probe_interval_secs.filter(|s| *s > 0).map(Duration::from_secs),
                 enabled: AtomicBool::new(true),
+                freed: freed.clone(),
             }));
         }
-        Ok(Self { channels: built })
+        Ok(Self { channels: built, freed })
     }
 
     /// The channels that may serve `model` under `routing`, in the order to try them:
@@ -463,26 +484,56 @@ impl Router {
         self.channels.iter().find(|c| c.id == id).ok_or_else(|| ChannelError::NotFound(id.to_owned()))
     }
 
-    /// The models and tiers whose every channel is switched off. Their tasks stay queued rather
-    /// than fail for want of a channel, until one is switched on again or they time out.
-    /// (A model and tier that no channel serves at all is not among them: its tasks fail.)
-    pub fn switched_off(&self) -> Vec<(String, Routing)> {
-        let mut off = Vec::new();
-        if self.channels.iter().all(|c| c.is_enabled()) {
-            return off;
-        }
-        for channel in self.channels.iter().filter(|c| !c.is_enabled()) {
+    /// The models and tiers whose every channel is switched off or has every slot of its
+    /// `max_concurrency` taken. Their tasks stay queued rather than fail for want of a channel,
+    /// until one is switched on or frees a slot, or they time out. (A model and tier that no
+    /// channel serves at all is not among them: its tasks fail.)
+    pub fn held_back(&self) -> Vec<(String, Routing)> {
+        let mut held = Vec::new();
+        for channel in self.channels.iter().filter(|c| !c.is_enabled() || c.is_full()) {
             for (model, _) in &channel.models {
                 for routing in [Routing::Auto, Routing::Value, Routing::Official] {
                     let mut serving = self.channels.iter().filter(|c| c.serves(model, routing)).peekable();
-                    let waits = serving.peek().is_some() && serving.all(|c| !c.is_enabled());
-                    if waits && !off.contains(&(model.clone(), routing)) {
-                        off.push((model.clone(), routing));
+                    let waits = serving.peek().is_some() && serving.all(|c| !c.is_enabled() || c.is_full());
+                    if waits && !held.contains(&(model.clone(), routing)) {
+                        held.push((model.clone(), routing));
                     }
                 }
             }
         }
-        off
+        held
+    }
+
+    /// A slot on the first channel, in routing order, that has one for a new task of `model`;
+    /// taken as the task is claimed, so that the next claim already sees it gone.
+    /// `Err(Busy)` when the channels that would take it are all full: the task should wait.
+    pub fn reserve(&self, model: &str, routing: Routing) -> Result<Option<Slot>, Busy> {
+        let candidates = self.candidates(model, routing, None);
+        if let Some(slot) = candidates.iter().find_map(|c| c.try_acquire()) {
+            return Ok(Some(slot));
+        }
+        // None free: waiting helps only if a channel is merely full (not broken or resting).
+        let full = candidates.iter().any(|c| c.is_full());
+        if full { Err(Busy) } else { Ok(None) }
+    }
+
+    /// Told whenever a slot of a channel with `max_concurrency` frees.
+    pub fn capacity_freed(&self) -> Arc<Notify> {
+        self.freed.clone()
+    }
+
+    /// The models whose tasks queue for the same channels as `model`'s under `routing`: a
+    /// pending task's place in the queue counts only the tasks ahead of it among these.
+    pub fn sharing(&self, model: &str, routing: Routing) -> Vec<String> {
+        let mut models = vec![model.to_owned()];
+        for channel in self.channels.iter().filter(|c| c.serves(model, routing)) {
+            for (other, _) in &channel.models {
+                if !models.contains(other) {
+                    models.push(other.clone());
+                }
+            }
+        }
+        models
     }
 
     pub fn status(&self) -> Vec<ChannelStatus> {
@@ -530,13 +581,13 @@ mod tests {
         let configs = [channel("a", Tier::Official), channel("b", Tier::Official)];
         let router =
             Router::from_config(&configs, &LocalOptions::default(), &ServerConfig::default(), &catalog).unwrap();
-        assert!(router.switched_off().is_empty());
+        assert!(router.held_back().is_empty());
         router.channel("a").unwrap().set_enabled(false);
-        assert!(router.switched_off().is_empty(), "b still serves it");
+        assert!(router.held_back().is_empty(), "b still serves it");
         assert_eq!(router.candidates("gpt-image-1", Routing::Auto, None).len(), 1);
         assert_eq!(router.candidates("gpt-image-1", Routing::Auto, Some("a")).len(), 2, "a resume goes back to a");
         router.channel("b").unwrap().set_enabled(false);
-        let off = router.switched_off();
+        let off = router.held_back();
         // No channel is of the value tier: those tasks fail as before rather than wait.
         let gpt = |routing| ("gpt-image-1".to_owned(), routing);
         assert_eq!(off, [gpt(Routing::Auto), gpt(Routing::Official)]);

@@ -37,6 +37,9 @@ struct Backend {
     fail: Mutex<Option<(u16, Value)>>,
     generations: Mutex<Vec<(String, Value)>>,
     interrupts: AtomicU32,
+    /// Generations running now, and the most that ever ran at once.
+    active: AtomicU32,
+    most_active: AtomicU32,
     violations: Mutex<Vec<String>>,
 }
 
@@ -97,9 +100,12 @@ async fn handle(
             if let Some((status, body)) = backend.fail.lock().unwrap().clone() {
                 return (StatusCode::from_u16(status).unwrap(), axum::Json(body)).into_response();
             }
+            let now = backend.active.fetch_add(1, Ordering::SeqCst) + 1;
+            backend.most_active.fetch_max(now, Ordering::SeqCst);
             while backend.hold.load(Ordering::SeqCst) {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
+            backend.active.fetch_sub(1, Ordering::SeqCst);
             let (w, h) = (request["width"].as_u64().unwrap() as u32, request["height"].as_u64().unwrap() as u32);
             let count = request["batch_size"].as_u64().unwrap();
             let mut images: Vec<String> =
@@ -313,4 +319,73 @@ async fn the_channel_test_generates_one_small_image() {
         (json!(256), json!(256), json!(1))
     );
     assert_eq!(balance(&app).await, before);
+}
+
+#[tokio::test]
+async fn a_busy_backend_queues_its_tasks_in_order_without_holding_up_other_models() {
+    let (base, backend) = spawn_backend().await;
+    backend.hold.store(true, Ordering::SeqCst);
+    let mut cpu = ChannelConfig::new("cpu", ProviderKind::Local, Tier::Official);
+    cpu.models = [("gpt-image-1".to_owned(), "gpt-image-1".to_owned())].into();
+    let app = spawn_app_with(|c| adjust(c, vec![a1111_channel("gpu-1", &base, 0), cpu])).await;
+    let before = balance(&app).await;
+    let prompt = |n: usize| {
+        let mut request = body(1);
+        request["input"]["prompt"] = json!(format!("lighthouse {n}"));
+        request
+    };
+
+    let switch = |on: bool| {
+        let request = app.client.put(app.url("/admin/v1/channels/cpu")).bearer_auth(TOKEN);
+        async move { assert_eq!(request.json(&json!({"enabled": on})).send().await.unwrap().status(), 200) }
+    };
+    // A task of another model, waiting ahead of them all for its own channel.
+    switch(false).await;
+    let other = app.submit_ok("gpt-image-1", &gpt_t2i(1)).await;
+    let running = app.submit_ok(MODEL, &prompt(0)).await;
+    wait_until(Duration::from_secs(30), || async { (!backend.generations().is_empty()).then_some(()) }).await;
+    let waiting = [app.submit_ok(MODEL, &prompt(1)).await, app.submit_ok(MODEL, &prompt(2)).await];
+    for (place, task) in waiting.iter().enumerate() {
+        let view = app.task_view(task).await;
+        assert_eq!(view["state"], "pending", "max_concurrency 1 holds it back: {view}");
+        assert_eq!(view["progress"]["queuePosition"], place + 1, "its place in the GPU's queue alone: {view}");
+    }
+    // Nor does that task wait for the GPU once its own channel is back.
+    switch(true).await;
+    assert_eq!(app.wait_done("gpt-image-1", &other).await["state"], "success");
+    assert_eq!(app.task_view(&waiting[1]).await["state"], "pending");
+    assert_eq!(app.task_view(&running).await["state"], "processing");
+    assert_eq!(backend.generations().len(), 1, "the backend got one job at a time");
+
+    backend.hold.store(false, Ordering::SeqCst);
+    for task in std::iter::once(&running).chain(&waiting) {
+        let data = app.wait_done(MODEL, task).await;
+        assert_eq!(data["state"], "success", "{data}");
+    }
+    let prompts: Vec<Value> = backend.generations().iter().map(|(_, sent)| sent["prompt"].clone()).collect();
+    assert_eq!(prompts, ["lighthouse 0", "lighthouse 1", "lighthouse 2"], "in the order they came");
+    assert_eq!(backend.most_active.load(Ordering::SeqCst), 1);
+    backend.assert_clean();
+    assert_eq!(balance(&app).await.1, 0, "nothing left held");
+    assert!(balance(&app).await.0 < before.0 - 3 * PRICE, "three GPU images and one other charged");
+    assert_ledger_invariant(&app.state, &app.account_id).await;
+}
+
+#[tokio::test]
+async fn a_backend_that_is_down_fails_over_to_the_next() {
+    // A port nothing listens on: the connection is refused.
+    let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let (up, healthy) = spawn_backend().await;
+    let channels = vec![a1111_channel("gpu-1", &format!("http://{gone}"), 10), a1111_channel("gpu-2", &up, 0)];
+    let app = spawn_app_with(|c| adjust(c, channels)).await;
+    let task = app.submit_ok(MODEL, &body(1)).await;
+    let data = app.wait_done(MODEL, &task).await;
+    assert_eq!(data["state"], "success", "{data}");
+    assert_eq!(healthy.generations().len(), 1);
+    let view = app.task_view(&task).await;
+    let tried: Vec<&str> = view["channelAttempts"]
+        .as_array()
+        .map(|l| l.iter().filter_map(|a| a["channel"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(tried, ["gpu-1", "gpu-2"], "{view}");
 }

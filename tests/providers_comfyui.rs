@@ -1,7 +1,8 @@
 //! A self-hosted ComfyUI behind a `comfyui` channel, against a fake server that checks the
 //! routes ComfyUI's own frontend uses (`/prompt`, `/history/{id}`, `/queue`, `/interrupt`,
-//! `/upload/image`, `/view`): the workflow filled by the channel's mapping, a reference
-//! uploaded, node and execution errors, resume after a restart, and cancel of a queued or a
+//! `/upload/image`, `/view`) and its `/ws` socket: the workflow filled by the channel's
+//! mapping, a reference uploaded, progress and the end told on the socket (or found by polling
+//! without one), node and execution errors, resume after a restart, and cancel of a queued or a
 //! running prompt.
 
 mod common;
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -57,6 +59,12 @@ struct Comfy {
     uploads: Mutex<Vec<String>>,
     deletes: Mutex<Vec<String>>,
     interrupts: AtomicU32,
+    /// Refuse `/ws` (a proxy that passes no websockets).
+    no_socket: AtomicBool,
+    /// The client id of every socket opened.
+    sockets: Mutex<Vec<String>>,
+    /// prompt id -> the client id it was queued with
+    clients: Mutex<BTreeMap<String, String>>,
     violations: Mutex<Vec<String>>,
 }
 
@@ -73,7 +81,7 @@ impl Comfy {
 
 async fn spawn_comfy() -> (String, Arc<Comfy>) {
     let comfy = Arc::new(Comfy::default());
-    let app = Router::new().fallback(handle).with_state(comfy.clone());
+    let app = Router::new().route("/ws", axum::routing::get(open_socket)).fallback(handle).with_state(comfy.clone());
     let addr = serve_on_loopback(app).await;
     (format!("http://{addr}"), comfy)
 }
@@ -119,6 +127,7 @@ async fn handle(
             }
             let id = format!("p-{}", comfy.prompts.lock().unwrap().len());
             comfy.queue.lock().unwrap().insert(id.clone(), graph);
+            comfy.clients.lock().unwrap().insert(id.clone(), request["client_id"].as_str().unwrap().to_owned());
             let number = comfy.prompts.lock().unwrap().len();
             axum::Json(json!({"prompt_id": id, "number": number, "node_errors": {}})).into_response()
         }
@@ -195,6 +204,69 @@ async fn handle(
             ([(header::CONTENT_TYPE, "image/png")], encoded(w, h, [20, 160, 90], ImageFormat::Png)).into_response()
         }
         (method, path) => refuse(&comfy, format!("unexpected {method} {path}")),
+    }
+}
+
+/// The socket: refused without the proxy's key; then messages of its client's prompts as the
+/// real server sends them, with a status on opening and a binary preview frame while running.
+async fn open_socket(
+    State(comfy): State<Arc<Comfy>>,
+    Query(query): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    if auth != Some(format!("Bearer {PROXY_KEY}").as_str()) {
+        return (StatusCode::UNAUTHORIZED, "the proxy wants its key").into_response();
+    }
+    let Some(client) = query.get("clientId").cloned().filter(|_| !comfy.no_socket.load(Ordering::SeqCst)) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    comfy.sockets.lock().unwrap().push(client.clone());
+    upgrade.on_upgrade(move |socket| feed(comfy, client, socket))
+}
+
+async fn feed(comfy: Arc<Comfy>, client: String, mut socket: WebSocket) {
+    let status = json!({"type": "status", "data": {"status": {"exec_info": {"queue_remaining": 0}}, "sid": client}});
+    let mut told: BTreeMap<String, &str> = BTreeMap::new();
+    let mut messages = vec![Message::Text(status.to_string().into())];
+    loop {
+        for message in messages.drain(..) {
+            if socket.send(message).await.is_err() {
+                return;
+            }
+        }
+        let ids: Vec<String> = {
+            let clients = comfy.clients.lock().unwrap();
+            let queue = comfy.queue.lock().unwrap();
+            queue.keys().filter(|id| clients.get(*id) == Some(&client)).cloned().collect()
+        };
+        for id in ids {
+            let now = match (comfy.stall.load(Ordering::SeqCst), comfy.hold.load(Ordering::SeqCst)) {
+                (true, _) => continue,
+                (false, true) => "running",
+                (false, false) => "ended",
+            };
+            if told.get(&id) == Some(&now) {
+                continue;
+            }
+            told.insert(id.clone(), now);
+            if now == "running" {
+                messages.push(Message::Text(
+                    json!({"type": "progress", "data": {"value": 6, "max": 20, "prompt_id": id, "node": "3"}})
+                        .to_string()
+                        .into(),
+                ));
+                messages.push(Message::Binary(vec![0, 0, 0, 1, 0xff, 0xd8].into()));
+            } else if comfy.crash.load(Ordering::SeqCst) {
+                let error = json!({"type": "execution_error", "data": {"prompt_id": id, "node_id": "3"}});
+                messages.push(Message::Text(error.to_string().into()));
+            } else {
+                let end = json!({"type": "executing", "data": {"node": null, "display_node": null, "prompt_id": id}});
+                messages.push(Message::Text(end.to_string().into()));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -304,10 +376,10 @@ async fn a_restart_resumes_the_prompt_without_queueing_it_again() {
     let task = app.submit_ok(MODEL, &body(1, "1024x1024")).await;
     let view = wait_until(Duration::from_secs(30), || async {
         let view = app.task_view(&task).await;
-        (view["progress"]["percent"] == 50).then_some(view)
+        (view["progress"]["percent"] == 30).then_some(view)
     })
     .await;
-    assert_eq!(view["state"], "processing", "running, as /queue says");
+    assert_eq!(view["state"], "processing", "running, as the socket says");
     let app = app.restart(|c| adjust(c, channels.clone())).await;
     s.comfy.hold.store(false, Ordering::SeqCst);
     let data = app.wait_done(MODEL, &task).await;
@@ -393,4 +465,50 @@ async fn the_readme_example_fits_the_shipped_workflow() {
     config.channels = loaded.channels.clone();
     let app = easel::Application::build(config).await;
     assert!(app.is_ok(), "the mapping fits the workflow: {:#}", app.err().unwrap());
+}
+
+#[tokio::test]
+async fn the_socket_tells_the_progress_and_the_end() {
+    let s = setup().await;
+    s.comfy.hold.store(true, Ordering::SeqCst);
+    let mut channel = comfy_channel("gpu-1", &s.base, s.workflow.path());
+    // Polls far apart: only the socket's word of the end finishes the task within wait_done's bound.
+    channel.polling = Some(PollOptions { first_poll_ms: 20, poll_interval_ms: 120_000 });
+    let app = spawn_app_with(|c| adjust(c, vec![channel])).await;
+    let task = app.submit_ok(MODEL, &body(1, "1024x1024")).await;
+    let view = wait_until(Duration::from_secs(30), || async {
+        let view = app.task_view(&task).await;
+        (view["progress"]["percent"] == 30).then_some(view)
+    })
+    .await;
+    assert_eq!(view["state"], "processing", "step 6 of 20, as the socket says: {view}");
+    let prompt_client = s.comfy.clients.lock().unwrap().get("p-1").cloned();
+    assert_eq!(prompt_client.as_deref(), Some(task.as_str()), "the task id is the client id");
+    assert_eq!(*s.comfy.sockets.lock().unwrap(), [task.as_str()], "one socket, of the prompt's client id");
+
+    s.comfy.hold.store(false, Ordering::SeqCst);
+    let data = app.wait_done(MODEL, &task).await;
+    assert_eq!(data["state"], "success", "{data}");
+    assert_hosted_results(&app, &data, 1, ImageFormat::Png, (1024, 1024)).await;
+    s.comfy.assert_clean();
+}
+
+#[tokio::test]
+async fn without_a_socket_polling_follows_the_prompt() {
+    let s = setup().await;
+    s.comfy.hold.store(true, Ordering::SeqCst);
+    s.comfy.no_socket.store(true, Ordering::SeqCst);
+    let app = spawn_app_with(|c| adjust(c, vec![comfy_channel("gpu-1", &s.base, s.workflow.path())])).await;
+    let task = app.submit_ok(MODEL, &body(1, "1024x1024")).await;
+    let view = wait_until(Duration::from_secs(30), || async {
+        let view = app.task_view(&task).await;
+        (view["progress"]["percent"] == 50).then_some(view)
+    })
+    .await;
+    assert_eq!(view["state"], "processing", "running, as /queue says: {view}");
+    assert!(s.comfy.sockets.lock().unwrap().is_empty());
+    s.comfy.hold.store(false, Ordering::SeqCst);
+    let data = app.wait_done(MODEL, &task).await;
+    assert_eq!(data["state"], "success", "{data}");
+    s.comfy.assert_clean();
 }

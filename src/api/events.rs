@@ -190,7 +190,7 @@ async fn stream(state: &AppState, task: Task, after: i64, out: &mpsc::Sender<Eve
         if waiting {
             let now = state.tasks.get(&task.id).await?;
             if let Some(now) = now.filter(|t| t.state == crate::tasks::TaskState::Pending) {
-                let place = state.tasks.queue_position(&now).await?;
+                let place = state.queue_position(&now).await?;
                 if position != Some(place) {
                     position = Some(place);
                     if out.send(queue_event(&now, place)).await.is_err() {

@@ -211,6 +211,13 @@ impl AppState {
         }
     }
 
+    /// A pending task's place among the tasks waiting for the same channels (a GPU backend's
+    /// queue, when the task's model runs only there).
+    pub async fn queue_position(&self, task: &Task) -> Result<u32, ApiError> {
+        let sharing = self.router.sharing(&task.model, task.routing);
+        Ok(self.tasks.queue_position(task, &sharing).await?)
+    }
+
     /// Signed links to a finished task's images, valid for the retention period.
     pub fn result_urls(&self, task: &Task) -> Vec<String> {
         self.links.of(task)

@@ -66,7 +66,7 @@ pub struct Progress {
     pub images_requested: u32,
     /// Images stored so far.
     pub images_done: u32,
-    /// While it waits: 1 when it is the next to start.
+    /// While it waits: 1 when it is the next to start of the tasks waiting for its channels.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub queue_position: Option<u32>,
     /// While it runs: the provider's own progress, 0-100, where it reports one.
@@ -79,7 +79,7 @@ impl TaskView {
     pub async fn read(state: &AppState, task: &Task) -> Result<Self, ApiError> {
         let mut view = Self::of(state, task);
         if task.state == TaskState::Pending {
-            view.progress.queue_position = Some(state.tasks.queue_position(task).await?);
+            view.progress.queue_position = Some(state.queue_position(task).await?);
         }
         Ok(view)
     }

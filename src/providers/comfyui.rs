@@ -1,12 +1,17 @@
 //! A self-hosted ComfyUI server running the channel's workflow (docs/PROVIDERS.md §7). The
 //! workflow is ComfyUI's API-format graph; the channel's `inputs` say which node input takes the
 //! prompt, size, seed, batch size and reference. Easel uploads the reference
-//! (`POST /upload/image`), queues the graph (`POST /prompt` with its own `client_id`), records the
-//! prompt id on the task, and polls `GET /history/{prompt_id}` (with `GET /queue` for where the
-//! prompt stands) until the outputs are there, then fetches them through `GET /view`.
-//! A cancel deletes a queued prompt (`POST /queue`) or interrupts a running one (`POST /interrupt`).
+//! (`POST /upload/image`), opens the `/ws` socket of its own client id, queues the graph
+//! (`POST /prompt` with that `client_id`) and records the prompt id on the task. The socket's
+//! messages give the progress and the end ([`socket`]); `GET /history/{prompt_id}` (with
+//! `GET /queue` for where the prompt stands) is polled all the same, and has the outputs, which
+//! are fetched through `GET /view`. A cancel deletes a queued prompt (`POST /queue`) or
+//! interrupts a running one (`POST /interrupt`).
+
+mod socket;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -15,6 +20,7 @@ use futures::future::BoxFuture;
 use reqwest::RequestBuilder;
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
+use tokio::sync::Notify;
 
 use super::polling::{self, PollError, Status};
 use super::upstream::{Secret, Upstream, cancel_call, clip, json_of, mime_of, send, status_error};
@@ -105,7 +111,20 @@ impl ComfyProvider {
         }
     }
 
+    /// The socket of the task's client id, where the server tells it of its prompt.
+    async fn socket(&self, client_id: &str) -> Option<socket::Socket> {
+        let url = self.upstream.url(&format!("ws?clientId={client_id}"));
+        let url = url.strip_prefix("http").map(|rest| format!("ws{rest}"))?;
+        let header = self.auth.as_ref().map(|(name, key)| match name.eq_ignore_ascii_case("authorization") {
+            true => ("authorization", format!("Bearer {}", key.expose())),
+            false => (name.as_str(), key.expose().to_owned()),
+        });
+        socket::open(&url, header).await
+    }
+
     async fn run(&self, job: Job<'_>) -> Result<Vec<GeneratedImage>, ProviderError> {
+        // Opened first, so that no message of the prompt is missed; the task id is the client id.
+        let socket = self.socket(job.task_id).await;
         let prompt_id = match job.upstream_task_id {
             Some(id) => {
                 tracing::info!(upstream_task = id, "resuming the ComfyUI prompt");
@@ -119,7 +138,25 @@ impl ComfyProvider {
             }
         };
         let interval = Duration::from_millis(self.polling.poll_interval_ms.max(50));
-        let outputs = polling::wait(job.checkpoint, &prompt_id, interval, || self.poll(&prompt_id)).await?;
+        let (ended, reported) = (Notify::new(), AtomicU32::new(0));
+        // Nodes report their steps in turn (a sampler, then an upscaler's): progress only grows.
+        let progress = |percent: u32| {
+            if percent > reported.fetch_max(percent, Ordering::SeqCst) {
+                job.checkpoint.progress(percent);
+            }
+        };
+        let live = socket.is_some();
+        let follow = async {
+            match socket {
+                Some(socket) => socket.follow(&prompt_id, progress, &ended).await,
+                None => std::future::pending().await,
+            }
+        };
+        let poll = || self.poll(&prompt_id, live);
+        let outputs = tokio::select! {
+            outputs = polling::wait_woken(job.checkpoint, &prompt_id, interval, &ended, poll) => outputs?,
+            never = follow => match never {},
+        };
         let mut images = Vec::new();
         for output in outputs.iter().take(job.spec.images as usize) {
             let view = self.upstream.http.get(self.upstream.url("view")).query(&[
@@ -210,7 +247,8 @@ impl ComfyProvider {
             .ok_or_else(|| ProviderError::Permanent(format!("ComfyUI queued no prompt: {}", clip(&answer.to_string()))))
     }
 
-    async fn poll(&self, prompt_id: &str) -> Result<Status<Vec<Output>>, PollError> {
+    /// Where the prompt stands; `live` when the socket tells its progress (polling then does not).
+    async fn poll(&self, prompt_id: &str, live: bool) -> Result<Status<Vec<Output>>, PollError> {
         let request = self.upstream.http.get(self.upstream.url(&format!("history/{prompt_id}")));
         let history = json_of(&send(self.authorized(request), map_error).await?);
         if let Some(entry) = history.get(prompt_id) {
@@ -219,7 +257,7 @@ impl ComfyProvider {
         let queue =
             json_of(&send(self.authorized(self.upstream.http.get(self.upstream.url("queue"))), map_error).await?);
         match place_in(&queue, prompt_id) {
-            Some(Place::Running) => Ok(Status::Running(Some(50))),
+            Some(Place::Running) => Ok(Status::Running((!live).then_some(50))),
             // Queued behind others: 4 % when next, less the further back (as fal's queue reads).
             Some(Place::Pending(ahead)) => Ok(Status::Running(Some(4u32.saturating_sub(ahead as u32)))),
             None => Err(PollError::Fatal(ProviderError::Permanent(

@@ -8,6 +8,8 @@
 use std::future::Future;
 use std::time::Duration;
 
+use tokio::sync::Notify;
+
 use super::upstream::{Upstream, transport_error};
 use super::{Checkpoint, GeneratedImage, ProviderError};
 
@@ -79,6 +81,22 @@ pub async fn wait<T, F, Fut>(
     checkpoint: &dyn Checkpoint,
     upstream_id: &str,
     interval: Duration,
+    poll: F,
+) -> Result<T, ProviderError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Status<T>, PollError>>,
+{
+    wait_woken(checkpoint, upstream_id, interval, &Notify::new(), poll).await
+}
+
+/// [`wait`], polling at once whenever `woken` is told the job may have ended (an upstream's
+/// own live messages say so before a poll would).
+pub async fn wait_woken<T, F, Fut>(
+    checkpoint: &dyn Checkpoint,
+    upstream_id: &str,
+    interval: Duration,
+    woken: &Notify,
     mut poll: F,
 ) -> Result<T, ProviderError>
 where
@@ -109,7 +127,10 @@ where
                 retry_after.unwrap_or(backoff).min(MAX_BACKOFF)
             }
         };
-        tokio::time::sleep(pause).await;
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = woken.notified() => {}
+        }
     }
 }
 

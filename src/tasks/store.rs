@@ -504,17 +504,21 @@ impl TaskStore {
         rows.iter().map(task_from_row).collect()
     }
 
-    /// A pending task's place in the queue: 1 when it is the next to be claimed.
-    pub async fn queue_position(&self, task: &Task) -> Result<u32, StoreError> {
+    /// A pending task's place in the queue for its channels: 1 when it is the next of the
+    /// tasks for `sharing` (the models those channels serve, its own among them) to be claimed.
+    pub async fn queue_position(&self, task: &Task, sharing: &[String]) -> Result<u32, StoreError> {
         // Tasks created in the same millisecond are told apart by id (time-ordered too).
-        let ahead: i64 = sqlx::query_scalar(
+        let models: Vec<String> = (0..sharing.len()).map(|i| format!("${}", i + 3)).collect();
+        let sql = format!(
             "SELECT COUNT(*) FROM tasks WHERE state = 'pending' \
-             AND (created_at < $1 OR (created_at = $1 AND id < $2))",
-        )
-        .bind(task.created_at)
-        .bind(task.id.as_str())
-        .fetch_one(&self.db.read)
-        .await?;
+             AND (created_at < $1 OR (created_at = $1 AND id < $2)) AND model IN ({})",
+            models.join(", ")
+        );
+        let mut query = sqlx::query_scalar(&sql).bind(task.created_at).bind(task.id.as_str());
+        for model in sharing {
+            query = query.bind(model.as_str());
+        }
+        let ahead: i64 = query.fetch_one(&self.db.read).await?;
         Ok(u32::try_from(ahead).unwrap_or(u32::MAX).saturating_add(1))
     }
 
@@ -609,6 +613,20 @@ impl TaskStore {
         .execute(&self.db.write)
         .await?;
         self.bus.publish(&self.db.write, &[Signal::TaskQueued]).await?;
+        Ok(())
+    }
+
+    /// Puts a task just claimed back in its place in the queue, as if it had not been claimed:
+    /// its channels had no slot free. No wake-up is sent (a freed slot sends one).
+    pub async fn requeue(&self, id: &TaskId, token: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE tasks SET state = 'pending', lease_token = NULL, lease_until = NULL, attempts = attempts - 1 \
+             WHERE id = $1 AND lease_token = $2 AND state = 'processing'",
+        )
+        .bind(id.as_str())
+        .bind(token)
+        .execute(&self.db.write)
+        .await?;
         Ok(())
     }
 

@@ -24,8 +24,7 @@ use crate::egress::Egress;
 use crate::ids::TaskId;
 use crate::media::{self, Media};
 use crate::providers::{Checkpoint, GeneratedImage, Job, ProviderError, Reference};
-use crate::routing::MAX_CHANNELS_PER_TASK;
-use crate::routing::Router;
+use crate::routing::{Busy, MAX_CHANNELS_PER_TASK, Router, Slot};
 use crate::signals::{Bus, Change, TaskNews};
 use crate::storage::Storage;
 use crate::storage::UPLOAD_SCHEME;
@@ -64,6 +63,16 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 
 use super::store::{CANCELLED_AT_DEADLINE, CANCELLED_BY_OWNER};
 
+/// Passes each freed channel slot on as a wake-up of the claim loop, until `shutdown`.
+async fn forward(freed: Arc<tokio::sync::Notify>, wake: Arc<tokio::sync::Notify>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = freed.notified() => wake.notify_one(),
+        }
+    }
+}
+
 /// Stops a running task, once, saying why.
 #[derive(Clone, Default)]
 pub struct Stop {
@@ -98,22 +107,43 @@ impl WorkerPool {
     /// within the grace period or hands its lease back.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let lease_ms = self.lease.as_millis() as i64;
-        let (store, node, router) = (&self.store, self.node.as_str(), &self.router);
+        let (pool, store, node, router) = (&*self, &self.store, self.node.as_str(), &self.router);
         let claim = || async move {
             let token = lease_token(node);
-            let waiting = router.switched_off();
-            Ok::<_, StoreError>(store.claim(&token, lease_ms, &waiting).await?.map(|task| (task, token)))
+            let held_back = router.held_back();
+            let Some(task) = store.claim(&token, lease_ms, &held_back).await? else { return Ok(None) };
+            match pool.reserve(&task) {
+                Ok(slot) => Ok(Some((task, token, slot))),
+                Err(Busy) => {
+                    // Its channels filled between the look and the claim: back to its place.
+                    store.requeue(&task.id, &token).await?;
+                    Ok::<_, StoreError>(None)
+                }
+            }
         };
-        let work = |(task, token)| {
+        let work = |(task, token, slot)| {
             let (pool, shutdown) = (self.clone(), shutdown.clone());
             // Each task either finishes or hands its lease back before its slot frees.
-            async move { pool.process(task, token, shutdown).await }
+            async move { pool.process(task, token, slot, shutdown).await }
         };
         let idle = || async { IDLE_POLL };
         let cancels = tokio::spawn(self.clone().follow_cancels(shutdown.clone()));
         let wake = self.bus.tasks_queued();
+        let freed = tokio::spawn(forward(self.router.capacity_freed(), wake.clone(), shutdown.clone()));
         claim_loop::run("a task", self.workers, shutdown.clone(), wake, claim, work, idle).await;
-        let _ = cancels.await;
+        let _ = tokio::join!(cancels, freed);
+    }
+
+    /// A slot for a claimed task that will start a new job, taken before the next claim so
+    /// that a channel's `max_concurrency` holds the queue back at once. A task about to fail
+    /// (past its deadline, interrupted too often) or resuming an upstream job needs none.
+    fn reserve(&self, task: &Task) -> Result<Option<Slot>, Busy> {
+        let ends_at_once = task.deadline_at <= now_ms()
+            || (self.max_interruptions > 0 && task.interruptions >= self.max_interruptions);
+        if ends_at_once || task.upstream_task_id.is_some() {
+            return Ok(None);
+        }
+        self.router.reserve(&task.model, task.routing)
     }
 
     /// Stops the tasks this node runs when a cancel is asked for, on whatever node it was asked.
@@ -139,17 +169,17 @@ impl WorkerPool {
     }
 
     #[tracing::instrument(skip_all, fields(task = %task.id, model = %task.model, attempt = task.attempts))]
-    async fn process(&self, task: Task, token: String, shutdown: CancellationToken) {
+    async fn process(&self, task: Task, token: String, slot: Option<Slot>, shutdown: CancellationToken) {
         let stop = Stop::default();
         self.running.lock().expect("not poisoned").insert(task.id.clone(), stop.clone());
         if task.cancel_requested_at.is_some() {
             stop.stop(CANCELLED_BY_OWNER);
         }
-        self.run_to_end(&task, &token, &stop, shutdown).await;
+        self.run_to_end(&task, &token, slot, &stop, shutdown).await;
         self.running.lock().expect("not poisoned").remove(&task.id);
     }
 
-    async fn run_to_end(&self, task: &Task, token: &str, stop: &Stop, shutdown: CancellationToken) {
+    async fn run_to_end(&self, task: &Task, token: &str, slot: Option<Slot>, stop: &Stop, shutdown: CancellationToken) {
         let remaining = task.deadline_at - now_ms();
         let upstream_job = task.upstream_channel.clone().zip(task.upstream_task_id.clone());
         let stored = Mutex::new(Stored { upstream_job, ..Stored::default() });
@@ -163,7 +193,7 @@ impl WorkerPool {
                 tracing::error!(interruptions = task.interruptions, "processing was lost too often; failing the task");
                 return Outcome::Failed { code: FailCode::GenerationFailed, message: interrupted_message(task) };
             }
-            let work = AssertUnwindSafe(self.execute(task, token, &stored, &progress)).catch_unwind();
+            let work = AssertUnwindSafe(self.execute(task, token, slot, &stored, &progress)).catch_unwind();
             let work = async {
                 tokio::select! {
                     done = work => done,
@@ -287,6 +317,7 @@ impl WorkerPool {
         &self,
         task: &Task,
         token: &str,
+        slot: Option<Slot>,
         stored: &Mutex<Stored>,
         progress: &watch::Sender<Option<u32>>,
     ) -> Outcome {
@@ -306,7 +337,7 @@ impl WorkerPool {
             None => None,
         };
         let inputs = Inputs { references: &references, mask: mask.as_ref() };
-        let images = match self.generate(task, model, token, inputs, progress, stored).await {
+        let images = match self.generate(task, model, token, slot, inputs, progress, stored).await {
             Ok(images) => images,
             Err(outcome) => return outcome,
         };
@@ -366,12 +397,15 @@ impl WorkerPool {
     }
 
     /// Tries the task's channels in routing order, at most [`MAX_CHANNELS_PER_TASK`], moving on
-    /// only after a retryable failure. Every try is logged on the task.
+    /// only after a retryable failure: first the one `reserved` at the claim, or the one whose
+    /// upstream job it resumes. Every try is logged on the task.
+    #[allow(clippy::too_many_arguments)]
     async fn generate(
         &self,
         task: &Task,
         model: &Model,
         token: &str,
+        mut reserved: Option<Slot>,
         Inputs { references, mask }: Inputs<'_>,
         progress: &watch::Sender<Option<u32>>,
         stored: &Mutex<Stored>,
@@ -379,13 +413,22 @@ impl WorkerPool {
         let mut log = task.channel_log.clone();
         let mut last_error = None;
         let mut tried = 0;
-        for channel in self.router.candidates(&task.model, task.routing, task.upstream_channel.as_deref()) {
+        let first = reserved.as_ref().map(|s| s.channel.id.as_str()).or(task.upstream_channel.as_deref());
+        for channel in self.router.candidates(&task.model, task.routing, first) {
             if tried == MAX_CHANNELS_PER_TASK {
                 break;
             }
-            let Some(slot) = channel.try_acquire() else { continue };
-            tried += 1;
             let resume = task.upstream_channel.as_deref() == Some(channel.id.as_str());
+            let slot = match reserved.take_if(|s| s.channel.id == channel.id) {
+                Some(slot) => slot,
+                // The upstream runs the job already: following it takes no slot of its own.
+                None if resume && task.upstream_task_id.is_some() => channel.force_slot(),
+                None => match channel.try_acquire() {
+                    Some(slot) => slot,
+                    None => continue,
+                },
+            };
+            tried += 1;
             let started = Note {
                 kind: EventKind::Started,
                 data: json!({"channel": channel.id, "attempt": task.attempts}),
