@@ -86,6 +86,13 @@ async fn spawn_comfy() -> (String, Arc<Comfy>) {
     (format!("http://{addr}"), comfy)
 }
 
+/// What the proxy in front answers a request without its key.
+fn proxy_refusal(headers: &HeaderMap) -> Option<Response> {
+    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let refused = auth != Some(format!("Bearer {PROXY_KEY}").as_str());
+    refused.then(|| (StatusCode::UNAUTHORIZED, "the proxy wants its key").into_response())
+}
+
 fn refuse(comfy: &Comfy, what: String) -> Response {
     comfy.violations.lock().unwrap().push(what.clone());
     (StatusCode::BAD_REQUEST, axum::Json(json!({"error": {"type": "bad_request", "message": what}}))).into_response()
@@ -99,9 +106,8 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    if auth != Some(format!("Bearer {PROXY_KEY}").as_str()) {
-        return (StatusCode::UNAUTHORIZED, "the proxy wants its key").into_response();
+    if let Some(refusal) = proxy_refusal(&headers) {
+        return refusal;
     }
     let path = uri.path().to_owned();
     match (method, path.as_str()) {
@@ -215,9 +221,8 @@ async fn open_socket(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    if auth != Some(format!("Bearer {PROXY_KEY}").as_str()) {
-        return (StatusCode::UNAUTHORIZED, "the proxy wants its key").into_response();
+    if let Some(refusal) = proxy_refusal(&headers) {
+        return refusal;
     }
     let Some(client) = query.get("clientId").cloned().filter(|_| !comfy.no_socket.load(Ordering::SeqCst)) else {
         return StatusCode::NOT_FOUND.into_response();
