@@ -151,10 +151,17 @@ pub(super) struct Ending<'a> {
     pub delivered: u32,
     /// What they cost, each at its own price and at most its hold.
     pub charge: Micros,
+    /// The channels it was tried on (written with the end rather than a statement of its own),
+    /// and the last of them; `None` leaves what is stored.
+    pub channel_log: Option<String>,
+    pub served_by: Option<&'a str>,
 }
 
 impl<'a> Ending<'a> {
-    pub fn of(task: &Task, outcome: &'a Outcome) -> Result<Self, StoreError> {
+    pub fn of(task: &'a Task, outcome: &'a Outcome) -> Result<Self, StoreError> {
+        let tried = &task.channel_log;
+        let channel_log = (!tried.is_empty()).then(|| serde_json::to_string(tried)).transpose().map_err(corrupt)?;
+        let served_by = tried.last().map(|a| a.channel.as_str());
         let kept = |result_keys: &Vec<String>, images: &[ImageFacts]| -> Result<_, StoreError> {
             let delivered = result_keys.len().min(task.requested_images as usize);
             let keys = Some(serde_json::to_string(&result_keys[..delivered]).map_err(corrupt)?);
@@ -164,7 +171,16 @@ impl<'a> Ending<'a> {
         Ok(match outcome {
             Outcome::Success { result_keys, images } => {
                 let (result_keys, delivered, charge) = kept(result_keys, images)?;
-                Ending { state: TaskState::Success, result_keys, fail_code: None, fail_msg: None, delivered, charge }
+                Ending {
+                    state: TaskState::Success,
+                    result_keys,
+                    fail_code: None,
+                    fail_msg: None,
+                    delivered,
+                    charge,
+                    channel_log,
+                    served_by,
+                }
             }
             Outcome::Cancelled { result_keys, images, message } => {
                 let (result_keys, delivered, charge) = kept(result_keys, images)?;
@@ -175,6 +191,8 @@ impl<'a> Ending<'a> {
                     fail_msg: Some(message),
                     delivered,
                     charge,
+                    channel_log,
+                    served_by,
                 }
             }
             Outcome::Failed { code, message } => Ending {
@@ -184,6 +202,8 @@ impl<'a> Ending<'a> {
                 fail_msg: Some(message),
                 delivered: 0,
                 charge: Micros::ZERO,
+                channel_log,
+                served_by,
             },
         })
     }
@@ -850,7 +870,8 @@ pub(super) async fn end_in(
     };
     let sql = format!(
         "UPDATE tasks SET state = $1, result_keys = $2, fail_code = $3, fail_msg = $4, delivered_images = $5, \
-         completed_at = $6, lease_token = NULL, lease_until = NULL, finished_by = $9, charged_micros = $10 \
+         completed_at = $6, lease_token = NULL, lease_until = NULL, finished_by = $9, charged_micros = $10, \
+         channel_log = COALESCE($11, channel_log), served_by = COALESCE($12, served_by) \
          WHERE id = $7 AND {whose}"
     );
     let updated = sqlx::query(&sql)
@@ -864,6 +885,8 @@ pub(super) async fn end_in(
         .bind(token)
         .bind(token.and_then(node_of))
         .bind(ending.charge.0)
+        .bind(ending.channel_log.as_deref())
+        .bind(ending.served_by)
         .execute(&mut **tx)
         .await?;
     Ok(updated.rows_affected() == 1)

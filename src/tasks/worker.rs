@@ -100,6 +100,8 @@ struct Stored {
     images: Vec<ImageFacts>,
     /// The channel and upstream id of the job an asynchronous upstream accepted.
     upstream_job: Option<(String, String)>,
+    /// The channels tried so far, when this run tried any: written with the task's end.
+    channel_log: Option<Vec<ChannelAttempt>>,
 }
 
 impl WorkerPool {
@@ -230,11 +232,14 @@ impl WorkerPool {
         tokio::select! {
             // A stop that lands with the end loses to it: what was done is done.
             biased;
-            outcome = run => self.end(task, &holder, outcome).await,
+            outcome = run => {
+                let tried = stored.lock().expect("not poisoned").channel_log.take();
+                self.end(&with_log(task, tried), &holder, outcome).await
+            }
             why = stopped => {
                 let mut kept = std::mem::take(&mut *stored.lock().expect("not poisoned"));
-                let upstream_job = kept.upstream_job.take();
-                self.end(task, &holder, cancelled(kept, why)).await;
+                let (upstream_job, tried) = (kept.upstream_job.take(), kept.channel_log.take());
+                self.end(&with_log(task, tried), &holder, cancelled(kept, why)).await;
                 if let Some((channel, id)) = upstream_job {
                     self.cancel_upstream(&channel, &id).await;
                 }
@@ -470,7 +475,11 @@ impl WorkerPool {
                 message,
                 latency_ms: slot.elapsed().as_millis() as i64,
             });
-            if let Err(e) = self.store.log_channel_attempt(&task.id, token, &log).await {
+            stored.lock().expect("not poisoned").channel_log = Some(log.clone());
+            // The last try is written with the end; one the task moves on from, at once, so
+            // that a crash during the next keeps it.
+            let moving_on = matches!(result, Err(ProviderError::Retryable { .. }));
+            if moving_on && let Err(e) = self.store.log_channel_attempt(&task.id, token, &log).await {
                 tracing::warn!(error = %e, "could not log the channel attempt");
             }
             match result {
@@ -577,6 +586,14 @@ fn outcome_state(outcome: &Outcome) -> &'static str {
         Outcome::Success { .. } => "success",
         Outcome::Failed { code, .. } => code.as_str(),
         Outcome::Cancelled { .. } => FailCode::Cancelled.as_str(),
+    }
+}
+
+/// The task as it ends: with the channels this run tried, if it tried any.
+fn with_log(task: &Task, tried: Option<Vec<ChannelAttempt>>) -> std::borrow::Cow<'_, Task> {
+    match tried {
+        Some(channel_log) => std::borrow::Cow::Owned(Task { channel_log, ..task.clone() }),
+        None => std::borrow::Cow::Borrowed(task),
     }
 }
 
