@@ -180,7 +180,7 @@ impl ResultLinks {
     /// one that could not be made) has a link that answers 410, as a deleted file's does.
     pub fn thumbnails(&self, task: &crate::tasks::Task) -> Vec<String> {
         let expires = self.expiry(task);
-        let keys = (0..task.result_keys.len()).map(|index| crate::tasks::thumbnail_key(&task.id, index));
+        let keys = task.result_keys.iter().map(|key| crate::tasks::thumbnail_key(key));
         keys.map(|key| self.storage.signed_url(&key, expires)).collect()
     }
 

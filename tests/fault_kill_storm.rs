@@ -255,10 +255,11 @@ enum Outcome {
     Refused(u16),
 }
 
-/// The task a result link of Easel's names (`/files/results/<task>/<n>.<ext>`).
+/// The task a result link of Easel's names (`/files/results/<shard>/<task>-<n>.<ext>`).
 fn task_of_link(link: &str) -> Option<String> {
     let key = link.split("/files/").nth(1)?.split('?').next()?;
-    key.split('/').find(|part| part.starts_with("task_")).map(str::to_owned)
+    let file = key.split('/').find(|part| part.starts_with("task_"))?;
+    file.split('-').next().map(str::to_owned)
 }
 
 async fn create(

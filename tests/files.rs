@@ -49,7 +49,7 @@ async fn tampered_links_are_403_and_expired_ones_410() {
     for tampered in [
         format!("{path}?exp={exp}&sig={bad_sig}"),
         format!("{path}?exp={}&sig={sig}", exp + 86_400),
-        format!("{}?exp={exp}&sig={sig}", path.replace("/0.png", "/1.png")),
+        format!("{}?exp={exp}&sig={sig}", path.replace("-0.png", "-1.png")),
         path.to_owned(),
     ] {
         let res = get(tampered.clone()).await.unwrap();

@@ -69,7 +69,8 @@ async fn results_are_kept_in_the_bucket_and_served_through_signed_links() {
     let (keys, thumbs): (Vec<String>, Vec<String>) = stored.into_iter().partition(|k| k.contains("/results/"));
     let expected: Vec<String> = urls.iter().map(|u| format!("easel/prod/{}", key_of(u))).collect();
     assert_eq!(keys, expected, "the results are in the bucket, under the prefix");
-    let expected_thumbs: Vec<String> = (0..2).map(|i| format!("easel/prod/thumbs/{task}/{i}.webp")).collect();
+    let shard = &task[task.len() - 2..];
+    let expected_thumbs: Vec<String> = (0..2).map(|i| format!("easel/prod/thumbs/{shard}/{task}-{i}.webp")).collect();
     assert_eq!(thumbs, expected_thumbs, "and their thumbnails beside them");
     for (url, key) in urls.iter().zip(&keys) {
         assert!(url.starts_with(&app.base), "links are Easel's own: {url}");
@@ -101,7 +102,7 @@ async fn edit_uploads_live_in_the_bucket_and_are_swept_with_the_results() {
     assert!(green_pixels(&img) > img.pixels().len() / 4, "the worker read the upload back from the bucket");
     let keys = bucket_keys(&server, &bucket).await;
     assert_eq!(keys.len(), 3, "the result, its thumbnail and the upload: {keys:?}");
-    assert!(keys.iter().any(|k| k.starts_with("thumbs/") && k.ends_with("/0.webp")), "{keys:?}");
+    assert!(keys.iter().any(|k| k.starts_with("thumbs/") && k.ends_with("-0.webp")), "{keys:?}");
     assert!(keys.iter().any(|k| k.starts_with("uploads/") && k.ends_with("/image0.png")), "{keys:?}");
 
     let swept = easel::retention::sweep(&app.state.tasks, &app.state.storage, now_ms() + 1).await.unwrap();

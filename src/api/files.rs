@@ -37,7 +37,7 @@ fn content_type(key: &str) -> &'static str {
     security(()),
     params(
         ("key" = String, Path, description = "The file's key; it may contain `/`",
-            example = "results/task_12345678/0.png"),
+            example = "results/78/task_12345678-0.png"),
         ("exp" = i64, Query, description = "Expiry, Unix seconds"),
         ("sig" = String, Query, description = "Signature of key and expiry"),
         ("If-None-Match" = Option<String>, Header, description = "The `ETag` of a copy held"),

@@ -326,17 +326,30 @@ impl Task {
 /// The files a task keeps in the store: its results and their thumbnails, the references its
 /// client uploaded, and the preview frames it streamed.
 pub fn stored_files(task: &TaskId, result_keys: &[String], spec: &TaskSpec) -> Vec<String> {
-    let thumbnails = (0..result_keys.len()).map(|index| thumbnail_key(task, index));
+    let thumbnails = result_keys.iter().map(|key| thumbnail_key(key));
     let uploads = spec.references.iter().chain(&spec.mask).filter_map(|r| r.strip_prefix(UPLOAD_SCHEME));
     let partials = (0..spec.partial_images).map(|index| partial_key(task, index, spec));
     result_keys.iter().cloned().chain(thumbnails).chain(uploads.map(str::to_owned)).chain(partials).collect()
 }
 
-/// Where a task keeps the thumbnail of its result `index` (0-based): WebP, whatever the
-/// result's format. Made once, when the result is stored; a task from before thumbnails, or
-/// whose thumbnail could not be made, has none at this key.
-pub fn thumbnail_key(task: &TaskId, index: usize) -> String {
-    format!("thumbs/{task}/{index}.webp")
+/// Where a task keeps its result `index` (0-based): flat, in one of 256 folders named by the
+/// id's last two (random) hex digits, so that storing a result makes no folder of its own (on a
+/// local disk a folder per task cost more than the file). Results stored before this layout
+/// are at `results/<task>/<index>.<ext>`; every key is kept on its task, so both are read.
+pub fn result_key(task: &TaskId, index: usize, format: crate::catalog::OutputFormat) -> String {
+    let id = task.as_str();
+    let shard = id.get(id.len().saturating_sub(2)..).unwrap_or_default();
+    format!("results/{shard}/{id}-{index}.{}", format.extension())
+}
+
+/// Where the thumbnail of the result stored at `result_key` is: the same path under `thumbs/`,
+/// in WebP whatever the result's format (so results of either layout have theirs). Made once,
+/// when the result is stored; a task from before thumbnails, or whose thumbnail could not be
+/// made, has none at this key.
+pub fn thumbnail_key(result_key: &str) -> String {
+    let path = result_key.strip_prefix("results/").unwrap_or(result_key);
+    let stem = path.rsplit_once('.').map_or(path, |(stem, _)| stem);
+    format!("thumbs/{stem}.webp")
 }
 
 /// Where a task keeps its preview frame `index` (0-based), for streaming clients on any node.
@@ -359,4 +372,20 @@ pub struct NewTask {
     /// From `Cancel-After`: how long it may take before it is cancelled.
     pub cancel_after_ms: Option<i64>,
     pub callback_events: CallbackEvents,
+}
+
+#[cfg(test)]
+mod key_tests {
+    use super::*;
+    use crate::catalog::OutputFormat;
+
+    #[test]
+    fn results_are_flat_in_shards_and_thumbnails_follow_either_layout() {
+        let id = TaskId::from_db("task_01a2368c14c17333a8f3a01c53d1a194".into());
+        let key = result_key(&id, 1, OutputFormat::Png);
+        assert_eq!(key, "results/94/task_01a2368c14c17333a8f3a01c53d1a194-1.png");
+        assert_eq!(thumbnail_key(&key), "thumbs/94/task_01a2368c14c17333a8f3a01c53d1a194-1.webp");
+        // A result stored before the flat layout keeps the thumbnail it was given then.
+        assert_eq!(thumbnail_key("results/task_0a/2.jpeg"), "thumbs/task_0a/2.webp");
+    }
 }

@@ -364,7 +364,7 @@ impl WorkerPool {
                 }
             };
             let index = result_keys.len();
-            let key = format!("results/{}/{index}.{}", task.id, task.spec.output_format.extension());
+            let key = super::result_key(&task.id, index, task.spec.output_format);
             if let Err(e) = self.storage.put(&key, delivered.bytes).await {
                 tracing::error!(error = format!("{e:#}"), "storing a result failed");
                 return Outcome::Failed {
@@ -377,9 +377,9 @@ impl WorkerPool {
                 kept.result_keys.push(key.clone());
                 kept.images.push(image_facts.clone());
             }
+            self.keep_thumbnail(&key, delivered.thumbnail).await;
             result_keys.push(key);
             facts.push(image_facts);
-            self.keep_thumbnail(task, index, delivered.thumbnail).await;
         }
         match unconverted {
             Some(e) if result_keys.is_empty() => {
@@ -389,15 +389,15 @@ impl WorkerPool {
         }
     }
 
-    /// Stores the thumbnail of result `index`; one that could not be made or stored is logged
+    /// Stores the thumbnail of the result at `result_key`; one that could not be made or stored is logged
     /// and skipped (the task has its image; a console shows the image instead).
-    async fn keep_thumbnail(&self, task: &Task, index: usize, thumbnail: anyhow::Result<Vec<u8>>) {
+    async fn keep_thumbnail(&self, result_key: &str, thumbnail: anyhow::Result<Vec<u8>>) {
         let stored = match thumbnail {
-            Ok(bytes) => self.storage.put(&super::thumbnail_key(&task.id, index), bytes).await,
+            Ok(bytes) => self.storage.put(&super::thumbnail_key(result_key), bytes).await,
             Err(e) => Err(e),
         };
         if let Err(e) = stored {
-            tracing::warn!(index, error = format!("{e:#}"), "no thumbnail for a result; skipping it");
+            tracing::warn!(result = result_key, error = format!("{e:#}"), "no thumbnail for a result; skipping it");
         }
     }
 

@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 /// Where the examples' result links point: Easel serves results itself, behind signed links.
-const RESULT: &str = "https://easel.invalid/files/results/task_12345678";
+const RESULT: &str = "https://easel.invalid/files/results/78/task_12345678";
 
 fn apixo(data: Value) -> Value {
     json!({"code": 200, "message": "success", "data": data})
@@ -112,8 +112,8 @@ pub fn task_succeeded() -> Value {
         "taskId": "task_12345678",
         "state": "success",
         "resultJson": json!({"resultUrls": [
-            format!("{RESULT}/0.png?exp=1769261652&sig=1Xq3dK9"),
-            format!("{RESULT}/1.png?exp=1769261652&sig=c8V0fPz"),
+            format!("{RESULT}-0.png?exp=1769261652&sig=1Xq3dK9"),
+            format!("{RESULT}-1.png?exp=1769261652&sig=c8V0fPz"),
         ]})
         .to_string(),
         "createTime": 1767965610929_i64,
@@ -168,7 +168,7 @@ pub fn unified_completed() -> Value {
     unified(json!({
         "taskId": "task_12345678",
         "state": "completed",
-        "resultUrls": [format!("{RESULT}/0.jpeg?exp=1706419465&sig=1Xq3dK9")],
+        "resultUrls": [format!("{RESULT}-0.jpeg?exp=1706419465&sig=1Xq3dK9")],
         "createTime": 1705123450000_i64,
         "completeTime": 1705123465000_i64
     }))
