@@ -1,5 +1,7 @@
 //! Result files: kept in an object store and handed out as Easel's own signed, expiring URLs.
 
+mod recent;
+
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -35,6 +37,8 @@ pub enum LinkError {
 #[derive(Clone)]
 pub struct Storage {
     store: Arc<dyn ObjectStore>,
+    /// What this node stored with [`Storage::put_and_keep`] a moment ago.
+    recent: Arc<recent::Recent>,
     signing_key: Arc<[u8]>,
     public_url: String,
 }
@@ -92,11 +96,21 @@ fn open_s3(url: &str) -> anyhow::Result<Arc<dyn ObjectStore>> {
 
 impl Storage {
     pub async fn open(url: &str, public_url: String, db: &Db) -> anyhow::Result<Self> {
-        Ok(Self { store: open_store(url)?, signing_key: signing_key(db).await?.into(), public_url })
+        let (store, recent) = (open_store(url)?, Default::default());
+        Ok(Self { store, recent, signing_key: signing_key(db).await?.into(), public_url })
     }
 
     pub async fn put(&self, key: &str, bytes: Vec<u8>) -> anyhow::Result<()> {
         self.store.put(&ObjectPath::parse(key)?, PutPayload::from(Bytes::from(bytes))).await?;
+        Ok(())
+    }
+
+    /// [`Storage::put`], keeping the bytes in memory a little while for a [`Storage::read`]
+    /// that is about to follow (a result answered as `b64_json`, an upload its task reads).
+    pub async fn put_and_keep(&self, key: &str, bytes: Vec<u8>) -> anyhow::Result<()> {
+        let bytes = Bytes::from(bytes);
+        self.store.put(&ObjectPath::parse(key)?, PutPayload::from(bytes.clone())).await?;
+        self.recent.keep(key, bytes);
         Ok(())
     }
 
@@ -106,8 +120,11 @@ impl Storage {
     }
 
     /// The whole object, for small files such as uploaded references.
-    pub async fn read(&self, key: &str) -> Result<Vec<u8>, object_store::Error> {
-        Ok(self.get(key).await?.bytes().await?.to_vec())
+    pub async fn read(&self, key: &str) -> Result<Bytes, object_store::Error> {
+        if let Some(bytes) = self.recent.get(key) {
+            return Ok(bytes);
+        }
+        self.get(key).await?.bytes().await
     }
 
     /// Whether the store answers: one listing of a prefix that holds nothing. (A HEAD would not
@@ -117,6 +134,7 @@ impl Storage {
     }
 
     pub async fn delete(&self, key: &str) -> anyhow::Result<()> {
+        self.recent.forget(key);
         match self.store.delete(&ObjectPath::parse(key)?).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),
@@ -196,7 +214,7 @@ mod tests {
 
     fn storage() -> Storage {
         let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
-        Storage { store, signing_key: Arc::from(&b"k"[..]), public_url: "http://h".into() }
+        Storage { store, recent: Default::default(), signing_key: Arc::from(&b"k"[..]), public_url: "http://h".into() }
     }
 
     fn parts(url: &str) -> (i64, String) {

@@ -38,7 +38,7 @@ impl Upload {
 pub async fn store(state: &AppState, uploads: Vec<Upload>) -> Result<Vec<String>, ApiError> {
     let mut stored = Vec::with_capacity(uploads.len());
     for upload in uploads {
-        if let Err(e) = state.storage.put(&upload.key, upload.bytes).await {
+        if let Err(e) = state.storage.put_and_keep(&upload.key, upload.bytes).await {
             discard(state, &stored).await;
             return Err(ApiError::internal(e));
         }

@@ -365,7 +365,7 @@ impl WorkerPool {
             };
             let index = result_keys.len();
             let key = super::result_key(&task.id, index, task.spec.output_format);
-            if let Err(e) = self.storage.put(&key, delivered.bytes).await {
+            if let Err(e) = self.storage.put_and_keep(&key, delivered.bytes).await {
                 tracing::error!(error = format!("{e:#}"), "storing a result failed");
                 return Outcome::Failed {
                     code: FailCode::GenerationFailed,
@@ -517,7 +517,7 @@ impl WorkerPool {
             Some(key) => {
                 let bytes = self.storage.read(key).await.map_err(|_| "the uploaded image is gone".to_owned())?;
                 let format = media::sniff(&bytes).ok_or("is not a JPEG, PNG, WebP or GIF image")?;
-                Reference { bytes, format }
+                Reference { bytes: bytes.to_vec(), format }
             }
         };
         self.media.probe(&reference.bytes, reference.format).map_err(|e| e.to_string())?;
@@ -629,7 +629,7 @@ impl TaskCheckpoint<'_> {
     async fn store_partial(&self, index: u32, image: GeneratedImage) -> anyhow::Result<()> {
         let spec = &self.task.spec;
         let bytes = self.pool.media.convert(image.bytes, image.format, spec.output_format).await?;
-        self.pool.storage.put(&super::partial_key(&self.task.id, index, spec), bytes).await?;
+        self.pool.storage.put_and_keep(&super::partial_key(&self.task.id, index, spec), bytes).await?;
         let note = Note {
             kind: EventKind::Progress,
             data: json!({"partialImageIndex": index, "imagesDone": 0, "imagesRequested": self.task.requested_images}),
