@@ -201,11 +201,7 @@ async fn txt2img_reports_progress_and_delivers_the_batch_alone() {
     let before = balance(&app).await;
 
     let task = app.submit_ok(MODEL, &body(2)).await;
-    let view = wait_until(Duration::from_secs(30), || async {
-        let view = app.task_view(&task).await;
-        (view["progress"]["percent"] == 50).then_some(view)
-    })
-    .await;
+    let view = app.wait_for_percent(&task, 50).await;
     assert_eq!(view["state"], "processing");
     backend.hold.store(false, Ordering::SeqCst);
     let data = app.wait_done(MODEL, &task).await;

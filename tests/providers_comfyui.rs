@@ -379,11 +379,7 @@ async fn a_restart_resumes_the_prompt_without_queueing_it_again() {
     let channels = vec![comfy_channel("gpu-1", &s.base, s.workflow.path())];
     let app = spawn_app_with(|c| adjust(c, channels.clone())).await;
     let task = app.submit_ok(MODEL, &body(1, "1024x1024")).await;
-    let view = wait_until(Duration::from_secs(30), || async {
-        let view = app.task_view(&task).await;
-        (view["progress"]["percent"] == 30).then_some(view)
-    })
-    .await;
+    let view = app.wait_for_percent(&task, 30).await;
     assert_eq!(view["state"], "processing", "running, as the socket says");
     let app = app.restart(|c| adjust(c, channels.clone())).await;
     s.comfy.hold.store(false, Ordering::SeqCst);
@@ -481,11 +477,7 @@ async fn the_socket_tells_the_progress_and_the_end() {
     channel.polling = Some(PollOptions { first_poll_ms: 20, poll_interval_ms: 120_000 });
     let app = spawn_app_with(|c| adjust(c, vec![channel])).await;
     let task = app.submit_ok(MODEL, &body(1, "1024x1024")).await;
-    let view = wait_until(Duration::from_secs(30), || async {
-        let view = app.task_view(&task).await;
-        (view["progress"]["percent"] == 30).then_some(view)
-    })
-    .await;
+    let view = app.wait_for_percent(&task, 30).await;
     assert_eq!(view["state"], "processing", "step 6 of 20, as the socket says: {view}");
     let prompt_client = s.comfy.clients.lock().unwrap().get("p-1").cloned();
     assert_eq!(prompt_client.as_deref(), Some(task.as_str()), "the task id is the client id");
@@ -505,11 +497,7 @@ async fn without_a_socket_polling_follows_the_prompt() {
     s.comfy.no_socket.store(true, Ordering::SeqCst);
     let app = spawn_app_with(|c| adjust(c, vec![comfy_channel("gpu-1", &s.base, s.workflow.path())])).await;
     let task = app.submit_ok(MODEL, &body(1, "1024x1024")).await;
-    let view = wait_until(Duration::from_secs(30), || async {
-        let view = app.task_view(&task).await;
-        (view["progress"]["percent"] == 50).then_some(view)
-    })
-    .await;
+    let view = app.wait_for_percent(&task, 50).await;
     assert_eq!(view["state"], "processing", "running, as /queue says: {view}");
     assert!(s.comfy.sockets.lock().unwrap().is_empty());
     s.comfy.hold.store(false, Ordering::SeqCst);

@@ -386,9 +386,18 @@ impl TestApp {
 
     /// Waits until the dialect-free view of a task is in `state`.
     pub async fn wait_for_state(&self, id: &str, state: &str) -> Value {
+        self.wait_for_view(id, |view| view["state"] == state).await
+    }
+
+    /// Waits until a running task's progress reads `percent`.
+    pub async fn wait_for_percent(&self, id: &str, percent: u32) -> Value {
+        self.wait_for_view(id, |view| view["progress"]["percent"] == percent).await
+    }
+
+    async fn wait_for_view(&self, id: &str, done: impl Fn(&Value) -> bool) -> Value {
         wait_until(Duration::from_secs(60), || async {
             let view = self.task_view(id).await;
-            (view["state"] == state).then_some(view)
+            done(&view).then_some(view)
         })
         .await
     }
