@@ -101,16 +101,20 @@ impl Storage {
     }
 
     pub async fn put(&self, key: &str, bytes: Vec<u8>) -> anyhow::Result<()> {
-        self.store.put(&ObjectPath::parse(key)?, PutPayload::from(Bytes::from(bytes))).await?;
-        Ok(())
+        self.put_bytes(key, Bytes::from(bytes)).await
     }
 
     /// [`Storage::put`], keeping the bytes in memory a little while for a [`Storage::read`]
     /// that is about to follow (a result answered as `b64_json`, an upload its task reads).
     pub async fn put_and_keep(&self, key: &str, bytes: Vec<u8>) -> anyhow::Result<()> {
         let bytes = Bytes::from(bytes);
-        self.store.put(&ObjectPath::parse(key)?, PutPayload::from(bytes.clone())).await?;
+        self.put_bytes(key, bytes.clone()).await?;
         self.recent.keep(key, bytes);
+        Ok(())
+    }
+
+    async fn put_bytes(&self, key: &str, bytes: Bytes) -> anyhow::Result<()> {
+        self.store.put(&ObjectPath::parse(key)?, PutPayload::from(bytes)).await?;
         Ok(())
     }
 

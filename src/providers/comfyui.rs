@@ -103,11 +103,25 @@ impl ComfyProvider {
         })
     }
 
+    /// The header and value the proxy in front wants: the key as a bearer token in
+    /// `Authorization`, or verbatim in the header the channel names.
+    fn auth_header(&self) -> Option<(&str, String)> {
+        self.auth.as_ref().map(|(name, key)| match name.eq_ignore_ascii_case("authorization") {
+            true => ("authorization", format!("Bearer {}", key.expose())),
+            false => (name.as_str(), key.expose().to_owned()),
+        })
+    }
+
     fn authorized(&self, request: RequestBuilder) -> RequestBuilder {
-        match &self.auth {
-            Some((header, key)) if header.eq_ignore_ascii_case("authorization") => request.bearer_auth(key.expose()),
-            Some((header, key)) => request.header(header.as_str(), key.expose()),
-            None => request,
+        let Some((name, value)) = self.auth_header() else { return request };
+        match reqwest::header::HeaderValue::try_from(value.as_str()) {
+            // A secret: kept out of debug output, as `bearer_auth` does.
+            Ok(mut secret) => {
+                secret.set_sensitive(true);
+                request.header(name, secret)
+            }
+            // Not a header value: the request fails with the builder's error when it is sent.
+            Err(_) => request.header(name, value),
         }
     }
 
@@ -115,11 +129,7 @@ impl ComfyProvider {
     async fn socket(&self, client_id: &str) -> Option<socket::Socket> {
         let url = self.upstream.url(&format!("ws?clientId={client_id}"));
         let url = url.strip_prefix("http").map(|rest| format!("ws{rest}"))?;
-        let header = self.auth.as_ref().map(|(name, key)| match name.eq_ignore_ascii_case("authorization") {
-            true => ("authorization", format!("Bearer {}", key.expose())),
-            false => (name.as_str(), key.expose().to_owned()),
-        });
-        socket::open(&url, header).await
+        socket::open(&url, self.auth_header()).await
     }
 
     async fn run(&self, job: Job<'_>) -> Result<Vec<GeneratedImage>, ProviderError> {

@@ -140,12 +140,16 @@ impl WorkerPool {
     /// that a channel's `max_concurrency` holds the queue back at once. A task about to fail
     /// (past its deadline, interrupted too often) or resuming an upstream job needs none.
     fn reserve(&self, task: &Task) -> Result<Option<Slot>, Busy> {
-        let ends_at_once = task.deadline_at <= now_ms()
-            || (self.max_interruptions > 0 && task.interruptions >= self.max_interruptions);
+        let ends_at_once = task.deadline_at <= now_ms() || self.interrupted_too_often(task);
         if ends_at_once || task.upstream_task_id.is_some() {
             return Ok(None);
         }
         self.router.reserve(&task.model, task.routing)
+    }
+
+    /// Whatever killed its runs before may kill this one too: a poison task, failed unrun.
+    fn interrupted_too_often(&self, task: &Task) -> bool {
+        self.max_interruptions > 0 && task.interruptions >= self.max_interruptions
     }
 
     /// Stops the tasks this node runs when a cancel is asked for, on whatever node it was asked.
@@ -190,8 +194,7 @@ impl WorkerPool {
             if remaining <= 0 {
                 return Outcome::Failed { code: FailCode::Timeout, message: timeout_message(task) };
             }
-            if self.max_interruptions > 0 && task.interruptions >= self.max_interruptions {
-                // Whatever killed the runs before may kill this one too: a poison task.
+            if self.interrupted_too_often(task) {
                 tracing::error!(interruptions = task.interruptions, "processing was lost too often; failing the task");
                 return Outcome::Failed { code: FailCode::GenerationFailed, message: interrupted_message(task) };
             }
