@@ -392,8 +392,8 @@ impl WorkerPool {
         }
     }
 
-    /// Stores the thumbnail of the result at `result_key`; one that could not be made or stored is logged
-    /// and skipped (the task has its image; a console shows the image instead).
+    /// Stores the thumbnail of the result at `result_key`; one that could not be made or stored
+    /// is logged and skipped (the task has its image; a console shows the image instead).
     async fn keep_thumbnail(&self, result_key: &str, thumbnail: anyhow::Result<Vec<u8>>) {
         let stored = match thumbnail {
             Ok(bytes) => self.storage.put(&super::thumbnail_key(result_key), bytes).await,
