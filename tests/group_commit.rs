@@ -1,7 +1,7 @@
-//! Task writes that wait together commit together (group commit on SQLite), without changing
-//! what any one of them does: the credit and concurrency checks still see the writes before them,
-//! and a write that fails takes none of the others down with it. On PostgreSQL, where every write
-//! has its own transaction, the same answers hold.
+//! Task writes that wait together commit together (group commit, on SQLite and PostgreSQL),
+//! without changing what any one of them does: the credit and concurrency checks still see the
+//! writes before them, and a write that fails takes none of the others down with it. Claims, too,
+//! take a burst of tasks in one statement.
 
 mod common;
 
@@ -62,7 +62,7 @@ async fn a_finish_that_fails_fails_alone() {
     let account = app.state.accounts.find("default").await.unwrap();
     let first = store.create(&seedream_task(&app, &account.id), &NO_LIMITS).await.unwrap();
     let token = lease_token("test");
-    let task = store.claim(&token, 60_000, &[]).await.unwrap().expect("the task is pending");
+    let task = store.claim(&token, 60_000, &[], 1).await.unwrap().pop().expect("the task is pending");
     assert_eq!(task.id, first);
     // A settle row already on record: finishing the task must fail on the ledger's
     // once-per-task rule instead of paying twice.
@@ -77,7 +77,7 @@ async fn a_finish_that_fails_fails_alone() {
     .unwrap();
 
     // Both writes reach the queue before the writer runs (this test's runtime has one thread),
-    // so on SQLite they share a group.
+    // so they share a group.
     let second = seedream_task(&app, &account.id);
     let outcome = Outcome::Success { result_keys: vec!["results/x/0.png".into()], images: vec![] };
     let holder = Holder::Lease(token.clone());
@@ -112,4 +112,40 @@ async fn writes_of_one_group_see_each_other() {
     assert!(outcomes.iter().filter(|o| o.is_err()).all(|o| matches!(o, Err(StoreError::InsufficientCredits))));
     let account = app.state.accounts.find("default").await.unwrap();
     assert_eq!((account.balance.0, account.held.0), (0, 3 * 32_000));
+}
+
+#[tokio::test]
+async fn a_claim_takes_the_oldest_tasks_up_to_its_limit_and_a_requeue_puts_back_only_its_own() {
+    let app = spawn_app_with(|c| c.role = Role::Api).await;
+    let store = &app.state.tasks;
+    let account = app.state.accounts.find("default").await.unwrap();
+    let mut ids = Vec::new();
+    for age in 0..5 {
+        let id = store.create(&seedream_task(&app, &account.id), &NO_LIMITS).await.unwrap();
+        // Distinct creation times, oldest first, whatever the clock's resolution.
+        sqlx::query("UPDATE tasks SET created_at = $1 WHERE id = $2")
+            .bind(1_000 + age)
+            .bind(id.as_str())
+            .execute(&app.state.db.write)
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    let (first, second) = (lease_token("first"), lease_token("second"));
+    let claimed = store.claim(&first, 60_000, &[], 3).await.unwrap();
+    let claimed_ids: Vec<_> = claimed.iter().map(|t| t.id.clone()).collect();
+    assert_eq!(claimed_ids, ids[..3], "the three oldest, oldest first");
+    assert!(claimed.iter().all(|t| t.state == TaskState::Processing && t.attempts == 1), "{claimed:?}");
+    let rest = store.claim(&second, 60_000, &[], 3).await.unwrap();
+    assert_eq!(rest.iter().map(|t| t.id.clone()).collect::<Vec<_>>(), ids[3..], "what is left, no more");
+    assert!(store.claim(&second, 60_000, &[], 3).await.unwrap().is_empty());
+
+    // A requeue under the first token puts back the first task but not the second claim's.
+    store.requeue(&[&ids[0], &ids[4]], &first).await.unwrap();
+    let put_back = store.get(&ids[0]).await.unwrap().unwrap();
+    assert_eq!((put_back.state, put_back.attempts), (TaskState::Pending, 0));
+    assert_eq!(store.get(&ids[4]).await.unwrap().unwrap().state, TaskState::Processing);
+    let again = store.claim(&second, 60_000, &[], 10).await.unwrap();
+    assert_eq!(again.iter().map(|t| t.id.clone()).collect::<Vec<_>>(), ids[..1]);
+    assert_eq!(again[0].interruptions, 0, "a requeued claim was no interruption");
 }

@@ -64,14 +64,18 @@ async fn results_are_kept_in_the_bucket_and_served_through_signed_links() {
     let task = app.submit_ok("seedream-5-0", &seedream_t2i(2)).await;
     let urls = result_urls(&app.wait_done("seedream-5-0", &task).await);
     assert_eq!(urls.len(), 2);
-    let mut stored = bucket_keys(&server, &bucket).await;
-    stored.sort();
-    let (keys, thumbs): (Vec<String>, Vec<String>) = stored.into_iter().partition(|k| k.contains("/results/"));
+    let mut keys = bucket_keys(&server, &bucket).await;
+    keys.sort();
     let expected: Vec<String> = urls.iter().map(|u| format!("easel/prod/{}", key_of(u))).collect();
-    assert_eq!(keys, expected, "the results are in the bucket, under the prefix");
+    assert_eq!(keys, expected, "the results are in the bucket, under the prefix, and nothing else yet");
+    // A thumbnail is made from the result in the bucket when first asked for, and kept there.
+    let thumb_url = app.state.storage.signed_url(&easel::tasks::thumbnail_key(&key_of(&urls[1])), now_ms() + 60_000);
+    let res = app.client.get(&thumb_url).send().await.unwrap();
+    assert_eq!((res.status().as_u16(), res.headers()["content-type"].to_str().unwrap()), (200, "image/webp"));
     let shard = &task[task.len() - 2..];
-    let expected_thumbs: Vec<String> = (0..2).map(|i| format!("easel/prod/thumbs/{shard}/{task}-{i}.webp")).collect();
-    assert_eq!(thumbs, expected_thumbs, "and their thumbnails beside them");
+    let thumb_key = format!("easel/prod/thumbs/{shard}/{task}-1.webp");
+    assert!(bucket_keys(&server, &bucket).await.contains(&thumb_key), "kept beside the results");
+    assert_eq!(res.bytes().await.unwrap().to_vec(), object(&server, &bucket, &thumb_key).await);
     for (url, key) in urls.iter().zip(&keys) {
         assert!(url.starts_with(&app.base), "links are Easel's own: {url}");
         let (_, img) = download(&app.client, url).await;
@@ -100,6 +104,8 @@ async fn edit_uploads_live_in_the_bucket_and_are_swept_with_the_results() {
     let (_, img) = download(&app.client, &url).await;
     let img = img.to_rgb8();
     assert!(green_pixels(&img) > img.pixels().len() / 4, "the worker read the upload back from the bucket");
+    let thumb_url = app.state.storage.signed_url(&easel::tasks::thumbnail_key(&key_of(&url)), now_ms() + 60_000);
+    assert_eq!(app.client.get(&thumb_url).send().await.unwrap().status(), 200);
     let keys = bucket_keys(&server, &bucket).await;
     assert_eq!(keys.len(), 3, "the result, its thumbnail and the upload: {keys:?}");
     assert!(keys.iter().any(|k| k.starts_with("thumbs/") && k.ends_with("-0.webp")), "{keys:?}");

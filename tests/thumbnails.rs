@@ -1,9 +1,10 @@
-//! Thumbnails: made once when a result is stored (from the conversion's decode when there is
-//! one), served behind signed links like the images, and deleted with them.
+//! Thumbnails: made from the stored result when first asked for and kept from then on, served
+//! behind signed links like the images, and deleted with them.
 
 mod common;
 
 use common::*;
+use easel::db::now_ms;
 use easel::ids::TaskId;
 use easel::tasks::Task;
 use serde_json::{Value, json};
@@ -50,11 +51,19 @@ async fn a_finished_task_has_a_small_webp_thumbnail_of_each_image() {
         // Signed like the image, expiring with it.
         let exp = |u: &str| u.split("exp=").nth(1).unwrap().split('&').next().unwrap().to_owned();
         assert_eq!(exp(thumb_url), exp(image_url));
+        let file = app.data_dir.path().join("files").join(key_of(thumb_url));
+        assert!(!file.exists(), "no thumbnail is made before it is asked for");
         let (_, image) = download(&app.client, image_url).await;
         let (thumb, bytes) = thumbnail(&app, thumb_url).await;
         assert_fits(&thumb, &image);
         assert_eq!((thumb.width(), thumb.height()), (256, 144));
         eprintln!("thumbnail of a 1280x720 local render: {bytes} bytes");
+        assert_eq!(std::fs::read(&file).unwrap().len(), bytes, "kept once made");
+        // The second answer is the stored file, with its ETag.
+        let again = app.client.get(thumb_url).send().await.unwrap();
+        assert_eq!(again.status(), 200);
+        assert!(again.headers().contains_key("etag"));
+        assert_eq!(again.bytes().await.unwrap().len(), bytes);
     }
 }
 
@@ -99,6 +108,7 @@ async fn the_retention_sweep_removes_thumbnails() {
     let id = app.submit_ok("seedream-5-0", &seedream_t2i(1)).await;
     let data = app.wait_done("seedream-5-0", &id).await;
     let thumb_url = app.state.links.thumbnails(&task(&app, &id).await)[0].clone();
+    thumbnail(&app, &thumb_url).await;
     let file = app.data_dir.path().join("files").join(key_of(&thumb_url));
     assert!(file.exists(), "{}", file.display());
 
@@ -108,4 +118,24 @@ async fn the_retention_sweep_removes_thumbnails() {
     assert!(!file.exists(), "{} is left behind", file.display());
     assert!(!file.parent().unwrap().exists(), "the emptied thumbs/<shard>/ folder goes too");
     assert_eq!(app.client.get(&thumb_url).send().await.unwrap().status(), 410);
+}
+
+#[tokio::test]
+async fn a_result_that_cannot_be_decoded_has_no_thumbnail_and_its_link_answers_410() {
+    let app = spawn_app().await;
+    // A result file that is no image (damaged on disk, say), stored where a task's would be.
+    let results = app.data_dir.path().join("files/results/zz");
+    std::fs::create_dir_all(&results).unwrap();
+    std::fs::write(results.join("task_damaged0zz-0.png"), b"\x89PNG\r\n\x1a\nnot really").unwrap();
+    let thumb_key = "thumbs/zz/task_damaged0zz-0.webp";
+    let url = app.state.storage.signed_url(thumb_key, now_ms() + 60_000);
+    let res = app.client.get(&url).send().await.unwrap();
+    assert_eq!(res.status(), 410);
+    let body: Value = res.json().await.unwrap();
+    let answer = (body["code"].as_i64(), body["message"].as_str());
+    assert_eq!(answer, (Some(410), Some("this file has been deleted")), "in the API's envelope: {body}");
+    assert!(!app.data_dir.path().join("files").join(thumb_key).exists(), "nothing is stored");
+    // No result at all: the same answer.
+    let missing = app.state.storage.signed_url("thumbs/zz/task_never0zz-0.webp", now_ms() + 60_000);
+    assert_eq!(app.client.get(&missing).send().await.unwrap().status(), 410);
 }

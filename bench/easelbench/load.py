@@ -70,9 +70,11 @@ class Oha:
         body=None,
         request_timeout=30,
         allow_failures=False,
+        rand_regex_url=False,
     ):
         """One load run: for `seconds`, or until `requests` were sent; at `rate` per second if given
-        (open loop, latency measured from the scheduled send time), else as fast as it goes."""
+        (open loop, latency measured from the scheduled send time), else as fast as it goes;
+        with `rand_regex_url`, to URLs drawn from `url` as a regular expression."""
         if (seconds is None) == (requests is None):
             raise ValueError("give either seconds or requests")
         argv = [self.binary, "--no-tui", "--output-format", "json", "-c", str(concurrency), "-m", method]
@@ -84,6 +86,9 @@ class Oha:
             argv += ["-H", f"{name}: {value}"]
         if body is not None:
             argv += ["-d", body, "-T", "application/json"]
+        if rand_regex_url:
+            # Each request's URL is drawn from `url` read as a regular expression.
+            argv.append("--rand-regex-url")
         argv.append(url)
         # A hard bound on the whole run, whatever oha does.
         limit = (seconds or 0) + request_timeout + 120

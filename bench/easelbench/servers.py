@@ -99,6 +99,15 @@ class Server:
                     return int(line.split()[1])
         raise BenchError(f"no {field} in /proc/{self.pid}/status")
 
+    def reset_peak(self):
+        """Starts VmHWM again from the resident size now (Linux's clear_refs "5"), so that it
+        reads the peak of what follows."""
+        try:
+            with open(f"/proc/{self.pid}/clear_refs", "w") as f:
+                f.write("5")
+        except OSError as e:
+            raise BenchError(f"cannot reset the peak RSS of {self.name}: {e}") from None
+
     def stop(self):
         """SIGTERM to the process group this server started, SIGKILL if it lingers."""
         if self.proc.poll() is None:

@@ -1,4 +1,4 @@
-//! Serves result files behind signed, expiring links.
+//! Serves result files, and their thumbnails (made on the first request), behind signed, expiring links.
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -72,13 +72,13 @@ pub async fn serve(
     })?;
     let found = match state.storage.get(&key).await {
         Ok(found) => found,
-        Err(object_store::Error::NotFound { .. }) => {
-            return Err(ApiError::Gone("this file has been deleted".into()));
-        }
+        Err(object_store::Error::NotFound { .. }) => match make_thumbnail(&state, &key).await {
+            Some(thumbnail) => return Ok(fresh_thumbnail(thumbnail, exp)),
+            None => return Err(ApiError::Gone("this file has been deleted".into())),
+        },
         Err(e) => return Err(ApiError::internal(e)),
     };
     let etag = found.meta.e_tag.clone().map(|t| format!("\"{}\"", t.trim_matches('"')));
-    let max_age = (exp * 1000 - now_ms()).max(0) / 1000;
     let mut response =
         if etag.is_some() && headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == etag.as_deref() {
             StatusCode::NOT_MODIFIED.into_response()
@@ -93,7 +93,51 @@ pub async fn serve(
     if let Some(tag) = etag.and_then(|t| HeaderValue::from_str(&t).ok()) {
         h.insert(header::ETAG, tag);
     }
-    let cache = format!("private, max-age={max_age}, immutable");
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_str(&cache).expect("ASCII"));
+    h.insert(header::CACHE_CONTROL, cache_control(exp));
     Ok(response)
+}
+
+/// Cacheable until the link expires.
+fn cache_control(exp: i64) -> HeaderValue {
+    let max_age = (exp * 1000 - now_ms()).max(0) / 1000;
+    HeaderValue::from_str(&format!("private, max-age={max_age}, immutable")).expect("ASCII")
+}
+
+/// The thumbnail at `key`, made from its result and stored, when `key` is a thumbnail's that
+/// was never made: results are stored as they came, undecoded, and most are never looked at
+/// in a console. `None` when there is no such result (deleted, or `key` is no thumbnail's) or
+/// it cannot be decoded within the limits.
+async fn make_thumbnail(state: &AppState, key: &str) -> Option<Vec<u8>> {
+    for source in crate::tasks::thumbnail_sources(key)? {
+        let bytes = match state.storage.read(&source).await {
+            Ok(bytes) => bytes,
+            Err(object_store::Error::NotFound { .. }) => continue,
+            Err(e) => {
+                tracing::error!(result = source, error = %e, "reading a result for its thumbnail failed");
+                return None;
+            }
+        };
+        let format = crate::media::sniff(&bytes)?;
+        let thumbnail = match state.media.thumbnail(bytes.to_vec(), format).await {
+            Ok(thumbnail) => thumbnail,
+            Err(e) => {
+                tracing::warn!(result = source, error = %e, "no thumbnail for a result");
+                return None;
+            }
+        };
+        // Not kept, it is still served; the next request tries again.
+        if let Err(e) = state.storage.put(key, thumbnail.clone()).await {
+            tracing::warn!(thumbnail = key, error = format!("{e:#}"), "storing a thumbnail failed");
+        }
+        return Some(thumbnail);
+    }
+    None
+}
+
+fn fresh_thumbnail(bytes: Vec<u8>, exp: i64) -> Response {
+    let mut response = bytes.into_response();
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/webp"));
+    h.insert(header::CACHE_CONTROL, cache_control(exp));
+    response
 }

@@ -184,23 +184,12 @@ impl Media {
         self.decode(bytes, format, Fit::Original, move |image| encode(&image, wanted)).await
     }
 
-    /// A result ready to store: `bytes` (in `format`) as `wanted`, converted as [`Media::convert`]
-    /// does, and its thumbnail. A conversion's decode makes the thumbnail too; a result already
-    /// in `wanted` is decoded for the thumbnail alone, at its small size. A thumbnail that cannot
-    /// be made is an error of its own: the result stands without it.
-    pub async fn deliver(
-        &self,
-        bytes: Vec<u8>,
-        format: ImageFormat,
-        wanted: OutputFormat,
-    ) -> Result<Delivered, MediaError> {
-        if format == image_format(wanted) {
-            let small = self.decode(bytes.clone(), format, Fit::Within(THUMBNAIL_SIDE), |image| thumbnail(&image));
-            return Ok(Delivered { bytes, thumbnail: small.await.map_err(anyhow::Error::from) });
-        }
-        let both = move |image: DynamicImage| Ok((encode(&image, wanted)?, thumbnail(&image)));
-        let (bytes, thumbnail) = self.decode(bytes, format, Fit::Original, both).await?;
-        Ok(Delivered { bytes, thumbnail })
+    /// The thumbnail of a result in `format`: lossless WebP, its longest side at most
+    /// [`THUMBNAIL_SIDE`] (never scaled up), the aspect ratio kept; decoded within the limits
+    /// and the budget, scaled while decoding.
+    pub async fn thumbnail(&self, bytes: Vec<u8>, format: ImageFormat) -> Result<Vec<u8>, MediaError> {
+        // WebP: every browser shows it and `image` encodes it without a C library.
+        self.decode(bytes, format, Fit::Within(THUMBNAIL_SIDE), |image| encode(&image, OutputFormat::Webp)).await
     }
 
     /// Memory the budget has free right now, for tests and metrics.
@@ -221,25 +210,6 @@ impl Media {
 
 /// The longest side of a result's thumbnail, in pixels.
 pub const THUMBNAIL_SIDE: u32 = 256;
-
-/// A result as it is stored, with its thumbnail or why it has none.
-#[derive(Debug)]
-pub struct Delivered {
-    /// In the task's format.
-    pub bytes: Vec<u8>,
-    /// Lossless WebP, its longest side at most [`THUMBNAIL_SIDE`], the aspect ratio kept.
-    pub thumbnail: anyhow::Result<Vec<u8>>,
-}
-
-/// `image` scaled within [`THUMBNAIL_SIDE`] (never up) and encoded as WebP, the one format every
-/// browser shows and `image` encodes without a C library.
-fn thumbnail(image: &DynamicImage) -> anyhow::Result<Vec<u8>> {
-    let (width, height) = Fit::Within(THUMBNAIL_SIDE).target(image.width(), image.height());
-    if (width, height) == (image.width(), image.height()) {
-        return encode(image, OutputFormat::Webp);
-    }
-    encode(&image.thumbnail_exact(width, height), OutputFormat::Webp)
-}
 
 /// The format of `bytes` by their first bytes, whatever a name or a `Content-Type` said: one
 /// of the four Easel accepts (JPEG, PNG, WebP, GIF), or `None`.
@@ -427,32 +397,24 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
-    async fn a_delivered_result_carries_its_thumbnail() {
+    async fn a_thumbnail_is_a_small_webp_of_the_same_aspect() {
         let m = Media::new(&MediaConfig::default());
-        let thumb_size = |d: &Delivered| {
-            let bytes = d.thumbnail.as_ref().unwrap();
+        let size = |bytes: &[u8]| {
             assert_eq!(sniff(bytes), Some(ImageFormat::WebP));
             let thumb = image::load_from_memory(bytes).unwrap();
             (thumb.width(), thumb.height())
         };
-        // Already in the task's format: stored as it came, decoded for the thumbnail alone.
-        let png = encoded(600, 300, ImageFormat::Png);
-        let kept = m.deliver(png.clone(), ImageFormat::Png, OutputFormat::Png).await.unwrap();
-        assert_eq!(kept.bytes, png);
-        assert_eq!(thumb_size(&kept), (256, 128));
-        // Converted: the one decode makes both.
-        let converted = m.deliver(png, ImageFormat::Png, OutputFormat::Jpeg).await.unwrap();
-        assert_eq!(sniff(&converted.bytes), Some(ImageFormat::Jpeg));
-        assert_eq!(thumb_size(&converted), (256, 128));
+        let png = m.thumbnail(encoded(600, 300, ImageFormat::Png), ImageFormat::Png).await.unwrap();
+        assert_eq!(size(&png), (256, 128));
+        let portrait = m.thumbnail(encoded(300, 900, ImageFormat::Jpeg), ImageFormat::Jpeg).await.unwrap();
+        assert_eq!(size(&portrait), (85, 256));
         // Never scaled up.
-        let tiny = m.deliver(encoded(40, 90, ImageFormat::Jpeg), ImageFormat::Jpeg, OutputFormat::Jpeg).await.unwrap();
-        assert_eq!(thumb_size(&tiny), (40, 90));
-        // Over the decode limits a result in its format still stands, without a thumbnail.
+        let tiny = m.thumbnail(encoded(40, 90, ImageFormat::Jpeg), ImageFormat::Jpeg).await.unwrap();
+        assert_eq!(size(&tiny), (40, 90));
+        // Over the decode limits there is none, and the budget is whole again.
         let strict = media(100, 1 << 20, 1 << 20);
-        let big = encoded(11, 10, ImageFormat::Png);
-        let stands = strict.deliver(big.clone(), ImageFormat::Png, OutputFormat::Png).await.unwrap();
-        assert_eq!(stands.bytes, big);
-        assert!(stands.thumbnail.is_err());
+        let big = strict.thumbnail(encoded(11, 10, ImageFormat::Png), ImageFormat::Png).await;
+        assert!(matches!(big, Err(MediaError::TooManyPixels { .. })), "{big:?}");
         assert_eq!(strict.budget_available_bytes(), 1 << 20);
     }
 

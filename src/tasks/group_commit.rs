@@ -1,15 +1,21 @@
-//! Group commit of task writes on SQLite.
+//! Group commit of task writes.
 //!
 //! SQLite has one writer, and sqlx reaches it through one connection thread: every statement is
 //! a round trip between threads, and those hand-offs, not SQLite's own work, bound how many tasks
-//! a second one node takes and ends. So creations and finishes wait in one queue, and a writer
+//! a second one node takes and ends. On PostgreSQL every transaction costs its statements' round
+//! trips and a WAL flush at commit. So creations and finishes wait in one queue, and a writer
 //! takes everything waiting into one transaction: a conditional UPDATE per new task for its
 //! credit hold (with the concurrency limit in the same statement), a conditional UPDATE per
 //! ending task, one balance UPDATE per account, and multi-row INSERTs for the task and ledger
 //! rows. Each caller still hears back only after the transaction with its write has committed.
 //!
+//! On PostgreSQL, where other nodes write at the same time, the group first locks the rows of
+//! every account it touches, in id order (so that two nodes' groups never deadlock): each
+//! concurrency check then runs after the lock, in a statement of its own whose snapshot sees
+//! every task the other nodes committed, and limits stay exact across nodes.
+//!
 //! Should a group fail, its writes run again one by one, so that whatever failed fails only its
-//! own. PostgreSQL takes concurrent transactions, so there every write keeps its own.
+//! own.
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
@@ -26,9 +32,10 @@ use super::store::{
 };
 use super::{NewTask, Task, TaskId};
 use crate::accounts::ledger::{self, EntryKind, NewEntry};
-use crate::db::{Db, now_ms};
+use crate::db::{self, Db, Dialect, now_ms};
+use crate::ids::AccountId;
 use crate::money::Micros;
-use crate::signals::Signal;
+use crate::signals::{Bus, Signal};
 
 /// The most writes one transaction takes. A task row binds 14 values, far below SQLite's limit
 /// of 32,766 a statement even at this many rows.
@@ -140,7 +147,7 @@ async fn write_group(db: &Db, alone: &TaskStore, writes: Vec<Write>) {
             Write::Note(n) => notes.push(n),
         }
     }
-    match commit_group(db, &creates, &finishes, &notes).await {
+    match commit_group(db, alone.bus(), &creates, &finishes, &notes).await {
         Ok(Committed { created, finished, noted, signals }) => {
             alone.bus().committed(&signals);
             // A caller that went away still has its write: as when an answer is lost on the wire.
@@ -186,6 +193,7 @@ struct Committed {
 /// Writes a group in one transaction. An error means the transaction was rolled back.
 async fn commit_group(
     db: &Db,
+    bus: &Bus,
     creates: &[Create],
     finishes: &[Finish],
     notes: &[Noted],
@@ -193,6 +201,10 @@ async fn commit_group(
     let now = now_ms();
     let mut signals = Vec::new();
     let mut tx = db.write.begin().await?;
+    if db.dialect == Dialect::Postgres {
+        let accounts = creates.iter().map(|c| &c.new.account_id).chain(finishes.iter().map(|f| &f.task.account_id));
+        lock_accounts(&mut tx, accounts).await?;
+    }
     let created = create_all(&mut tx, creates, now, &mut signals).await?;
     let finished = finish_all(&mut tx, finishes, now, &mut signals).await?;
     let mut noted = Vec::with_capacity(notes.len());
@@ -201,8 +213,30 @@ async fn commit_group(
         noted.push(written.is_some());
         signals.extend(written.into_iter().flatten());
     }
+    bus.within(&mut *tx, &signals).await?;
     tx.commit().await?;
     Ok(Committed { created, finished, noted, signals })
+}
+
+/// Locks the rows of `accounts` (PostgreSQL) for the rest of the transaction, in id order.
+async fn lock_accounts<'a>(
+    tx: &mut Transaction<'_, Any>,
+    accounts: impl Iterator<Item = &'a AccountId>,
+) -> Result<(), StoreError> {
+    let mut ids: Vec<&str> = accounts.map(AccountId::as_str).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let sql =
+        format!("SELECT id FROM accounts WHERE id IN ({}) ORDER BY id FOR UPDATE", db::parameter_list(1, ids.len()));
+    let mut query = sqlx::query(&sql);
+    for id in ids {
+        query = query.bind(id);
+    }
+    query.fetch_all(&mut **tx).await?;
+    Ok(())
 }
 
 /// A task the group admitted, with its id and credit hold.

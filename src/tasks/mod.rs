@@ -343,13 +343,20 @@ pub fn result_key(task: &TaskId, index: usize, format: crate::catalog::OutputFor
 }
 
 /// Where the thumbnail of the result stored at `result_key` is: the same path under `thumbs/`,
-/// in WebP whatever the result's format (so results of either layout have theirs). Made once,
-/// when the result is stored; a task from before thumbnails, or whose thumbnail could not be
-/// made, has none at this key.
+/// in WebP whatever the result's format (so results of either layout have theirs). Made when
+/// first asked for (see [`thumbnail_sources`]), then kept.
 pub fn thumbnail_key(result_key: &str) -> String {
     let path = result_key.strip_prefix("results/").unwrap_or(result_key);
     let stem = path.rsplit_once('.').map_or(path, |(stem, _)| stem);
     format!("thumbs/{stem}.webp")
+}
+
+/// The result keys whose thumbnail `thumbnail_key` may be, one per output format (the
+/// thumbnail's name keeps no format); `None` for a key that is not a thumbnail's.
+pub fn thumbnail_sources(thumbnail_key: &str) -> Option<Vec<String>> {
+    let stem = thumbnail_key.strip_prefix("thumbs/")?.strip_suffix(".webp")?;
+    let formats = crate::catalog::OutputFormat::ALL;
+    Some(formats.iter().map(|format| format!("results/{stem}.{}", format.extension())).collect())
 }
 
 /// Where a task keeps its preview frame `index` (0-based), for streaming clients on any node.
@@ -387,5 +394,10 @@ mod key_tests {
         assert_eq!(thumbnail_key(&key), "thumbs/94/task_01a2368c14c17333a8f3a01c53d1a194-1.webp");
         // A result stored before the flat layout keeps the thumbnail it was given then.
         assert_eq!(thumbnail_key("results/task_0a/2.jpeg"), "thumbs/task_0a/2.webp");
+        for result in [key.as_str(), "results/task_0a/2.jpeg"] {
+            let sources = thumbnail_sources(&thumbnail_key(result)).unwrap();
+            assert!(sources.iter().any(|source| source == result), "{result} in {sources:?}");
+        }
+        assert_eq!(thumbnail_sources("results/94/task_01-0.png"), None);
     }
 }

@@ -279,15 +279,11 @@ fn node_of(token: &str) -> Option<&str> {
 }
 
 impl TaskStore {
-    /// A store on `db` that announces its changes on `bus`; on SQLite this starts the
-    /// group-commit writer, so call it in a runtime.
+    /// A store on `db` that announces its changes on `bus`; this starts the group-commit
+    /// writer, so call it in a runtime.
     pub fn new(db: Db, bus: Bus) -> Self {
         let alone = Self { db: db.clone(), ended: Arc::default(), writer: None, bus };
-        let writer = match db.dialect {
-            db::Dialect::Sqlite => Some(Writer::start(db, alone.clone())),
-            db::Dialect::Postgres => None,
-        };
-        Self { writer, ..alone }
+        Self { writer: Some(Writer::start(db, alone.clone())), ..alone }
     }
 
     /// Holds `images × price`, checks the account's unfinished tasks against `max_concurrent`,
@@ -418,45 +414,52 @@ impl TaskStore {
         Ok(task)
     }
 
-    /// Takes the oldest task that is pending or whose lease ran out, and leases it to `token`.
-    /// A task still carrying a lease token was lost by its last worker (a handed-back lease has
-    /// none): that counts as an interruption. Tasks of a model and tier in `waiting` (whose
-    /// channels are all switched off) are passed over, unless they are past their deadline (to
-    /// time out) or hold an upstream task (to resume it where it was accepted).
+    /// Takes up to `most` of the oldest tasks that are pending or whose lease ran out, in one
+    /// statement, and leases them to `token`; they come back oldest first. A task still carrying
+    /// a lease token was lost by its last worker (a handed-back lease has none): that counts as
+    /// an interruption. Tasks of a model and tier in `waiting` (whose channels are all switched
+    /// off or full) are passed over, unless they are past their deadline (to time out) or hold
+    /// an upstream task (to resume it where it was accepted).
     pub async fn claim(
         &self,
         token: &str,
         lease_ms: i64,
         waiting: &[(String, Routing)],
-    ) -> Result<Option<Task>, StoreError> {
+        most: usize,
+    ) -> Result<Vec<Task>, StoreError> {
         let now = now_ms();
-        // SQLite runs the whole statement under its single write lock; PostgreSQL needs
-        // SKIP LOCKED so that concurrent claimers pass over each other's rows.
-        let lock = match self.db.dialect {
-            db::Dialect::Sqlite => "",
-            db::Dialect::Postgres => "FOR UPDATE SKIP LOCKED",
-        };
         let held_back = if waiting.is_empty() {
             String::new()
         } else {
             let pairs: Vec<String> =
-                (0..waiting.len()).map(|i| format!("(model = ${} AND routing = ${})", 4 + 2 * i, 5 + 2 * i)).collect();
+                (0..waiting.len()).map(|i| format!("(model = ${} AND routing = ${})", 5 + 2 * i, 6 + 2 * i)).collect();
             format!("AND (deadline_at <= $3 OR upstream_task_id IS NOT NULL OR NOT ({}))", pairs.join(" OR "))
+        };
+        let oldest = format!(
+            "SELECT id FROM tasks WHERE (state = 'pending' OR (state = 'processing' AND lease_until < $3)) {held_back} \
+             ORDER BY created_at LIMIT $4"
+        );
+        // SQLite runs the whole statement under its single write lock. PostgreSQL needs SKIP
+        // LOCKED so that concurrent claimers pass over each other's rows, and the ids taken once
+        // into an array: an `IN (subquery)` may be scanned again and lock more than `most`.
+        let picked = match self.db.dialect {
+            db::Dialect::Sqlite => format!("id IN ({oldest})"),
+            db::Dialect::Postgres => format!("id = ANY(ARRAY({oldest} FOR UPDATE SKIP LOCKED))"),
         };
         let sql = format!(
             "UPDATE tasks SET state = 'processing', lease_token = $1, lease_until = $2, attempts = attempts + 1, \
              interruptions = interruptions + CASE WHEN lease_token IS NULL THEN 0 ELSE 1 END \
-             WHERE id = (SELECT id FROM tasks \
-                         WHERE (state = 'pending' OR (state = 'processing' AND lease_until < $3)) {held_back} \
-                         ORDER BY created_at LIMIT 1 {lock}) \
-             RETURNING {COLUMNS}"
+             WHERE {picked} RETURNING {COLUMNS}"
         );
-        let mut query = sqlx::query(&sql).bind(token).bind(now + lease_ms).bind(now);
+        let most = i64::try_from(most).unwrap_or(i64::MAX);
+        let mut query = sqlx::query(&sql).bind(token).bind(now + lease_ms).bind(now).bind(most);
         for (model, routing) in waiting {
             query = query.bind(model.as_str()).bind(routing.as_str());
         }
-        let row = query.fetch_optional(&self.db.write).await?;
-        row.as_ref().map(task_from_row).transpose()
+        let rows = query.fetch_all(&self.db.write).await?;
+        let mut tasks = rows.iter().map(task_from_row).collect::<Result<Vec<_>, _>>()?;
+        tasks.sort_by_key(|task| task.created_at);
+        Ok(tasks)
     }
 
     /// Extends a lease, and says whether a cancel was asked for meanwhile (should its
@@ -528,11 +531,10 @@ impl TaskStore {
     /// tasks for `sharing` (the models those channels serve, its own among them) to be claimed.
     pub async fn queue_position(&self, task: &Task, sharing: &[String]) -> Result<u32, StoreError> {
         // Tasks created in the same millisecond are told apart by id (time-ordered too).
-        let models: Vec<String> = (0..sharing.len()).map(|i| format!("${}", i + 3)).collect();
         let sql = format!(
             "SELECT COUNT(*) FROM tasks WHERE state = 'pending' \
              AND (created_at < $1 OR (created_at = $1 AND id < $2)) AND model IN ({})",
-            models.join(", ")
+            db::parameter_list(3, sharing.len())
         );
         let mut query = sqlx::query_scalar(&sql).bind(task.created_at).bind(task.id.as_str());
         for model in sharing {
@@ -636,17 +638,23 @@ impl TaskStore {
         Ok(())
     }
 
-    /// Puts a task just claimed back in its place in the queue, as if it had not been claimed:
-    /// its channels had no slot free. No wake-up is sent (a freed slot sends one).
-    pub async fn requeue(&self, id: &TaskId, token: &str) -> Result<(), StoreError> {
-        sqlx::query(
+    /// Puts tasks just claimed under `token` back in their place in the queue, as if they had
+    /// not been claimed: their channels had no slot free. No wake-up is sent (a freed slot
+    /// sends one).
+    pub async fn requeue(&self, ids: &[&TaskId], token: &str) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
             "UPDATE tasks SET state = 'pending', lease_token = NULL, lease_until = NULL, attempts = attempts - 1 \
-             WHERE id = $1 AND lease_token = $2 AND state = 'processing'",
-        )
-        .bind(id.as_str())
-        .bind(token)
-        .execute(&self.db.write)
-        .await?;
+             WHERE lease_token = $1 AND state = 'processing' AND id IN ({})",
+            db::parameter_list(2, ids.len())
+        );
+        let mut query = sqlx::query(&sql).bind(token);
+        for id in ids {
+            query = query.bind(id.as_str());
+        }
+        query.execute(&self.db.write).await?;
         Ok(())
     }
 

@@ -54,6 +54,8 @@ pub struct WorkerPool {
 
 /// How often idle workers look for work without being woken (other processes may add tasks).
 const IDLE_POLL: Duration = Duration::from_millis(500);
+/// The most tasks one claim takes: a burst of submits is claimed in a round trip or a few.
+const MOST_PER_CLAIM: usize = 32;
 /// How often pending tasks are checked against their `Cancel-After` deadline.
 const DEADLINE_SWEEP: Duration = Duration::from_secs(1);
 /// The longest a cancelled task waits for its upstream to take the cancel.
@@ -110,18 +112,25 @@ impl WorkerPool {
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let lease_ms = self.lease.as_millis() as i64;
         let (pool, store, node, router) = (&*self, &self.store, self.node.as_str(), &self.router);
-        let claim = || async move {
+        let claim = |most| async move {
             let token = lease_token(node);
             let held_back = router.held_back();
-            let Some(task) = store.claim(&token, lease_ms, &held_back).await? else { return Ok(None) };
-            match pool.reserve(&task) {
-                Ok(slot) => Ok(Some((task, token, slot))),
-                Err(Busy) => {
-                    // Its channels filled between the look and the claim: back to its place.
-                    store.requeue(&task.id, &token).await?;
-                    Ok::<_, StoreError>(None)
+            let claimed = store.claim(&token, lease_ms, &held_back, most).await?;
+            let asked = claimed.len();
+            let mut ready = Vec::with_capacity(asked);
+            let mut busy = Vec::new();
+            for task in claimed {
+                match pool.reserve(&task) {
+                    Ok(slot) => ready.push((task, token.clone(), slot)),
+                    // Its channels filled since the look (with tasks of this very claim, say).
+                    Err(Busy) => busy.push(task),
                 }
             }
+            if let Err(e) = store.requeue(&busy.iter().map(|task| &task.id).collect::<Vec<_>>(), &token).await {
+                // They stay leased and are taken again when the lease runs out; the rest run.
+                tracing::error!(error = %e, tasks = busy.len(), "could not put tasks back in the queue");
+            }
+            Ok::<_, StoreError>(claim_loop::Claimed { items: ready, more: asked >= most })
         };
         let work = |(task, token, slot)| {
             let (pool, shutdown) = (self.clone(), shutdown.clone());
@@ -132,7 +141,8 @@ impl WorkerPool {
         let cancels = tokio::spawn(self.clone().follow_cancels(shutdown.clone()));
         let wake = self.bus.tasks_queued();
         let freed = tokio::spawn(forward(self.router.capacity_freed(), wake.clone(), shutdown.clone()));
-        claim_loop::run("a task", self.workers, shutdown.clone(), wake, claim, work, idle).await;
+        let slots = claim_loop::Slots { total: self.workers, most_per_claim: MOST_PER_CLAIM };
+        claim_loop::run("a task", slots, shutdown.clone(), wake, claim, work, idle).await;
         let _ = tokio::join!(cancels, freed);
     }
 
@@ -355,11 +365,11 @@ impl WorkerPool {
         for image in images.into_iter().take(task.requested_images as usize) {
             let image_facts = image_facts(task, &image);
             // The result's one conversion, when the upstream made another format than the task
-            // asked for (Seedream 4.x always answers JPEG), and its thumbnail from the same
-            // decode. One that cannot be converted is left out, as an upstream's missing image
-            // would be, and not charged.
-            let delivered = match self.media.deliver(image.bytes, image.format, task.spec.output_format).await {
-                Ok(delivered) => delivered,
+            // asked for (Seedream 4.x always answers JPEG); otherwise it is stored as it came,
+            // undecoded (its thumbnail is made when first asked for). One that cannot be
+            // converted is left out, as an upstream's missing image would be, and not charged.
+            let bytes = match self.media.convert(image.bytes, image.format, task.spec.output_format).await {
+                Ok(bytes) => bytes,
                 Err(e) => {
                     tracing::warn!(error = %e, "a result could not be converted; leaving it out");
                     unconverted.get_or_insert(e);
@@ -368,7 +378,7 @@ impl WorkerPool {
             };
             let index = result_keys.len();
             let key = super::result_key(&task.id, index, task.spec.output_format);
-            if let Err(e) = self.storage.put_and_keep(&key, delivered.bytes).await {
+            if let Err(e) = self.storage.put_and_keep(&key, bytes).await {
                 tracing::error!(error = format!("{e:#}"), "storing a result failed");
                 return Outcome::Failed {
                     code: FailCode::GenerationFailed,
@@ -380,7 +390,6 @@ impl WorkerPool {
                 kept.result_keys.push(key.clone());
                 kept.images.push(image_facts.clone());
             }
-            self.keep_thumbnail(&key, delivered.thumbnail).await;
             result_keys.push(key);
             facts.push(image_facts);
         }
@@ -389,18 +398,6 @@ impl WorkerPool {
                 Outcome::Failed { code: FailCode::GenerationFailed, message: format!("a result {e}") }
             }
             _ => Outcome::Success { result_keys, images: facts },
-        }
-    }
-
-    /// Stores the thumbnail of the result at `result_key`; one that could not be made or stored
-    /// is logged and skipped (the task has its image; a console shows the image instead).
-    async fn keep_thumbnail(&self, result_key: &str, thumbnail: anyhow::Result<Vec<u8>>) {
-        let stored = match thumbnail {
-            Ok(bytes) => self.storage.put(&super::thumbnail_key(result_key), bytes).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = stored {
-            tracing::warn!(result = result_key, error = format!("{e:#}"), "no thumbnail for a result; skipping it");
         }
     }
 

@@ -139,7 +139,12 @@ struct Prepared {
 impl Dispatcher {
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let slots = self.slots;
-        let claim = || store::claim(&self.db, LEASE_MS, slots);
+        // One at a time: each claim weighs the accounts' shares anew.
+        let db = &self.db;
+        let claim = |_free| async move {
+            let delivery = store::claim(db, LEASE_MS, slots).await?;
+            Ok::<_, sqlx::Error>(claim_loop::Claimed::of(delivery.into_iter().collect(), 1))
+        };
         let work = |delivery| {
             let this = self.clone();
             async move {
@@ -149,7 +154,8 @@ impl Dispatcher {
             }
         };
         let idle = || self.until_next_due();
-        claim_loop::run("a callback", slots, shutdown, self.wake.clone(), claim, work, idle).await;
+        let capacity = claim_loop::Slots { total: slots, most_per_claim: 1 };
+        claim_loop::run("a callback", capacity, shutdown, self.wake.clone(), claim, work, idle).await;
     }
 
     async fn until_next_due(&self) -> Duration {
