@@ -43,10 +43,6 @@ class Sqlite:
     def padded(expr, width):
         return f"substr('{'0' * width}' || ({expr}), -{width}, {width})"
 
-    @staticmethod
-    def count_if(condition):
-        return f"SUM(CASE WHEN {condition} THEN 1 ELSE 0 END)"
-
     def cleanup(self):
         pass
 
@@ -108,10 +104,6 @@ class Postgres:
     @staticmethod
     def padded(expr, width):
         return f"lpad(({expr})::text, {width}, '0')"
-
-    @staticmethod
-    def count_if(condition):
-        return f"SUM(CASE WHEN {condition} THEN 1 ELSE 0 END)"
 
     def pgbench(self, clients, seconds):
         """Transactions per second of pgbench's simple-update script (`-N`) at `clients`, on a
