@@ -6,6 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -66,11 +67,9 @@ pub async fn run<T, E, Claim, ClaimFut, Work, WorkFut, Idle, IdleFut>(
             Ok(Claimed { items, more }) => {
                 for item in items {
                     let permit = permits.pop().expect("a claim takes no more than it was allowed");
-                    let job = work(item);
-                    tokio::spawn(async move {
-                        job.await;
-                        drop(permit);
-                    });
+                    // `map`, not an `async move` block around `job`: such a block would keep
+                    // room for `job` twice (once captured, once being polled).
+                    tokio::spawn(work(item).map(move |()| drop(permit)));
                 }
                 drop(permits);
                 if !more {

@@ -7,12 +7,14 @@
 //! one node and the announcement is delivered in-process once the change has committed. Polling
 //! stays the fallback for a lost notification (a listener reconnecting, a node starting).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::Any;
 use sqlx::postgres::PgListener;
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::db::Dialect;
@@ -102,6 +104,34 @@ pub struct Bus {
     callbacks_queued: Arc<Notify>,
     channels_switched: Arc<Notify>,
     news: broadcast::Sender<TaskNews>,
+    watchers: Arc<Watchers>,
+}
+
+/// Who follows which task. News of a task wakes only its own followers: with every waiting
+/// request subscribed to all news, each event woke every one of them.
+#[derive(Debug, Default)]
+struct Watchers {
+    next: AtomicU64,
+    by_task: Mutex<HashMap<TaskId, Vec<(u64, mpsc::UnboundedSender<Change>)>>>,
+}
+
+impl Watchers {
+    fn tell(&self, news: &TaskNews) {
+        let by_task = self.by_task.lock().expect("not poisoned");
+        for (_, follower) in by_task.get(&news.task).into_iter().flatten() {
+            let _ = follower.send(news.change);
+        }
+    }
+
+    fn forget(&self, task: &TaskId, id: u64) {
+        let mut by_task = self.by_task.lock().expect("not poisoned");
+        if let Some(followers) = by_task.get_mut(task) {
+            followers.retain(|(other, _)| *other != id);
+            if followers.is_empty() {
+                by_task.remove(task);
+            }
+        }
+    }
 }
 
 impl Bus {
@@ -113,6 +143,7 @@ impl Bus {
             callbacks_queued: Arc::default(),
             channels_switched: Arc::default(),
             news,
+            watchers: Arc::default(),
         }
     }
 
@@ -138,7 +169,11 @@ impl Bus {
 
     /// News of one task from now on, for whoever waits on it.
     pub fn watch(&self, task: &TaskId) -> TaskWatch {
-        TaskWatch { task: task.clone(), news: self.subscribe() }
+        let (follower, news) = mpsc::unbounded_channel();
+        let id = self.watchers.next.fetch_add(1, Ordering::Relaxed);
+        let mut by_task = self.watchers.by_task.lock().expect("not poisoned");
+        by_task.entry(task.clone()).or_default().push((id, follower));
+        TaskWatch { task: task.clone(), id, news, watchers: self.watchers.clone() }
     }
 
     /// Announces `signals` with the transaction `executor` belongs to (PostgreSQL); call
@@ -186,8 +221,11 @@ impl Bus {
             Signal::TaskQueued => self.tasks_queued.notify_one(),
             Signal::CallbackQueued => self.callbacks_queued.notify_one(),
             Signal::ChannelsSwitched => self.channels_switched.notify_one(),
-            // Nobody may be following; that is fine.
-            Signal::Task(news) => drop(self.news.send(news)),
+            Signal::Task(news) => {
+                self.watchers.tell(&news);
+                // Nobody may be following; that is fine.
+                drop(self.news.send(news));
+            }
         }
     }
 
@@ -230,15 +268,17 @@ impl Bus {
     }
 }
 
-/// One task's news (see [`Bus::watch`]).
+/// One task's news (see [`Bus::watch`]); dropping it stops the following.
 pub struct TaskWatch {
     task: TaskId,
-    news: broadcast::Receiver<TaskNews>,
+    id: u64,
+    news: mpsc::UnboundedReceiver<Change>,
+    watchers: Arc<Watchers>,
 }
 
 impl TaskWatch {
-    /// Returns when news of the task that `wanted` picks arrives (or some news was missed and
-    /// the caller must read the store), or at the latest after `poll`.
+    /// Returns when news of the task that `wanted` picks arrives, or at the latest after `poll`
+    /// (news lost between nodes is found by the caller reading the store then).
     pub async fn next(&mut self, poll: Duration, wanted: impl Fn(Change) -> bool) {
         let pause = tokio::time::sleep(poll);
         tokio::pin!(pause);
@@ -246,13 +286,18 @@ impl TaskWatch {
             tokio::select! {
                 _ = &mut pause => return,
                 heard = self.news.recv() => match heard {
-                    Ok(news) if news.task == self.task && wanted(news.change) => return,
-                    Ok(_) => {}
-                    Err(broadcast::error::RecvError::Lagged(_)) => return,
-                    Err(broadcast::error::RecvError::Closed) => return (&mut pause).await,
+                    Some(change) if wanted(change) => return,
+                    Some(_) => {}
+                    None => return (&mut pause).await,
                 },
             }
         }
+    }
+}
+
+impl Drop for TaskWatch {
+    fn drop(&mut self) {
+        self.watchers.forget(&self.task, self.id);
     }
 }
 
@@ -287,5 +332,22 @@ mod tests {
         assert!(news.try_recv().is_err());
         bus.committed(&[Signal::event(&id, 2, false)]);
         assert_eq!(news.try_recv().unwrap(), TaskNews { task: id, change: Change::Event { seq: 2, last: false } });
+    }
+
+    #[tokio::test]
+    async fn a_watch_hears_its_own_task_only_and_is_forgotten_when_dropped() {
+        let bus = Bus::new(Dialect::Sqlite);
+        let (mine, other) = (TaskId::generate(), TaskId::generate());
+        let mut watch = bus.watch(&mine);
+        let mut second = bus.watch(&mine);
+        bus.committed(&[Signal::event(&other, 5, true), Signal::event(&mine, 3, true)]);
+        let wanted = |change| change == Change::Event { seq: 3, last: true };
+        // A `next` that missed the news would wait out its hour-long poll, far past the timeout.
+        let hour = Duration::from_secs(3600);
+        let both = async { tokio::join!(watch.next(hour, wanted), second.next(hour, wanted)) };
+        tokio::time::timeout(Duration::from_secs(10), both).await.expect("both heard the news");
+        assert!(watch.news.try_recv().is_err(), "the other task's news never came");
+        drop((watch, second));
+        assert!(bus.watchers.by_task.lock().unwrap().is_empty());
     }
 }

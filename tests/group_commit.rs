@@ -149,3 +149,46 @@ async fn a_claim_takes_the_oldest_tasks_up_to_its_limit_and_a_requeue_puts_back_
     assert_eq!(again.iter().map(|t| t.id.clone()).collect::<Vec<_>>(), ids[..1]);
     assert_eq!(again[0].interruptions, 0, "a requeued claim was no interruption");
 }
+
+#[tokio::test]
+async fn a_group_holds_and_settles_many_tasks_of_one_account_with_a_line_each() {
+    let app = spawn_app_with(|c| c.role = Role::Api).await;
+    let store = &app.state.tasks;
+    let account = app.state.accounts.find("default").await.unwrap();
+    // Six creates of one account and model, all affordable: held together, each with its hold.
+    let tasks: Vec<NewTask> = (0..6).map(|_| seedream_task(&app, &account.id)).collect();
+    let created = futures::future::join_all(tasks.iter().map(|t| store.create(t, &NO_LIMITS))).await;
+    let ids: Vec<_> = created.into_iter().map(|c| c.expect("every create fits")).collect();
+    let after = app.state.accounts.find("default").await.unwrap();
+    assert_eq!((account.balance.0 - after.balance.0, after.held.0), (6 * 32_000, 6 * 32_000));
+    let holds: Vec<(String,)> =
+        sqlx::query_as("SELECT task_id FROM ledger WHERE kind = 'hold' AND account_id = $1 ORDER BY task_id")
+            .bind(account.id.as_str())
+            .fetch_all(&app.state.db.read)
+            .await
+            .unwrap();
+    let mut expected: Vec<String> = ids.iter().map(|id| id.as_str().to_owned()).collect();
+    expected.sort();
+    assert_eq!(holds.into_iter().map(|(id,)| id).collect::<Vec<_>>(), expected);
+
+    // Their ends in one group add up in one usage row of the day and model.
+    let token = lease_token("test");
+    let claimed = store.claim(&token, 60_000, &[], 6).await.unwrap();
+    assert_eq!(claimed.len(), 6);
+    let holder = Holder::Lease(token.clone());
+    let outcome = Outcome::Success { result_keys: vec!["results/x/0.png".into()], images: vec![] };
+    let finished = futures::future::join_all(claimed.iter().map(|t| store.finish(t, &holder, &outcome))).await;
+    assert!(finished.iter().all(|f| matches!(f, Ok(true))), "{finished:?}");
+    let (succeeded, images, spent): (i64, i64, i64) = sqlx::query_as(
+        "SELECT CAST(SUM(succeeded) AS BIGINT), CAST(SUM(images) AS BIGINT), CAST(SUM(spent_micros) AS BIGINT) \
+         FROM usage_daily WHERE account_id = $1 AND model = 'seedream-5-0'",
+    )
+    .bind(account.id.as_str())
+    .fetch_one(&app.state.db.read)
+    .await
+    .unwrap();
+    assert_eq!((succeeded, images, spent), (6, 6, 6 * 32_000));
+    let settled = app.state.accounts.find("default").await.unwrap();
+    assert_eq!((account.balance.0 - settled.balance.0, settled.held.0), (6 * 32_000, 0));
+    assert_ledger_invariant(&app.state, "default").await;
+}

@@ -27,7 +27,12 @@ class Sqlite:
     def execute(self, easel, script):
         with sqlite3.connect(os.path.join(easel.data_dir, "easel.db"), timeout=60) as db:
             db.executescript(script)
-            # Into the database file: a write-ahead log of gigabytes slows every reader after.
+
+    def settle(self, easel):
+        """After a bulk load: fresh planner statistics, and the write-ahead log (gigabytes of
+        it, which would slow every reader after) moved into the database file."""
+        with sqlite3.connect(os.path.join(easel.data_dir, "easel.db"), timeout=60) as db:
+            db.execute("ANALYZE")
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def columns(self, easel, table):
@@ -92,6 +97,15 @@ class Postgres:
 
     def execute(self, easel, script):
         self.psql(self._server_url(easel), script)
+
+    def settle(self, easel):
+        """After a bulk load: the new rows vacuumed (so that autovacuum does not start on them
+        during the measurement) with fresh statistics, and the load's write-ahead log
+        checkpointed now rather than by the volume of WAL in the middle of a run. Separate
+        calls: neither runs inside a transaction."""
+        url = self._server_url(easel)
+        self.psql(url, "VACUUM (ANALYZE)")
+        self.psql(url, "CHECKPOINT")
 
     def columns(self, easel, table):
         sql = f"SELECT column_name FROM information_schema.columns WHERE table_name = '{table}' ORDER BY ordinal_position"

@@ -2,6 +2,8 @@
 //! that ends a task, so that an overview of an account's spending reads a few rows however many
 //! tasks it has. The live part (tasks still waiting or running) is counted from the tasks.
 
+use std::collections::BTreeMap;
+
 use sqlx::{Any, Row, Transaction};
 
 use crate::db::Db;
@@ -18,35 +20,58 @@ pub enum Ended {
     Cancelled,
 }
 
-/// Adds one ended task to its account's day (UTC) and model.
-pub async fn record_in(
-    tx: &mut Transaction<'_, Any>,
-    account: &AccountId,
-    model: &str,
-    ended: Ended,
-    images: u32,
-    charge: Micros,
-    at: i64,
-) -> Result<(), sqlx::Error> {
-    let one = |e| i64::from(ended == e);
-    sqlx::query(
-        "INSERT INTO usage_daily (account_id, day, model, succeeded, failed, cancelled, images, spent_micros) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (account_id, day, model) DO UPDATE SET \
-         succeeded = usage_daily.succeeded + excluded.succeeded, failed = usage_daily.failed + excluded.failed, \
-         cancelled = usage_daily.cancelled + excluded.cancelled, images = usage_daily.images + excluded.images, \
-         spent_micros = usage_daily.spent_micros + excluded.spent_micros",
-    )
-    .bind(account.as_str())
-    .bind(at.div_euclid(DAY_MS))
-    .bind(model)
-    .bind(one(Ended::Succeeded))
-    .bind(one(Ended::Failed))
-    .bind(one(Ended::Cancelled))
-    .bind(i64::from(images))
-    .bind(charge.0)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+/// The ended tasks of one transaction, added up per account, UTC day and model before they
+/// are written: one upsert for a group of finishes, whatever their number.
+#[derive(Debug, Default)]
+pub struct Tally {
+    rows: BTreeMap<(String, i64, String), Counts>,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    succeeded: i64,
+    failed: i64,
+    cancelled: i64,
+    images: i64,
+    spent: Micros,
+}
+
+impl Tally {
+    pub fn add(&mut self, account: &AccountId, model: &str, ended: Ended, images: u32, charge: Micros, at: i64) {
+        let key = (account.as_str().to_owned(), at.div_euclid(DAY_MS), model.to_owned());
+        let counts = self.rows.entry(key).or_default();
+        match ended {
+            Ended::Succeeded => counts.succeeded += 1,
+            Ended::Failed => counts.failed += 1,
+            Ended::Cancelled => counts.cancelled += 1,
+        }
+        counts.images += i64::from(images);
+        // A day's spending past i64 micro-dollars (9.2 trillion dollars) saturates.
+        counts.spent = counts.spent.checked_add(charge).unwrap_or(Micros(i64::MAX));
+    }
+
+    /// Adds the tally to `usage_daily`, in one statement (each row a different key, as one
+    /// upsert needs on PostgreSQL).
+    pub async fn record_in(&self, tx: &mut Transaction<'_, Any>) -> Result<(), sqlx::Error> {
+        if self.rows.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "INSERT INTO usage_daily (account_id, day, model, succeeded, failed, cancelled, images, spent_micros) \
+             VALUES {} ON CONFLICT (account_id, day, model) DO UPDATE SET \
+             succeeded = usage_daily.succeeded + excluded.succeeded, failed = usage_daily.failed + excluded.failed, \
+             cancelled = usage_daily.cancelled + excluded.cancelled, images = usage_daily.images + excluded.images, \
+             spent_micros = usage_daily.spent_micros + excluded.spent_micros",
+            crate::db::placeholders(self.rows.len(), 8)
+        );
+        let mut query = sqlx::query(&sql);
+        for ((account, day, model), c) in &self.rows {
+            query = query.bind(account.as_str()).bind(*day).bind(model.as_str());
+            query = query.bind(c.succeeded).bind(c.failed).bind(c.cancelled).bind(c.images).bind(c.spent.0);
+        }
+        query.execute(&mut **tx).await?;
+        Ok(())
+    }
 }
 
 /// What an account spent on one day.

@@ -95,30 +95,35 @@ pub async fn created_in(
 /// Appends events to a task's list and returns the last one's seq. Call it after the statement
 /// that changes the task's row in the same transaction: that row's lock puts concurrent writers
 /// of one task (a cancel and a finish) one after the other, so each reads the other's events.
+/// One statement reads the list's end and appends after it (a round trip less per write; the
+/// databases read the whole SELECT before inserting into the table it reads).
 pub async fn append_in(
     tx: &mut Transaction<'_, Any>,
     task: &TaskId,
     events: &[(EventKind, Value)],
     now: i64,
 ) -> Result<i64, sqlx::Error> {
-    let latest: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM task_events WHERE task_id = $1")
-        .bind(task.as_str())
-        .fetch_one(&mut **tx)
-        .await?;
     if events.is_empty() {
-        return Ok(latest);
+        return sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM task_events WHERE task_id = $1")
+            .bind(task.as_str())
+            .fetch_one(&mut **tx)
+            .await;
     }
+    // Event i is `$(3 + 2i)` (kind) and `$(4 + 2i)` (data), at `latest + 1 + i`.
+    let rows: Vec<String> = (0..events.len())
+        .map(|i| format!("SELECT $1, latest + {}, ${}, ${}, $2 FROM base", i + 1, 3 + 2 * i, 4 + 2 * i))
+        .collect();
     let sql = format!(
-        "INSERT INTO task_events (task_id, seq, kind, data, at) VALUES {}",
-        crate::db::placeholders(events.len(), 5)
+        "WITH base AS (SELECT COALESCE(MAX(seq), 0) AS latest FROM task_events WHERE task_id = $1) \
+         INSERT INTO task_events (task_id, seq, kind, data, at) {} RETURNING seq",
+        rows.join(" UNION ALL ")
     );
-    let mut query = sqlx::query(&sql);
-    for (i, (kind, data)) in events.iter().enumerate() {
-        query =
-            query.bind(task.as_str()).bind(latest + 1 + i as i64).bind(kind.as_str()).bind(data.to_string()).bind(now);
+    let mut query = sqlx::query_scalar::<_, i64>(&sql).bind(task.as_str()).bind(now);
+    for (kind, data) in events {
+        query = query.bind(kind.as_str()).bind(data.to_string());
     }
-    query.execute(&mut **tx).await?;
-    Ok(latest + events.len() as i64)
+    let seqs = query.fetch_all(&mut **tx).await?;
+    Ok(seqs.into_iter().max().expect("one row per event appended"))
 }
 
 /// A task's events after `seq`, in order.

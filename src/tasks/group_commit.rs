@@ -4,10 +4,12 @@
 //! a round trip between threads, and those hand-offs, not SQLite's own work, bound how many tasks
 //! a second one node takes and ends. On PostgreSQL every transaction costs its statements' round
 //! trips and a WAL flush at commit. So creations and finishes wait in one queue, and a writer
-//! takes everything waiting into one transaction: a conditional UPDATE per new task for its
-//! credit hold (with the concurrency limit in the same statement), a conditional UPDATE per
-//! ending task, one balance UPDATE per account, and multi-row INSERTs for the task and ledger
-//! rows. Each caller still hears back only after the transaction with its write has committed.
+//! takes everything waiting into one transaction: one conditional UPDATE holding the credit of
+//! all the new tasks of an account and model (with the concurrency limit in the same statement;
+//! task by task when they do not all fit), a conditional UPDATE per ending task, one balance
+//! UPDATE per account, one upsert of the usage rollup, and multi-row INSERTs for the task,
+//! event and ledger rows. Each caller still hears back only after the transaction with its
+//! write has committed.
 //!
 //! On PostgreSQL, where other nodes write at the same time, the group first locks the rows of
 //! every account it touches, in id order (so that two nodes' groups never deadlock): each
@@ -32,6 +34,7 @@ use super::store::{
 };
 use super::{NewTask, Task, TaskId};
 use crate::accounts::ledger::{self, EntryKind, NewEntry};
+use crate::accounts::usage;
 use crate::db::{self, Db, Dialect, now_ms};
 use crate::ids::AccountId;
 use crate::money::Micros;
@@ -252,36 +255,37 @@ async fn create_all(
     now: i64,
     signals: &mut Vec<Signal>,
 ) -> Result<Vec<Result<TaskId, StoreError>>, StoreError> {
-    let mut outcomes = Vec::with_capacity(creates.len());
+    let mut outcomes: Vec<Option<Result<TaskId, StoreError>>> = creates.iter().map(|_| None).collect();
     let mut admitted = Vec::with_capacity(creates.len());
     // Tasks this group admitted per (account, model): their rows are inserted only at the end,
     // so the concurrency check adds them to what the table holds.
     let mut admitted_per_model: HashMap<(&str, &str), i64> = HashMap::new();
-    for create in creates {
-        let new = &create.new;
-        let hold = new.price.times(new.spec.images);
-        let earlier = admitted_per_model.entry((new.account_id.as_str(), new.spec.model.as_str())).or_default();
-        let held = sqlx::query(
-            "UPDATE accounts SET balance_micros = balance_micros - $1, held_micros = held_micros + $1 \
-             WHERE id = $2 AND balance_micros >= $1 AND ($3 IS NULL OR $4 + (SELECT COUNT(*) FROM tasks \
-             WHERE account_id = $2 AND model = $5 AND state IN ('pending', 'processing')) < $3)",
-        )
-        .bind(hold.0)
-        .bind(new.account_id.as_str())
-        .bind(create.max_concurrent.map(i64::from))
-        .bind(*earlier)
-        .bind(&new.spec.model)
-        .execute(&mut **tx)
-        .await?;
-        if held.rows_affected() == 1 {
-            *earlier += 1;
-            let id = TaskId::generate();
-            outcomes.push(Ok(id.clone()));
-            admitted.push(Admitted { create, id, hold });
-        } else {
-            outcomes.push(Err(refusal(tx, create, hold).await?));
+    for batch in same_hold(creates) {
+        let first = &creates[batch[0]];
+        let (account, model) = (first.new.account_id.as_str(), first.new.spec.model.as_str());
+        let earlier = admitted_per_model.entry((account, model)).or_default();
+        let holds: Vec<Micros> =
+            batch.iter().map(|&i| creates[i].new.price.times(creates[i].new.spec.images)).collect();
+        let total = holds.iter().try_fold(Micros(0), |sum, hold| sum.checked_add(*hold));
+        // The whole batch in one UPDATE when it fits, as it does unless the account is near its
+        // balance or limit; otherwise one at a time, in order, as if it came alone.
+        let all_at_once = match total {
+            Some(total) if batch.len() > 1 => hold(tx, first, *earlier, total, batch.len()).await?,
+            _ => false,
+        };
+        for (&i, hold_one) in batch.iter().zip(holds) {
+            let create = &creates[i];
+            if all_at_once || hold(tx, create, *earlier, hold_one, 1).await? {
+                *earlier += 1;
+                let id = TaskId::generate();
+                outcomes[i] = Some(Ok(id.clone()));
+                admitted.push(Admitted { create, id, hold: hold_one });
+            } else {
+                outcomes[i] = Some(Err(refusal(tx, create, hold_one).await?));
+            }
         }
     }
+    let outcomes = outcomes.into_iter().map(|o| o.expect("every create is in one batch")).collect();
     if admitted.is_empty() {
         return Ok(outcomes);
     }
@@ -307,6 +311,49 @@ async fn create_all(
     Ok(outcomes)
 }
 
+/// The creates that share an account, a model and a concurrency limit (so that one statement
+/// can hold credit for them all), as indices into `creates`, each batch in the order asked.
+fn same_hold(creates: &[Create]) -> Vec<Vec<usize>> {
+    let mut batches: Vec<Vec<usize>> = Vec::new();
+    let mut index: HashMap<(&str, &str, Option<u32>), usize> = HashMap::new();
+    for (i, c) in creates.iter().enumerate() {
+        let key = (c.new.account_id.as_str(), c.new.spec.model.as_str(), c.max_concurrent);
+        let at = *index.entry(key).or_insert_with(|| {
+            batches.push(Vec::new());
+            batches.len() - 1
+        });
+        batches[at].push(i);
+    }
+    batches
+}
+
+/// Holds `amount` of credit for `count` new tasks like `create` (the `earlier` of them this
+/// group admitted already count against its limit), if the balance and the concurrency limit
+/// allow all of them; else changes nothing. Both checks sit in the UPDATE, so no interleaving
+/// overspends or overruns the limit.
+async fn hold(
+    tx: &mut Transaction<'_, Any>,
+    create: &Create,
+    earlier: i64,
+    amount: Micros,
+    count: usize,
+) -> Result<bool, StoreError> {
+    let held = sqlx::query(
+        "UPDATE accounts SET balance_micros = balance_micros - $1, held_micros = held_micros + $1 \
+         WHERE id = $2 AND balance_micros >= $1 AND ($3 IS NULL OR $4 + (SELECT COUNT(*) FROM tasks \
+         WHERE account_id = $2 AND model = $5 AND state IN ('pending', 'processing')) + $6 <= $3)",
+    )
+    .bind(amount.0)
+    .bind(create.new.account_id.as_str())
+    .bind(create.max_concurrent.map(i64::from))
+    .bind(earlier)
+    .bind(&create.new.spec.model)
+    .bind(count as i64)
+    .execute(&mut **tx)
+    .await?;
+    Ok(held.rows_affected() == 1)
+}
+
 /// Why a hold was refused: the balance, else the concurrency limit.
 async fn refusal(tx: &mut Transaction<'_, Any>, create: &Create, hold: Micros) -> Result<StoreError, StoreError> {
     let balance = sqlx::query("SELECT balance_micros FROM accounts WHERE id = $1")
@@ -329,15 +376,17 @@ async fn finish_all(
 ) -> Result<Vec<bool>, StoreError> {
     let mut ended = Vec::with_capacity(finishes.len());
     let mut closings = Vec::with_capacity(finishes.len());
+    let mut tally = usage::Tally::default();
     for f in finishes {
         let ending = Ending::of(&f.task, &f.outcome)?;
         let done = end_in(tx, &f.task, &f.holder, &ending, now).await?;
         if done {
             closings.push(f.task.closing(ending.charge));
-            signals.extend(ended_in(tx, &f.task, &f.outcome, &ending, now).await?);
+            signals.extend(ended_in(tx, &f.task, &f.outcome, &ending, &mut tally, now).await?);
         }
         ended.push(done);
     }
+    tally.record_in(tx).await?;
     ledger::settle_all_in(tx, &closings, now).await?;
     Ok(ended)
 }

@@ -693,7 +693,9 @@ impl TaskStore {
             return Ok(false);
         }
         ledger::settle_all_in(&mut tx, &[task.closing(ending.charge)], now).await?;
-        let signals = ended_in(&mut tx, task, outcome, &ending, now).await?;
+        let mut usage = usage::Tally::default();
+        let signals = ended_in(&mut tx, task, outcome, &ending, &mut usage, now).await?;
+        usage.record_in(&mut tx).await?;
         self.bus.within(&mut *tx, &signals).await?;
         tx.commit().await?;
         self.bus.committed(&signals);
@@ -751,12 +753,14 @@ pub(super) async fn created_in(
 }
 
 /// After [`end_in`] ended a task: its events (each image stored, then the end), its callback
-/// if its owner wants one, and the signals that announce them.
+/// if its owner wants one, and the signals that announce them. Its usage goes on `usage`, for
+/// the caller to record with the transaction's others.
 pub(super) async fn ended_in(
     tx: &mut Transaction<'_, Any>,
     task: &Task,
     outcome: &Outcome,
     ending: &Ending<'_>,
+    usage: &mut usage::Tally,
     now: i64,
 ) -> Result<Vec<Signal>, StoreError> {
     let kind = outcome.event();
@@ -782,7 +786,7 @@ pub(super) async fn ended_in(
         EventKind::Succeeded => usage::Ended::Succeeded,
         _ => usage::Ended::Failed,
     };
-    usage::record_in(tx, &task.account_id, &task.model, ended, ending.delivered, ending.charge, now).await?;
+    usage.add(&task.account_id, &task.model, ended, ending.delivered, ending.charge, now);
     let mut signals = vec![Signal::event(&task.id, seq, true)];
     if let Some(url) = task.callback_for(kind) {
         webhooks::store::enqueue_in(tx, &task.id, &task.account_id, url, None).await?;

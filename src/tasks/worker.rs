@@ -132,11 +132,8 @@ impl WorkerPool {
             }
             Ok::<_, StoreError>(claim_loop::Claimed { items: ready, more: asked >= most })
         };
-        let work = |(task, token, slot)| {
-            let (pool, shutdown) = (self.clone(), shutdown.clone());
-            // Each task either finishes or hands its lease back before its slot frees.
-            async move { pool.process(task, token, slot, shutdown).await }
-        };
+        // Each task either finishes or hands its lease back before its slot frees.
+        let work = |(task, token, slot)| self.clone().process(task, token, slot, shutdown.clone());
         let idle = || async { IDLE_POLL };
         let cancels = tokio::spawn(self.clone().follow_cancels(shutdown.clone()));
         let wake = self.bus.tasks_queued();
@@ -185,7 +182,7 @@ impl WorkerPool {
     }
 
     #[tracing::instrument(skip_all, fields(task = %task.id, model = %task.model, attempt = task.attempts))]
-    async fn process(&self, task: Task, token: String, slot: Option<Slot>, shutdown: CancellationToken) {
+    async fn process(self: Arc<Self>, task: Task, token: String, slot: Option<Slot>, shutdown: CancellationToken) {
         let stop = Stop::default();
         self.running.lock().expect("not poisoned").insert(task.id.clone(), stop.clone());
         if task.cancel_requested_at.is_some() {
@@ -254,12 +251,12 @@ impl WorkerPool {
                 let (upstream_job, tried) = (kept.upstream_job.take(), kept.channel_log.take());
                 self.end(&with_log(task, tried), &holder, cancelled(kept, why)).await;
                 if let Some((channel, id)) = upstream_job {
-                    self.cancel_upstream(&channel, &id).await;
+                    Box::pin(self.cancel_upstream(&channel, &id)).await;
                 }
             }
             _ = lost_lease => tracing::warn!("lease lost; abandoning the task"),
             _ = crate::shutdown::grace_over(&shutdown, self.grace) => {
-                match self.store.release_lease(&task.id, token).await {
+                match Box::pin(self.store.release_lease(&task.id, token)).await {
                     Ok(()) => tracing::info!("shutting down; handed the task back for another worker"),
                     Err(e) => tracing::warn!(error = %e, "could not hand the lease back; it will expire"),
                 }
@@ -281,7 +278,7 @@ impl WorkerPool {
     }
 
     async fn end(&self, task: &Task, holder: &Holder, outcome: Outcome) {
-        match self.store.finish(task, holder, &outcome).await {
+        match Box::pin(self.store.finish(task, holder, &outcome)).await {
             Ok(true) => tracing::info!(state = ?outcome_state(&outcome), "task finished"),
             Ok(false) => tracing::warn!("lease lost before finishing; another worker owns the task"),
             Err(e) => tracing::error!(error = %e, "could not record the task's end; it will run again"),
@@ -294,7 +291,7 @@ impl WorkerPool {
         let lease_ms = self.lease.as_millis() as i64;
         loop {
             tokio::time::sleep(self.lease / 3).await;
-            match self.store.renew_lease(&task.id, token, lease_ms).await {
+            match Box::pin(self.store.renew_lease(&task.id, token, lease_ms)).await {
                 Ok(Lease::Kept { cancel_requested }) => {
                     if cancel_requested {
                         stop.stop(CANCELLED_BY_OWNER);
@@ -324,7 +321,7 @@ impl WorkerPool {
                 channel: None,
                 percent: Some(percent),
             };
-            if let Err(e) = self.store.note(task, token, note).await {
+            if let Err(e) = Box::pin(self.store.note(task, token, note)).await {
                 tracing::warn!(error = %e, "could not record the task's progress");
             }
             tokio::time::sleep(PROGRESS_EVERY).await;
@@ -343,12 +340,12 @@ impl WorkerPool {
             let message = format!("the model {} is no longer offered", task.model);
             return Outcome::Failed { code: FailCode::GenerationFailed, message };
         };
-        let references = match self.fetch_references(task).await {
+        let references = match Box::pin(self.fetch_references(task)).await {
             Ok(refs) => refs,
             Err(message) => return Outcome::Failed { code: FailCode::InvalidImageUrl, message },
         };
         let mask = match &task.spec.mask {
-            Some(url) => match self.reference(url).await {
+            Some(url) => match Box::pin(self.reference(url)).await {
                 Ok(mask) => Some(mask),
                 Err(e) => return Outcome::Failed { code: FailCode::InvalidImageUrl, message: format!("mask_url {e}") },
             },
@@ -368,7 +365,7 @@ impl WorkerPool {
             // asked for (Seedream 4.x always answers JPEG); otherwise it is stored as it came,
             // undecoded (its thumbnail is made when first asked for). One that cannot be
             // converted is left out, as an upstream's missing image would be, and not charged.
-            let bytes = match self.media.convert(image.bytes, image.format, task.spec.output_format).await {
+            let bytes = match Box::pin(self.media.convert(image.bytes, image.format, task.spec.output_format)).await {
                 Ok(bytes) => bytes,
                 Err(e) => {
                     tracing::warn!(error = %e, "a result could not be converted; leaving it out");
@@ -378,7 +375,7 @@ impl WorkerPool {
             };
             let index = result_keys.len();
             let key = super::result_key(&task.id, index, task.spec.output_format);
-            if let Err(e) = self.storage.put_and_keep(&key, bytes).await {
+            if let Err(e) = Box::pin(self.storage.put_and_keep(&key, bytes)).await {
                 tracing::error!(error = format!("{e:#}"), "storing a result failed");
                 return Outcome::Failed {
                     code: FailCode::GenerationFailed,
@@ -440,7 +437,7 @@ impl WorkerPool {
                 channel: Some(channel.id.clone()),
                 percent: None,
             };
-            if let Err(e) = self.store.note(task, token, started).await {
+            if let Err(e) = Box::pin(self.store.note(task, token, started)).await {
                 tracing::warn!(error = %e, "could not record the task's start");
             }
             let checkpoint = TaskCheckpoint { pool: self, task, token, channel: &channel.id, progress, stored };
@@ -479,7 +476,7 @@ impl WorkerPool {
             // The last try is written with the end; one the task moves on from, at once, so
             // that a crash during the next keeps it.
             let moving_on = matches!(result, Err(ProviderError::Retryable { .. }));
-            if moving_on && let Err(e) = self.store.log_channel_attempt(&task.id, token, &log).await {
+            if moving_on && let Err(e) = Box::pin(self.store.log_channel_attempt(&task.id, token, &log)).await {
                 tracing::warn!(error = %e, "could not log the channel attempt");
             }
             match result {
