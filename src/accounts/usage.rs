@@ -46,7 +46,8 @@ impl Tally {
             Ended::Cancelled => counts.cancelled += 1,
         }
         counts.images += i64::from(images);
-        // A day's spending past i64 micro-dollars (9.2 trillion dollars) saturates.
+        // Cannot overflow: the charges of one account come out of its holds, which
+        // `Micros::MAX_BALANCE` (a ninth of i64) bounds; saturating keeps it checked regardless.
         counts.spent = counts.spent.checked_add(charge).unwrap_or(Micros(i64::MAX));
     }
 

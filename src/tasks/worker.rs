@@ -1,6 +1,10 @@
 //! Runs tasks: claim with a lease, fetch references, call the chosen channel's provider, store
 //! the images, then finish and settle in one transaction. A crash at any point leaves the task
 //! leased; once the lease runs out, another worker (or the restarted process) takes it again.
+//!
+//! The database and storage steps around the provider call are awaited boxed (`Box::pin`): a
+//! task's future is as large as its largest await point, and every task waiting on a slow
+//! upstream holds one (10,000 in flight took 259 MB before, 105 MB since).
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
