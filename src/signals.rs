@@ -112,8 +112,11 @@ pub struct Bus {
 #[derive(Debug, Default)]
 struct Watchers {
     next: AtomicU64,
-    by_task: Mutex<HashMap<TaskId, Vec<(u64, mpsc::UnboundedSender<Change>)>>>,
+    by_task: Mutex<HashMap<TaskId, Vec<Follower>>>,
 }
+
+/// One [`TaskWatch`]: its id (to unregister it) and where its task's news goes.
+type Follower = (u64, mpsc::UnboundedSender<Change>);
 
 impl Watchers {
     fn tell(&self, news: &TaskNews) {
