@@ -92,6 +92,9 @@ pub async fn created_in(
     Ok(())
 }
 
+/// The seq of a task's last event (`$1`), 0 before the first.
+const LATEST_SEQ: &str = "SELECT COALESCE(MAX(seq), 0) FROM task_events WHERE task_id = $1";
+
 /// Appends events to a task's list and returns the last one's seq. Call it after the statement
 /// that changes the task's row in the same transaction: that row's lock puts concurrent writers
 /// of one task (a cancel and a finish) one after the other, so each reads the other's events.
@@ -104,18 +107,14 @@ pub async fn append_in(
     now: i64,
 ) -> Result<i64, sqlx::Error> {
     if events.is_empty() {
-        return sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM task_events WHERE task_id = $1")
-            .bind(task.as_str())
-            .fetch_one(&mut **tx)
-            .await;
+        return sqlx::query_scalar(LATEST_SEQ).bind(task.as_str()).fetch_one(&mut **tx).await;
     }
     // Event i is `$(3 + 2i)` (kind) and `$(4 + 2i)` (data), at `latest + 1 + i`.
     let rows: Vec<String> = (0..events.len())
         .map(|i| format!("SELECT $1, latest + {}, ${}, ${}, $2 FROM base", i + 1, 3 + 2 * i, 4 + 2 * i))
         .collect();
     let sql = format!(
-        "WITH base AS (SELECT COALESCE(MAX(seq), 0) AS latest FROM task_events WHERE task_id = $1) \
-         INSERT INTO task_events (task_id, seq, kind, data, at) {} RETURNING seq",
+        "WITH base(latest) AS ({LATEST_SEQ}) INSERT INTO task_events (task_id, seq, kind, data, at) {} RETURNING seq",
         rows.join(" UNION ALL ")
     );
     let mut query = sqlx::query_scalar::<_, i64>(&sql).bind(task.as_str()).bind(now);
