@@ -266,7 +266,7 @@ async fn create_all(
         let earlier = admitted_per_model.entry((account, model)).or_default();
         let holds: Vec<Micros> =
             batch.iter().map(|&i| creates[i].new.price.times(creates[i].new.spec.images)).collect();
-        let total = holds.iter().try_fold(Micros(0), |sum, hold| sum.checked_add(*hold));
+        let total = holds.iter().try_fold(Micros::ZERO, |sum, hold| sum.checked_add(*hold));
         // The whole batch in one UPDATE when it fits, as it does unless the account is near its
         // balance or limit; otherwise one at a time, in order, as if it came alone.
         let all_at_once = match total {
